@@ -1,0 +1,3 @@
+from opencsbs.cli import main
+
+main(prog_name="opencsbs")

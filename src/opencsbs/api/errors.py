@@ -1,0 +1,69 @@
+"""Error mapping: every failure leaves as ``{"error_code": ..., "error_msg": ...}`` with a JSON content type.
+
+- :class:`CSBSError` → its own status and code;
+- request validation (malformed JSON, wrong types, missing fields) → 400 CSBS.9001 naming the field;
+- unknown route → 404 APIGW.0101, wrong method → 405 APIGW.0101 (``docs/errors.md``);
+- anything else → 500 CSBS.9999 (a real server fault; logged with its traceback, never shown to the client).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from opencsbs.core import codes
+from opencsbs.core.errors import CSBSError
+
+log = logging.getLogger("opencsbs.api")
+
+
+def error_response(error: CSBSError, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The JSON response for ``error``."""
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+
+def describe_validation(exc: RequestValidationError) -> str:
+    """A one-line account of what was wrong with the request, naming each field."""
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        where = ".".join(loc) or "request body"
+        if err.get("type") == "json_invalid":
+            parts.append("request body is not valid JSON")
+            continue
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    more = len(exc.errors()) - 5
+    if more > 0:
+        parts.append(f"and {more} more")
+    return "Invalid request parameters: " + "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers above on ``app``."""
+
+    @app.exception_handler(CSBSError)
+    async def _csbs(_request: Request, exc: CSBSError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "X-Auth-Token"} if exc.status == 401 else None
+        return error_response(exc, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(CSBSError(codes.INVALID_PARAMETER, describe_validation(exc)))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            return error_response(CSBSError(codes.ROUTE_NOT_FOUND))
+        if exc.status_code == 405:
+            return error_response(CSBSError(codes.METHOD_NOT_ALLOWED, request.method), exc.headers)
+        code = codes.Code(f"HTTP.{exc.status_code}", exc.status_code, "%s")
+        return error_response(CSBSError(code, exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(CSBSError(codes.INTERNAL_ERROR, "request"))

@@ -1,0 +1,1 @@
+"""Authentication (who calls: local tokens or Keystone) and authorization (what they may do)."""

@@ -1,0 +1,70 @@
+"""Local tokens: the embedded auth mode. ``opencsbs token create`` makes them; only SHA-256 digests are stored.
+
+A token is 32 random bytes, URL-safe base64. Looking it up by digest and comparing digests with
+``hmac.compare_digest`` means the stored value never leaks through timing or the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from opencsbs.auth.base import ROLES, AuthFailed, Authenticator, Principal
+from opencsbs.core.timeutil import utcnow
+from opencsbs.db.models import LocalToken
+
+#: Which roles a token of each role level carries (a member may also read; an admin may do everything).
+IMPLIED_ROLES = {"reader": {"reader"}, "member": {"reader", "member"}, "admin": {"reader", "member", "admin"}}
+
+
+def token_digest(token: str) -> str:
+    """SHA-256 hex digest of a token."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create_token(
+    session: Session, project_id: str, role: str = "member", user_id: str | None = None,
+    expires_at: datetime | None = None,
+) -> str:
+    """Store a new token for ``project_id`` with ``role`` (reader|member|admin) and return it (shown once).
+
+    Raises ``ValueError`` for an unknown role or an empty project id.
+    """
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}")
+    if not project_id or not project_id.strip():
+        raise ValueError("project id must not be empty")
+    token = secrets.token_urlsafe(32)
+    session.add(
+        LocalToken(
+            token_hash=token_digest(token), project_id=project_id, role=role,
+            user_id=user_id or f"local-{role}", expires_at=expires_at,
+        )
+    )
+    return token
+
+
+class LocalAuthenticator(Authenticator):
+    """Validates local tokens against the ``local_tokens`` table."""
+
+    def __init__(self, sessions: sessionmaker[Session]):
+        self.sessions = sessions
+
+    def authenticate(self, token: str | None) -> Principal:
+        if not token:
+            raise AuthFailed("X-Auth-Token is missing")
+        digest = token_digest(token)
+        with self.sessions() as session:
+            row = session.scalars(select(LocalToken).where(LocalToken.token_hash == digest)).first()
+        if row is None or not hmac.compare_digest(row.token_hash, digest):
+            raise AuthFailed("token is not valid")
+        if row.revoked or (row.expires_at is not None and row.expires_at <= utcnow()):
+            raise AuthFailed("token has expired or was revoked")
+        return Principal(
+            project_id=row.project_id, user_id=row.user_id, roles=frozenset(IMPLIED_ROLES[row.role]),
+        )

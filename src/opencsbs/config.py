@@ -1,0 +1,150 @@
+"""Settings of opencsbs, from (highest first) command-line options, environment variables ``OPENCSBS_*``
+(nested with ``__``, e.g. ``OPENCSBS_AUTH__MODE=keystone``), a YAML config file (``--config FILE`` or
+``OPENCSBS_CONFIG``) and the defaults below. ``docs/configuration.md`` lists every key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from opencsbs import PROVIDER_ID
+
+
+class AuthSettings(BaseModel):
+    """``mode``: ``local`` (tokens made by ``opencsbs token create``) or ``keystone``."""
+
+    mode: Literal["local", "keystone"] = "local"
+    keystone_url: str | None = None
+    #: service credentials for validating tokens (keystone mode)
+    service_username: str | None = None
+    service_password: str | None = None
+    service_project_name: str | None = None
+    service_user_domain: str = "Default"
+    service_project_domain: str = "Default"
+    #: seconds a validated token stays cached
+    cache_seconds: int = 60
+    cache_size: int = 10000
+    #: YAML file overriding the default API policy rules
+    policy_file: Path | None = None
+
+
+class CloudSettings(BaseModel):
+    """``driver``: ``sandbox`` (built in), ``libvirt`` or ``openstack``."""
+
+    driver: Literal["sandbox", "libvirt", "openstack"] = "sandbox"
+    #: sandbox: YAML inventory loaded at start-up (see examples/sandbox.yaml)
+    inventory: Path | None = None
+    #: libvirt: connection URI and the availability zone reported for the host
+    libvirt_uri: str = "qemu:///system"
+    libvirt_az: str = "nova"
+    libvirt_project_id: str | None = None
+    #: openstack: clouds.yaml entry used as the service user
+    openstack_cloud: str | None = None
+    openstack_timeout: float = 30.0
+    #: availability zones where backup is not offered (CSBS.6027)
+    azs_without_backup: list[str] = Field(default_factory=list)
+    #: volume service types that cannot be backed up (CSBS.6033), compared case-insensitively
+    unprotectable_service_types: list[str] = Field(default_factory=lambda: ["dss"])
+
+
+class BankSettings(BaseModel):
+    """Where backup data lives: ``backend`` ``local`` (a folder) or ``s3``."""
+
+    backend: Literal["local", "s3"] = "local"
+    path: Path | None = None  # local: default <data_dir>/bank
+    s3_endpoint: str | None = None
+    s3_bucket: str = "opencsbs"
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_region: str = "us-east-1"
+    s3_prefix: str = ""
+    #: AES-256-GCM key file (32 raw bytes or 64 hex chars); None disables encryption
+    encryption_key_file: Path | None = None
+    compression_level: int = 1
+
+
+class Settings(BaseSettings):
+    """All settings. ``data_dir`` holds the SQLite database, the local bank and the sandbox volume files."""
+
+    model_config = SettingsConfigDict(env_prefix="OPENCSBS_", env_nested_delimiter="__", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8799
+    data_dir: Path = Path(os.path.expanduser("~/.local/share/opencsbs"))
+    #: SQLAlchemy URL; default ``sqlite:///<data_dir>/opencsbs.db``
+    database_url: str | None = None
+    provider_id: str = PROVIDER_ID
+    region: str = "RegionOne"
+    #: most items one check_protectable / check_restorable request may carry
+    batch_limit: int = 1000
+    #: largest request body in bytes
+    max_body_bytes: int = 1024 * 1024
+    #: backup/restore worker threads inside ``serve`` (0: run ``opencsbs worker`` processes instead)
+    workers: int = 2
+    #: run the policy scheduler inside ``serve``
+    scheduler: bool = True
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    log_level: str = "info"
+
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    cloud: CloudSettings = Field(default_factory=CloudSettings)
+    bank: BankSettings = Field(default_factory=BankSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _YamlFileSource(settings_cls)
+
+    @property
+    def db_url(self) -> str:
+        """The effective database URL."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'opencsbs.db'}"
+
+    @property
+    def volumes_dir(self) -> Path:
+        """Where the sandbox keeps its volume files."""
+        return self.data_dir / "sandbox" / "volumes"
+
+    @property
+    def bank_path(self) -> Path:
+        """The local bank folder."""
+        return self.bank.path or self.data_dir / "bank"
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    """Reads the YAML file named by ``OPENCSBS_CONFIG`` (set by ``--config``)."""
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - unused by __call__
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("OPENCSBS_CONFIG")
+        if not path:
+            return {}
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"config file {path} must hold a mapping")
+        return data
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from ``config_file`` (or ``$OPENCSBS_CONFIG``), the environment and ``overrides``
+    (None values in ``overrides`` are ignored)."""
+    if config_file is not None:
+        os.environ["OPENCSBS_CONFIG"] = str(config_file)
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**clean)

@@ -1,0 +1,1 @@
+"""Pure CSBS rules: facts in, verdicts out. Nothing here does I/O (no HTTP, database, cloud or bank)."""

@@ -1,0 +1,35 @@
+"""The one exception every layer raises for a client-visible failure.
+
+The HTTP adapter (``opencsbs.api.errors``) turns it into ``{"error_code": ..., "error_msg": ...}`` with the
+code's status. Source of the body shape: ``csbs-api-reference/appendixes/error_codes.rst``.
+"""
+
+from __future__ import annotations
+
+from opencsbs.core.codes import Code
+
+
+class CSBSError(Exception):
+    """A failure with a CSBS (or gateway) error code.
+
+    ``CSBSError(codes.SERVER_BUSY, server_id)`` fills the code's template; ``message=`` overrides it;
+    ``status=`` overrides the code's HTTP status (rarely: the reference pins most).
+    """
+
+    def __init__(self, code: Code, *args: object, message: str | None = None, status: int | None = None):
+        self.code = code
+        self.error_code = code.code
+        self.error_msg = message if message is not None else code.format(*args)
+        self.status = status if status is not None else code.status
+        super().__init__(f"{self.error_code}: {self.error_msg}")
+
+    def body(self) -> dict[str, str]:
+        """The wire body: ``{"error_code": "CSBS.xxxx", "error_msg": "..."}``."""
+        return {"error_code": self.error_code, "error_msg": self.error_msg}
+
+
+def invalid(message: str) -> CSBSError:
+    """A 400 for a request the reference's parameter rules reject (CSBS.9001, message says what)."""
+    from opencsbs.core import codes
+
+    return CSBSError(codes.INVALID_PARAMETER, message)

@@ -1,0 +1,102 @@
+"""The composition root: builds the database, cloud driver, authenticator and (later) engine from settings.
+
+``Runtime.from_settings(settings)`` is what ``opencsbs serve``, the CLI and the tests use; the HTTP app reads it
+from ``app.state.runtime``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from opencsbs.auth.base import Authenticator
+from opencsbs.auth.policy import Enforcer
+from opencsbs.clouds.base import CloudDriver
+from opencsbs.config import Settings
+from opencsbs.core.protectable import ProtectableConfig
+from opencsbs.db.base import make_engine, make_sessionmaker, transaction
+
+
+@dataclass
+class Runtime:
+    """Everything a request or a worker needs, built once per process."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    driver: CloudDriver
+    authenticator: Authenticator
+    enforcer: Enforcer
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, migrate: bool = True) -> Runtime:
+        """Build a runtime; with ``migrate`` the database is brought to the newest schema first."""
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if migrate:
+            from opencsbs.db.migrate import upgrade
+
+            upgrade(settings.db_url)
+        engine = make_engine(settings.db_url)
+        sessions = make_sessionmaker(engine)
+        driver = build_driver(settings, sessions)
+        authenticator = build_authenticator(settings, sessions)
+        runtime = cls(settings, engine, sessions, driver, authenticator, Enforcer())
+        if settings.cloud.driver == "sandbox" and settings.cloud.inventory:
+            from opencsbs.clouds.sandbox.inventory import load_inventory_file
+
+            with transaction(sessions) as session:
+                load_inventory_file(session, settings.cloud.inventory, settings.volumes_dir)
+        return runtime
+
+    @property
+    def protectable_config(self) -> ProtectableConfig:
+        """The rule settings for check_protectable, from the cloud settings and the driver's abilities."""
+        cloud = self.settings.cloud
+        return ProtectableConfig(
+            protectable_types=self.driver.protectable_types,
+            azs_without_backup=frozenset(cloud.azs_without_backup),
+            unprotectable_service_types=frozenset(s.lower() for s in cloud.unprotectable_service_types),
+        )
+
+    def close(self) -> None:
+        """Stop background parts and release connections."""
+        for closer in self.extras.get("closers", []):
+            closer()
+        self.driver.close()
+        self.authenticator.close()
+        self.engine.dispose()
+
+
+def build_driver(settings: Settings, sessions: sessionmaker[Session]) -> CloudDriver:
+    """The cloud driver named by ``settings.cloud.driver``."""
+    name = settings.cloud.driver
+    if name == "sandbox":
+        from opencsbs.clouds.sandbox import SandboxDriver
+
+        return SandboxDriver(sessions, settings.volumes_dir)
+    if name == "libvirt":
+        from opencsbs.clouds.libvirt import LibvirtDriver
+
+        return LibvirtDriver(settings)
+    if name == "openstack":
+        from opencsbs.clouds.openstack import OpenStackDriver
+
+        return OpenStackDriver(settings)
+    raise ValueError(f"unknown cloud driver {name!r}")
+
+
+def build_authenticator(settings: Settings, sessions: sessionmaker[Session]) -> Authenticator:
+    """The authenticator named by ``settings.auth.mode``."""
+    if settings.auth.mode == "local":
+        from opencsbs.auth.local import LocalAuthenticator
+
+        return LocalAuthenticator(sessions)
+    if settings.auth.mode == "keystone":
+        from opencsbs.auth.keystone import KeystoneAuthenticator
+
+        return KeystoneAuthenticator(settings.auth)
+    raise ValueError(f"unknown auth mode {settings.auth.mode!r}")
