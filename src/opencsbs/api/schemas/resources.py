@@ -17,8 +17,8 @@ class ProtectableParam(WireModel):
 class ResourceActionRequest(WireModel):
     """Body of ``POST /v1/{project_id}/providers/{provider_id}/resources/action``."""
 
-    check_protectable: list[ProtectableParam] | None = Field(
-        default=None, min_length=1, description="Resources whose backup capability to check"
+    check_protectable: list[ProtectableParam] = Field(
+        min_length=1, description="Resources whose backup capability to check (at most ``batch_limit``)"
     )
 
 
@@ -28,8 +28,8 @@ class CheckResp(BaseModel):
     resource_id: str
     resource_type: str
     result: bool
-    error_code: str | None = None
-    error_msg: str | None = None
+    error_code: str = Field(default=None, description="CSBS.6xxx; absent when there is nothing to report")
+    error_msg: str = Field(default=None, description="Filled-in message of error_code; absent with it")
 
 
 class ProtectableResponse(BaseModel):
