@@ -70,6 +70,10 @@ class BankSettings(BaseModel):
     #: AES-256-GCM key file (32 raw bytes or 64 hex chars); None disables encryption
     encryption_key_file: Path | None = None
     compression_level: int = 1
+    #: worker threads hashing/compressing chunks (S3 uses at least 8 for its network waits)
+    threads: int = 2
+    #: local backend: fsync every object before it gets its name (durable across power loss)
+    fsync: bool = True
 
 
 class Settings(BaseSettings):
