@@ -135,6 +135,29 @@ def token_create(ctx: Ctx, project: str, role: str, user: str | None, data_dir_o
     click.echo(value)
 
 
+# --- policy -------------------------------------------------------------------------------------------------
+
+
+@main.group()
+def policy() -> None:
+    """API authorization rules (auth.policy_file)."""
+
+
+@policy.command("show")
+@click.option("--defaults", is_flag=True, help="the built-in defaults, ignoring auth.policy_file")
+@pass_ctx
+def policy_show(ctx: Ctx, defaults: bool) -> None:
+    """Print the effective rules as a policy file (YAML)."""
+    from opencsbs.auth.policy import Enforcer, PolicyFileError, render_rules
+
+    settings = ctx.settings()
+    try:
+        enforcer = Enforcer.from_file(None if defaults else settings.auth.policy_file)
+    except PolicyFileError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(render_rules(enforcer.rules), nl=False)
+
+
 # --- database -----------------------------------------------------------------------------------------------
 
 

@@ -27,9 +27,12 @@ class AuthSettings(BaseModel):
     service_project_name: str | None = None
     service_user_domain: str = "Default"
     service_project_domain: str = "Default"
-    #: seconds a validated token stays cached
+    #: seconds a validated (or refused) token stays cached; 0 disables the cache
     cache_seconds: int = 60
+    #: most tokens kept in the cache
     cache_size: int = 10000
+    #: seconds to wait for Keystone before answering 503
+    keystone_timeout: float = 10.0
     #: YAML file overriding the default API policy rules
     policy_file: Path | None = None
 

@@ -48,7 +48,8 @@ class Runtime:
         sessions = make_sessionmaker(engine)
         driver = build_driver(settings, sessions)
         authenticator = build_authenticator(settings, sessions)
-        runtime = cls(settings, engine, sessions, driver, authenticator, Enforcer())
+        enforcer = Enforcer.from_file(settings.auth.policy_file)
+        runtime = cls(settings, engine, sessions, driver, authenticator, enforcer)
         if settings.cloud.driver == "sandbox" and settings.cloud.inventory:
             from opencsbs.clouds.sandbox.inventory import load_inventory_file
 

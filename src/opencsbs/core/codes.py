@@ -96,6 +96,8 @@ INTERNAL_ERROR = _c("CSBS.9999", 500, "%s failed")
 #: Not in the appendix as a status, but the reference lists 503 "Service unavailable" on every call: a cloud
 #: driver that cannot reach its cloud answers this (code CSBS.9999, status 503).
 CLOUD_UNAVAILABLE = _c("CSBS.9999", 503, "%s failed")
+#: the identity service (Keystone) cannot judge a token: the same shape, 503
+IDENTITY_UNAVAILABLE = _c("CSBS.9999", 503, "%s failed")
 
 # --- not in the appendix: what the API gateway in front of the real service answers (docs/errors.md) ------
 AUTH_FAILED = _c("APIGW.0301", 401, "Incorrect IAM authentication information: %s")
