@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from opencsbs.api.schemas.common import WireModel
 
@@ -14,11 +14,43 @@ class ProtectableParam(WireModel):
     resource_type: str = Field(min_length=1, max_length=64, description="e.g. OS::Nova::Server")
 
 
+class RestoreVolumeMapping(WireModel):
+    """``restore_volume_mapping``: disk backup id → target disk id."""
+
+    backup_id: str = Field(min_length=1, max_length=64)
+    volume_id: str = Field(min_length=1, max_length=64)
+
+
+class RestorableTarget(WireModel):
+    """``restorable_target``: the server to restore onto and the disk mapping."""
+
+    resource_id: str = Field(min_length=1, max_length=64)
+    resource_type: str = Field(min_length=1, max_length=64)
+    volumes: list[RestoreVolumeMapping] = Field(min_length=1)
+
+
+class RestorableParam(WireModel):
+    """One item of ``check_restorable``."""
+
+    checkpoint_item_id: str = Field(min_length=1, max_length=64)
+    target: RestorableTarget
+
+
 class ResourceActionRequest(WireModel):
-    """Body of ``POST /v1/{project_id}/providers/{provider_id}/resources/action``."""
+    """Body of ``POST /v1/{project_id}/providers/{provider_id}/resources/action``: exactly one of
+    ``check_protectable`` or ``check_restorable``."""
+
+    # Typed without ``| None``: an explicit ``null`` is refused (400), as the schema below says; absent is None.
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["check_protectable"]}, {"required": ["check_restorable"]}]}
+    )
 
     check_protectable: list[ProtectableParam] = Field(
-        min_length=1, description="Resources whose backup capability to check (at most ``batch_limit``)"
+        default=None, min_length=1,
+        description="Resources whose backup capability to check (at most ``batch_limit``)",
+    )
+    check_restorable: list[RestorableParam] = Field(
+        default=None, min_length=1, description="Backups and targets whose restore capability to check"
     )
 
 
@@ -33,6 +65,11 @@ class CheckResp(BaseModel):
 
 
 class ProtectableResponse(BaseModel):
-    """``{"protectable": [check_resp, ...]}`` in request order."""
+    """``{"protectable": [check_resp, ...]}`` (or ``{"restorable": [...]}``) in request order."""
 
-    protectable: list[CheckResp]
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["protectable"]}, {"required": ["restorable"]}]}
+    )
+
+    protectable: list[CheckResp] = None
+    restorable: list[CheckResp] = None
