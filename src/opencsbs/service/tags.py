@@ -1,8 +1,10 @@
 """The 12 tag calls as use cases, for backup policies (``csbs_backup_policy``) and backups (``csbs_backup``).
 
-Sources: tag_management/*.rst; the rules live in ``core.tags``. Tags are stored in the ``tags`` table keyed by
-(resource kind, resource id). Which resources exist, their names and the ``resource_detail`` of a query come
-from a :class:`Resolver` per kind: policies here, backups (checkpoint items) from the backup engine's tables.
+Sources: tag_management/*.rst; the rules live in ``core.tags``. A :class:`Resolver` per kind says which
+resources exist, their names, the ``resource_detail`` of a query, and where their tags are kept: policy tags in
+the ``tags`` table keyed by (resource kind, resource id); backup tags with the backup itself
+(``checkpoint_items.tags``, written by protect and shown by the backup list), so that the two can never
+disagree (docs/policies.md).
 
 Errors: CSBS.3000 (unknown policy) / CSBS.3001 (unknown backup) as 404, CSBS.7000 (more than 10 tags),
 CSBS.7001 (404, removing a tag that is not there), CSBS.9001 (invalid keys, values, lists, query).
@@ -14,14 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from opencsbs.core import codes
 from opencsbs.core import tags as rules
 from opencsbs.core.errors import CSBSError, invalid
 from opencsbs.db.base import transaction
-from opencsbs.db.models import Policy, Tag
+from opencsbs.db.models import CheckpointItem, Policy, Tag
 from opencsbs.runtime import Runtime
+from opencsbs.service.backups import item_to_wire
 
 POLICY = "policy"
 BACKUP = "backup"
@@ -40,12 +43,15 @@ class TaggedResource:
 @dataclass(frozen=True)
 class Resolver:
     """How to find resources of one kind: ``one(session, project_id, id, lock)`` and
-    ``every(session, project_id)``; ``not_found`` is raised for an unknown id."""
+    ``every(session, project_id)``; ``not_found`` is raised for an unknown id. ``load(session, project_id,
+    ids_or_None)`` gives ``{id: {key: value}}``; ``store(session, project_id, id, tags)`` replaces one's tags."""
 
     kind: str
     not_found: codes.Code
     one: Callable[[Session, str, str, bool], TaggedResource | None]
     every: Callable[[Session, str], list[TaggedResource]]
+    load: Callable[[Session, str, list[str] | None], dict[str, dict[str, str]]]
+    store: Callable[[Session, str, str, dict[str, str]], None]
 
 
 def _policy_one(session: Session, project_id: str, resource_id: str, lock: bool) -> TaggedResource | None:
@@ -61,14 +67,75 @@ def _policy_every(session: Session, project_id: str) -> list[TaggedResource]:
     return [TaggedResource(p.id, p.name, {}, (p.created_at, p.id)) for p in rows]
 
 
+def _table_load(kind: str):
+    def load(session: Session, project_id: str, ids: list[str] | None) -> dict[str, dict[str, str]]:
+        stmt = select(Tag).where(Tag.project_id == project_id, Tag.resource_kind == kind).order_by(Tag.key)
+        out: dict[str, dict[str, str]] = {}
+        if ids is not None:
+            for start in range(0, len(ids), 900):
+                for t in session.scalars(stmt.where(Tag.resource_id.in_(ids[start : start + 900]))):
+                    out.setdefault(t.resource_id, {})[t.key] = t.value
+            return out
+        for t in session.scalars(stmt):
+            out.setdefault(t.resource_id, {})[t.key] = t.value
+        return out
+
+    return load
+
+
+def _table_store(kind: str):
+    def store(session: Session, project_id: str, resource_id: str, tags: dict[str, str]) -> None:
+        session.execute(delete(Tag).where(Tag.resource_kind == kind, Tag.resource_id == resource_id))
+        for key, value in tags.items():
+            session.add(Tag(project_id=project_id, resource_kind=kind, resource_id=resource_id, key=key,
+                            value=value))
+        session.flush()
+
+    return store
+
+
+def _live_items(session: Session, project_id: str):
+    return (select(CheckpointItem).where(CheckpointItem.project_id == project_id,
+                                         CheckpointItem.status != "deleted"))
+
+
+def _backup_one(session: Session, project_id: str, resource_id: str, lock: bool) -> TaggedResource | None:
+    stmt = _live_items(session, project_id).where(CheckpointItem.id == resource_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    item = session.scalars(stmt).first()
+    return None if item is None else TaggedResource(item.id, item.name, item_to_wire(item), (item.created_at, item.id))
+
+
+def _backup_every(session: Session, project_id: str) -> list[TaggedResource]:
+    items = session.scalars(_live_items(session, project_id).options(selectinload(CheckpointItem.volume_backups)))
+    return [TaggedResource(i.id, i.name, item_to_wire(i), (i.created_at, i.id)) for i in items]
+
+
+def _backup_load(session: Session, project_id: str, ids: list[str] | None) -> dict[str, dict[str, str]]:
+    stmt = select(CheckpointItem.id, CheckpointItem.tags).where(CheckpointItem.project_id == project_id,
+                                                                 CheckpointItem.status != "deleted")
+    out: dict[str, dict[str, str]] = {}
+    chunks = [None] if ids is None else [ids[i : i + 900] for i in range(0, len(ids), 900)]
+    for chunk in chunks:
+        query = stmt if chunk is None else stmt.where(CheckpointItem.id.in_(chunk))
+        for item_id, tags in session.execute(query):
+            out[item_id] = {str(t.get("key")): str(t.get("value", "")) for t in tags or [] if isinstance(t, dict)}
+    return out
+
+
+def _backup_store(session: Session, project_id: str, resource_id: str, tags: dict[str, str]) -> None:
+    item = session.get(CheckpointItem, resource_id)
+    item.tags = rules.to_wire(tags)
+    session.flush()
+
+
 RESOLVERS: dict[str, Resolver] = {
-    POLICY: Resolver(POLICY, codes.POLICY_NOT_FOUND, _policy_one, _policy_every),
+    POLICY: Resolver(POLICY, codes.POLICY_NOT_FOUND, _policy_one, _policy_every, _table_load(POLICY),
+                     _table_store(POLICY)),
+    BACKUP: Resolver(BACKUP, codes.CHECKPOINT_ITEM_NOT_FOUND, _backup_one, _backup_every, _backup_load,
+                     _backup_store),
 }
-
-
-def register_resolver(resolver: Resolver) -> None:
-    """Make a resource kind taggable (the backup engine registers ``backup``)."""
-    RESOLVERS[resolver.kind] = resolver
 
 
 def _resolver(kind: str) -> Resolver:
@@ -87,20 +154,14 @@ def _require(session: Session, kind: str, project_id: str, resource_id: str, loc
     return found
 
 
-def current(session: Session, kind: str, resource_id: str) -> dict[str, str]:
+def current(session: Session, project_id: str, kind: str, resource_id: str) -> dict[str, str]:
     """``{key: value}`` of one resource."""
-    rows = session.scalars(
-        select(Tag).where(Tag.resource_kind == kind, Tag.resource_id == resource_id).order_by(Tag.key)
-    )
-    return {t.key: t.value for t in rows}
+    return _resolver(kind).load(session, project_id, [resource_id]).get(resource_id, {})
 
 
 def write(session: Session, project_id: str, kind: str, resource_id: str, tags: dict[str, str]) -> None:
     """Replace the tags of one resource with ``tags`` (already validated)."""
-    session.execute(delete(Tag).where(Tag.resource_kind == kind, Tag.resource_id == resource_id))
-    for key, value in tags.items():
-        session.add(Tag(project_id=project_id, resource_kind=kind, resource_id=resource_id, key=key, value=value))
-    session.flush()
+    _resolver(kind).store(session, project_id, resource_id, tags)
 
 
 def add_tag(runtime: Runtime, project_id: str, kind: str, resource_id: str, tag: object) -> None:
@@ -111,7 +172,7 @@ def add_tag(runtime: Runtime, project_id: str, kind: str, resource_id: str, tag:
     added = rules.clean_tag_list([tag], "tag")
     with transaction(runtime.sessions) as session:
         _require(session, kind, project_id, resource_id, lock=True)
-        write(session, project_id, kind, resource_id, rules.merge(current(session, kind, resource_id), added))
+        write(session, project_id, kind, resource_id, rules.merge(current(session, project_id, kind, resource_id), added))
 
 
 def remove_tag(runtime: Runtime, project_id: str, kind: str, resource_id: str, key: str) -> None:
@@ -119,7 +180,7 @@ def remove_tag(runtime: Runtime, project_id: str, kind: str, resource_id: str, k
     key = rules.loose_key(key, "key")
     with transaction(runtime.sessions) as session:
         _require(session, kind, project_id, resource_id, lock=True)
-        existing = current(session, kind, resource_id)
+        existing = current(session, project_id, kind, resource_id)
         if key not in existing:
             raise CSBSError(codes.TAG_NOT_FOUND)
         write(session, project_id, kind, resource_id, rules.remove(existing, [(key, None)]))
@@ -139,7 +200,7 @@ def batch(runtime: Runtime, project_id: str, kind: str, resource_id: str, body: 
         doomed = rules.delete_list(body.get("tags"), "tags")
     with transaction(runtime.sessions) as session:
         _require(session, kind, project_id, resource_id, lock=True)
-        existing = current(session, kind, resource_id)
+        existing = current(session, project_id, kind, resource_id)
         result = rules.merge(existing, added) if action == "create" else rules.remove(existing, doomed)
         write(session, project_id, kind, resource_id, result)
 
@@ -148,17 +209,15 @@ def resource_tags(runtime: Runtime, project_id: str, kind: str, resource_id: str
     """``GET .../{resource_id}/tags`` -> ``{"tags": [{"key", "value"}]}``."""
     with runtime.sessions() as session:
         _require(session, kind, project_id, resource_id)
-        return {"tags": rules.to_wire(current(session, kind, resource_id))}
+        return {"tags": rules.to_wire(current(session, project_id, kind, resource_id))}
 
 
 def project_tags(runtime: Runtime, project_id: str, kind: str) -> dict:
     """``GET .../tags`` -> ``{"tags": [{"key", "values"}]}`` over the project's resources of ``kind``."""
-    _resolver(kind)
+    resolver = _resolver(kind)
     with runtime.sessions() as session:
-        rows = session.execute(
-            select(Tag.key, Tag.value).where(Tag.project_id == project_id, Tag.resource_kind == kind)
-        )
-        return {"tags": rules.project_summary(rows)}
+        every = resolver.load(session, project_id, None)
+    return {"tags": rules.project_summary((k, v) for tags in every.values() for k, v in tags.items())}
 
 
 def query(runtime: Runtime, project_id: str, kind: str, body: object) -> dict:
@@ -168,10 +227,7 @@ def query(runtime: Runtime, project_id: str, kind: str, body: object) -> dict:
     resolver = _resolver(kind)
     with runtime.sessions() as session:
         resources = resolver.every(session, project_id)
-        rows = session.scalars(select(Tag).where(Tag.project_id == project_id, Tag.resource_kind == kind))
-        tags: dict[str, dict[str, str]] = {}
-        for t in rows:
-            tags.setdefault(t.resource_id, {})[t.key] = t.value
+        tags = resolver.load(session, project_id, None)
     hits = [r for r in resources if q.matches(tags.get(r.id, {}), r.name)]
     if q.action == "count":
         return {"total_count": len(hits)}
