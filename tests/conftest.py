@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,96 @@ def client(runtime) -> Iterator[TestClient]:
 def demo(client, make_token, inventory):
     """``(client, headers)`` for project ``demo`` with a member token and the example inventory loaded."""
     return client, {"X-Auth-Token": make_token("demo", "member")}
+
+
+# --- a real HTTP server and the real CSBS client ------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def live_server(runtime) -> Iterator[str]:
+    """The API of ``runtime`` served by uvicorn on a free 127.0.0.1 port, in a thread; yields the base URL
+    (``http://127.0.0.1:PORT``, no trailing slash). Real sockets: for clients outside this process (the SDK)."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from opencsbs.api.app import create_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="on"))
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"uvicorn did not start on port {port}")
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@dataclass
+class SdkResult:
+    """What a script run by ``sdk_run`` did: exit code, output, and ``json`` = its last stdout line parsed
+    (None when that line is not JSON)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    json: object = None
+
+
+@pytest.fixture
+def sdk_run(tmp_path: Path):
+    """``sdk_run(script, check=True, timeout=120, **env) -> SdkResult``: run Python source ``script`` with the
+    huaweicloud-sdk-python 1.0.28 venv made by ``scripts/services/sdk.sh`` (``OPENCSBS_TEST_SDK_PYTHON``).
+
+    ``env`` adds environment variables (values turned into strings); inherited ``OS_*`` variables are dropped so
+    only what the test passes reaches the SDK. Useful ones: ``OS_DATA_PROTECT_ENDPOINT_OVERRIDE`` (the SDK's
+    endpoint override for service type ``data-protect``, e.g. ``{live_server}/v1/{project_id}``). Print the
+    answer as JSON on the last stdout line to get it back parsed in ``.json``. ``check``: fail the test (with
+    the script's stderr) when it exits non-zero. Skips (outside CI) when the SDK venv is missing.
+    """
+    import json as _json
+    import subprocess
+    import textwrap
+
+    python = os.environ.get("OPENCSBS_TEST_SDK_PYTHON")
+    counter = [0]
+
+    def _run(script: str, check: bool = True, timeout: float = 120, **env: object) -> SdkResult:
+        require_component(bool(python) and Path(python or "").exists(),
+                          "OPENCSBS_TEST_SDK_PYTHON unset: run scripts/services/sdk.sh start and source "
+                          "$OPENCSBS_WORK/env/sdk.env")
+        counter[0] += 1
+        path = tmp_path / f"sdk_script_{counter[0]}.py"
+        path.write_text(textwrap.dedent(script), encoding="utf-8")
+        child_env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+        child_env.update({k: str(v) for k, v in env.items()})
+        proc = subprocess.run([python, str(path)], capture_output=True, text=True, timeout=timeout,
+                              env=child_env, cwd=tmp_path)
+        lines = proc.stdout.strip().splitlines()
+        parsed = None
+        if lines:
+            try:
+                parsed = _json.loads(lines[-1])
+            except ValueError:
+                parsed = None
+        result = SdkResult(proc.returncode, proc.stdout, proc.stderr, parsed)
+        if check and proc.returncode != 0:
+            pytest.fail(f"SDK script exited {proc.returncode}:\n{proc.stderr[-4000:]}\n{proc.stdout[-2000:]}")
+        return result
+
+    return _run

@@ -27,9 +27,12 @@ class AuthSettings(BaseModel):
     service_project_name: str | None = None
     service_user_domain: str = "Default"
     service_project_domain: str = "Default"
-    #: seconds a validated token stays cached
+    #: seconds a validated (or refused) token stays cached; 0 disables the cache
     cache_seconds: int = 60
+    #: most tokens kept in the cache
     cache_size: int = 10000
+    #: seconds to wait for Keystone before answering 503
+    keystone_timeout: float = 10.0
     #: YAML file overriding the default API policy rules
     policy_file: Path | None = None
 
@@ -67,6 +70,41 @@ class BankSettings(BaseModel):
     #: AES-256-GCM key file (32 raw bytes or 64 hex chars); None disables encryption
     encryption_key_file: Path | None = None
     compression_level: int = 1
+    #: worker threads hashing/compressing chunks (S3 uses at least 8 for its network waits)
+    threads: int = 2
+    #: local backend: fsync every object before it gets its name (durable across power loss)
+    fsync: bool = True
+
+
+class QuotaSettings(BaseModel):
+    """Per-project quotas (``GET /v1/{project_id}/quotas``, enforced with CSBS.9006 when a backup starts).
+
+    ``backups``: most checkpoint_items kept (not deleted); ``backup_capacity_gb``: most backup capacity in GB
+    (the sum of the backups' stored sizes); -1 means unlimited. ``projects`` overrides either per project id.
+    """
+
+    backups: int = 600
+    backup_capacity_gb: int = -1
+    projects: dict[str, dict[str, int]] = Field(default_factory=dict)
+
+    def for_project(self, project_id: str) -> tuple[int, int]:
+        """``(backups, backup_capacity_gb)`` for ``project_id``."""
+        own = self.projects.get(project_id, {})
+        return int(own.get("backups", self.backups)), int(own.get("backup_capacity_gb", self.backup_capacity_gb))
+
+
+class EngineSettings(BaseModel):
+    """Backup/restore job execution.
+
+    ``lease_seconds``: how long a worker owns a job without a heartbeat (a crashed worker's job is taken over
+    after this); ``poll_seconds``: idle workers look for new jobs this often; ``max_attempts``: claims of one job
+    before it is failed; ``progress_seconds``: how often progress is written to the database.
+    """
+
+    lease_seconds: float = 30.0
+    poll_seconds: float = 0.5
+    max_attempts: int = 3
+    progress_seconds: float = 1.0
 
 
 class Settings(BaseSettings):
@@ -96,6 +134,8 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     cloud: CloudSettings = Field(default_factory=CloudSettings)
     bank: BankSettings = Field(default_factory=BankSettings)
+    quotas: QuotaSettings = Field(default_factory=QuotaSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,55 @@
+"""The bank: where backup data lives (content-addressed 4 MiB chunks, zstd, optional AES-256-GCM, one index
+per volume backup) on a local folder or an S3 bucket. See ``docs/bank.md``.
+
+>>> bank = open_bank(settings)
+>>> stats = bank.backup_volume(FileBlockReader("disk.img"), "checkpoints/<id>/<volume_backup_id>")
+>>> bank.restore_volume("checkpoints/<id>/<volume_backup_id>", FileBlockWriter("out.img", stats.size))
+"""
+
+from __future__ import annotations
+
+from opencsbs.bank.backends import LocalStore, ObjectStore, S3Store
+from opencsbs.bank.codec import Codec, load_key
+from opencsbs.bank.errors import (
+    BankConfigError,
+    BankError,
+    BankKeyError,
+    ChunkDamaged,
+    ChunkMissing,
+    IndexNotFound,
+    ObjectNotFound,
+)
+from opencsbs.bank.files import FileBlockReader, FileBlockWriter
+from opencsbs.bank.store import (
+    CHUNK_SIZE,
+    Bank,
+    GCReport,
+    IndexStats,
+    RestoreStats,
+    VerifyReport,
+    VolumeIndex,
+)
+
+__all__ = [
+    "CHUNK_SIZE", "Bank", "BankConfigError", "BankError", "BankKeyError", "ChunkDamaged", "ChunkMissing",
+    "Codec", "FileBlockReader", "FileBlockWriter", "GCReport", "IndexNotFound", "IndexStats", "LocalStore",
+    "ObjectNotFound", "ObjectStore", "RestoreStats", "S3Store", "VerifyReport", "VolumeIndex", "load_key",
+    "open_bank",
+]
+
+
+def open_bank(settings) -> Bank:
+    """The bank described by ``settings`` (:class:`opencsbs.config.Settings`): ``settings.bank.backend``
+    ``local`` (folder ``settings.bank_path``) or ``s3``; encryption when ``bank.encryption_key_file`` is set.
+
+    Raises :class:`BankConfigError` (bad settings) or :class:`BankKeyError` (key does not fit the bank).
+    """
+    b = settings.bank
+    key = load_key(b.encryption_key_file) if b.encryption_key_file else None
+    codec = Codec(key, level=b.compression_level)
+    if b.backend == "s3":
+        store: ObjectStore = S3Store(b.s3_endpoint, b.s3_bucket, b.s3_access_key, b.s3_secret_key,
+                                     region=b.s3_region, prefix=b.s3_prefix,
+                                     max_connections=max(16, b.threads * 4))
+        return Bank(store, codec, threads=b.threads, io_bound=True)
+    return Bank(LocalStore(settings.bank_path, fsync=b.fsync), codec, threads=b.threads)

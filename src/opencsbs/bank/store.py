@@ -1,0 +1,599 @@
+"""The bank: content-addressed chunks plus one index per volume backup (see ``docs/bank.md``).
+
+Layout of the objects in a backend (local folder or S3 bucket)::
+
+    bank.json                         format, chunk size, hash, encryption key identifier
+    chunks/<aa>/<address>             one chunk (envelope, see :mod:`opencsbs.bank.codec`)
+    indexes/<index name>.idx          one volume backup: ordered chunk addresses, size, hashes, metadata
+    leases/<id>.json                  a backup in flight (protects its chunks from garbage collection)
+    gc/running/<id>, gc/finished      garbage collections in progress / the end of the last one
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from opencsbs.bank.backends import ObjectStore
+from opencsbs.bank.codec import Codec
+from opencsbs.bank.errors import (
+    BankError,
+    BankKeyError,
+    ChunkDamaged,
+    ChunkMissing,
+    IndexNotFound,
+    ObjectNotFound,
+)
+from opencsbs.core.blocks import BlockReader, BlockWriter, Range
+
+#: fixed chunk size for disk images (bytes)
+CHUNK_SIZE = 4 << 20
+FORMAT = 1
+#: a backup that reuses a chunk older than this (seconds, relative to its start) renews the chunk's mtime
+TOUCH_AGE = 3600.0
+#: extra margin (seconds) for clock resolution (S3 LastModified has 1 s) and slow calls
+SAFETY = 300.0
+#: a lease older than this (seconds) is treated as left behind by a crashed backup
+LEASE_MAX_AGE = 2 * 86400.0
+#: a GC marker older than this is treated as left behind by a crashed GC
+GC_MARKER_MAX_AGE = 86400.0
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$")
+_ADDR_RE = re.compile(r"^[0-9a-f]{64}$")
+_ZERO = bytes(CHUNK_SIZE)
+
+Progress = Callable[[int, int], None]
+
+
+def chunk_key(address: str) -> str:
+    """The object key of the chunk with hex ``address``."""
+    return f"chunks/{address[:2]}/{address}"
+
+
+def index_key(name: str) -> str:
+    """The object key of the index called ``name``."""
+    return f"indexes/{name}.idx"
+
+
+def check_index_name(name: str) -> str:
+    """``name`` if it is a valid index name (``/``-separated parts of ``[A-Za-z0-9._-]``, not starting with
+    ``.`` or ``-``, at most 512 characters); raises :class:`BankError` otherwise."""
+    if not isinstance(name, str) or len(name) > 512 or not _NAME_RE.match(name):
+        raise BankError(f"invalid index name {name!r}")
+    return name
+
+
+def _utcnow_iso() -> str:
+    return datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+
+
+@dataclass
+class IndexStats:
+    """Figures of one volume backup. Sizes in bytes, ``seconds`` wall time.
+
+    ``stored_bytes``: bytes newly written to the bank (after compression/encryption); ``read_bytes``: bytes read
+    from the volume; ``new_chunks``: chunks stored by this backup; ``reused_chunks``: non-zero chunks already in
+    the bank (dedup, or taken from the base index without reading)."""
+
+    size: int
+    chunk_count: int
+    zero_chunks: int
+    new_chunks: int
+    stored_bytes: int
+    read_bytes: int
+    seconds: float
+    reused_chunks: int = 0
+    #: plaintext bytes of the new chunks (``stored_bytes`` before compression)
+    new_bytes: int = 0
+
+
+@dataclass
+class RestoreStats:
+    """Figures of one restore: ``written_bytes`` of data written, ``zero_bytes`` left/punched as zeros."""
+
+    size: int
+    written_bytes: int
+    zero_bytes: int
+    seconds: float
+
+
+@dataclass
+class VolumeIndex:
+    """One volume backup as stored in the bank.
+
+    ``chunks``: hex addresses in volume order, ``None`` for an all-zero chunk; the last chunk may be shorter
+    than ``chunk_size``. ``volume_hash``: BLAKE3 (keyed when encrypted) over the chunk digests in order (a
+    zero chunk counts with the digest of its zero bytes), checked by every restore."""
+
+    name: str
+    size: int
+    chunk_size: int
+    chunks: list[str | None]
+    volume_hash: str
+    hash: str = "blake3"
+    created_at: str = ""
+    base_index: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def chunk_count(self) -> int:
+        return len(self.chunks)
+
+    def addresses(self) -> set[str]:
+        """The distinct non-zero chunk addresses."""
+        return {a for a in self.chunks if a}
+
+    def chunk_length(self, i: int) -> int:
+        """Length in bytes of chunk ``i``."""
+        return min(self.chunk_size, self.size - i * self.chunk_size)
+
+    def to_json(self) -> bytes:
+        doc = {"format": FORMAT, **asdict(self)}
+        return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> VolumeIndex:
+        doc = json.loads(raw)
+        if doc.pop("format", None) != FORMAT:
+            raise ValueError("unknown index format")
+        idx = cls(**doc)
+        n = -(-idx.size // idx.chunk_size) if idx.size else 0
+        if len(idx.chunks) != n or any(a is not None and not _ADDR_RE.match(a) for a in idx.chunks):
+            raise ValueError("chunk list does not match the size")
+        return idx
+
+
+@dataclass
+class GCReport:
+    """What a garbage collection did. ``cutoff``: POSIX time; unreferenced chunks written or renewed after it
+    were kept (``kept_recent``). ``skipped_reason`` is set when the sweep was not run (unsafe)."""
+
+    indexes: int = 0
+    referenced_chunks: int = 0
+    chunks_seen: int = 0
+    deleted_chunks: int = 0
+    freed_bytes: int = 0
+    kept_recent: int = 0
+    in_flight_backups: int = 0
+    stale_leases: int = 0
+    temporary_removed: int = 0
+    cutoff: float = 0.0
+    seconds: float = 0.0
+    skipped_reason: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class VerifyReport:
+    """What ``verify`` found. ``damaged_*``: ``(name, reason)``; ``missing_chunks``: ``(address, index names)``."""
+
+    indexes_checked: int = 0
+    chunks_checked: int = 0
+    bytes_checked: int = 0
+    unreferenced_chunks: int = 0
+    damaged_indexes: list[tuple[str, str]] = field(default_factory=list)
+    damaged_chunks: list[tuple[str, str]] = field(default_factory=list)
+    missing_chunks: list[tuple[str, list[str]]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not (self.damaged_indexes or self.damaged_chunks or self.missing_chunks)
+
+
+def _chunk_bitmap(ranges: Iterable[Range], n: int, chunk_size: int, size: int) -> bytearray:
+    """1 for every chunk that overlaps one of ``ranges``."""
+    bits = bytearray(n)
+    for off, length in ranges:
+        if length <= 0 or off >= size:
+            continue
+        if off < 0:
+            length += off
+            off = 0
+        end = min(size, off + length)
+        first, last = off // chunk_size, (end - 1) // chunk_size
+        bits[first:last + 1] = b"\x01" * (last + 1 - first)
+    return bits
+
+
+class _BackupContext:
+    """Per-backup state shared by the workers: addresses known present, and claims so that two workers never
+    store the same chunk at once."""
+
+    def __init__(self, known: set[str], lease_time: float):
+        self.known = known
+        self.lease_time = lease_time
+        self._lock = threading.Lock()
+        self._claims: dict[str, threading.Event] = {}
+
+    def claim(self, addr: str) -> tuple[bool, threading.Event]:
+        """``(True, event)`` when the caller now owns ``addr``; ``(False, event)`` when another worker does (or
+        the address is known: then the event is already set)."""
+        with self._lock:
+            if addr in self.known:
+                ev = threading.Event()
+                ev.set()
+                return False, ev
+            ev = self._claims.get(addr)
+            if ev is not None:
+                return False, ev
+            ev = self._claims[addr] = threading.Event()
+            return True, ev
+
+    def release(self, addr: str) -> None:
+        with self._lock:
+            ev = self._claims.pop(addr, None)
+        if ev is not None:
+            ev.set()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Bank:
+    """A bank on an :class:`~opencsbs.bank.backends.ObjectStore`. Thread-safe: several backups, restores and a
+    GC may run at once (also from several processes or hosts sharing the backend).
+
+    ``threads``: workers hashing/compressing/encrypting and moving chunks (I/O-bound backends get more).
+    Raises :class:`BankKeyError` when the key does not fit the bank.
+    """
+
+    def __init__(self, store: ObjectStore, codec: Codec, threads: int = 2, chunk_size: int = CHUNK_SIZE,
+                 io_bound: bool = False):
+        self.store = store
+        self.codec = codec
+        self.chunk_size = chunk_size
+        self.threads = max(1, threads)
+        self.workers = max(self.threads, 8) if io_bound else self.threads
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._zero_digest: dict[int, bytes] = {}
+        self._check_config()
+
+    # --- set-up --------------------------------------------------------------------------------------
+    def _check_config(self) -> None:
+        want = {"format": FORMAT, "chunk_size": self.chunk_size, "hash": self.codec.hash_name,
+                "encrypted": self.codec.encrypted, "key_id": self.codec.key_id}
+        try:
+            have = json.loads(self.store.get("bank.json"))
+        except ObjectNotFound:
+            self.store.put("bank.json", json.dumps(want, indent=1).encode())
+            return
+        if have.get("encrypted") and not self.codec.encrypted:
+            raise BankKeyError(f"the bank at {self.store.location} is encrypted: set bank.encryption_key_file")
+        if not have.get("encrypted") and self.codec.encrypted:
+            raise BankKeyError(f"the bank at {self.store.location} was created without encryption")
+        if have.get("key_id") != self.codec.key_id:
+            raise BankKeyError(f"the encryption key does not belong to the bank at {self.store.location}")
+        if have.get("format") != FORMAT or have.get("chunk_size") != self.chunk_size:
+            raise BankError(f"the bank at {self.store.location} has an unsupported format {have}")
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="bank")
+            return self._pool
+
+    def close(self) -> None:
+        """Stop the worker threads and release the backend."""
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+        self.store.close()
+
+    def __enter__(self) -> Bank:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def zero_digest(self, length: int) -> bytes:
+        """Digest of ``length`` zero bytes (cached)."""
+        d = self._zero_digest.get(length)
+        if d is None:
+            d = self._zero_digest[length] = self.codec.digest(_ZERO[:length] if length <= CHUNK_SIZE
+                                                              else bytes(length))
+        return d
+
+    # --- indexes -------------------------------------------------------------------------------------
+    def read_index(self, index_name: str) -> VolumeIndex:
+        """The index called ``index_name``. Raises :class:`IndexNotFound` or :class:`ChunkDamaged`."""
+        check_index_name(index_name)
+        try:
+            blob = self.store.get(index_key(index_name))
+        except ObjectNotFound:
+            raise IndexNotFound(index_name) from None
+        raw = self.codec.decode_index(index_name, blob)
+        try:
+            idx = VolumeIndex.from_json(raw)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ChunkDamaged(f"index {index_name}", f"unreadable: {exc}") from None
+        if idx.name != index_name:
+            raise ChunkDamaged(f"index {index_name}", f"holds index {idx.name!r}")
+        return idx
+
+    def list_indexes(self, prefix: str = "") -> list[str]:
+        """Names of the indexes starting with ``prefix``, sorted."""
+        names = []
+        for info in self.store.list("indexes/" + prefix):
+            if info.key.endswith(".idx"):
+                names.append(info.key[len("indexes/"):-len(".idx")])
+        return sorted(names)
+
+    def delete_index(self, index_name: str) -> None:
+        """Drop an index (its chunks are freed by the next :meth:`gc`). Absent indexes are ignored."""
+        self.store.delete(index_key(check_index_name(index_name)))
+
+    # --- leases (backups in flight) ------------------------------------------------------------------
+    def _open_lease(self, index_name: str, base_index: str | None) -> tuple[str, float]:
+        lease_id = uuid.uuid4().hex
+        key = f"leases/{lease_id}.json"
+        doc = {"index": index_name, "base_index": base_index, "host": socket.gethostname(), "pid": os.getpid(),
+               "started_at": _utcnow_iso()}
+        self.store.put(key, json.dumps(doc).encode())
+        info = self.store.head(key)
+        return key, (info.mtime if info else time.time())
+
+    def _gc_overlapped(self, since: float) -> bool:
+        """Whether a garbage collection ran at some moment after ``since`` (backend time)."""
+        now = time.time()
+        for info in self.store.list("gc/"):
+            if info.key.startswith("gc/running/") and info.mtime > now - GC_MARKER_MAX_AGE:
+                return True
+            if info.key == "gc/finished" and info.mtime >= since - 2.0:
+                return True
+        return False
+
+    # --- backup --------------------------------------------------------------------------------------
+    def backup_volume(self, reader: BlockReader, index_name: str, base_index: str | None = None,
+                      changed_ranges: Sequence[Range] | None = None, progress: Progress | None = None,
+                      metadata: dict[str, Any] | None = None) -> IndexStats:
+        """Back up the volume ``reader`` reads into the index ``index_name`` (replacing any index of that name).
+
+        ``base_index``: a previous backup of the same volume; its chunks count as present (incremental
+        forever). ``changed_ranges`` (only with ``base_index``): ``(offset, length)`` byte ranges changed since
+        the base; other chunks are taken from the base without reading. Ranges ``reader.allocated_ranges()``
+        leaves out are zeros and not read. ``progress(bytes_done, bytes_total)`` is called from this thread.
+        The index is written last, atomically: an interrupted backup leaves no index, only chunks that a later
+        :meth:`gc` removes. Raises :class:`BankError` (:class:`IndexNotFound` for a missing base).
+        """
+        started = time.monotonic()
+        check_index_name(index_name)
+        if changed_ranges is not None and base_index is None:
+            raise BankError("changed_ranges needs a base_index")
+        size = int(reader.size)
+        cs = self.chunk_size
+        n = -(-size // cs) if size else 0
+        base = self.read_index(base_index) if base_index else None
+        if base is not None and base.chunk_size != cs:
+            if changed_ranges is not None:
+                raise BankError(f"base index {base_index} has chunk size {base.chunk_size}, not {cs}")
+            base = None
+
+        allocated = reader.allocated_ranges()
+        readable = _chunk_bitmap(allocated, n, cs, size) if allocated is not None else bytearray(b"\x01" * n)
+        # plan: None = read, "" = zero, address = taken from the base
+        plan: list[str | None] = []
+        changed = _chunk_bitmap(changed_ranges, n, cs, size) if changed_ranges is not None else None
+        for i in range(n):
+            length = min(cs, size - i * cs)
+            if changed is not None and base is not None and not changed[i] and i < base.chunk_count \
+                    and base.chunk_length(i) == length:
+                plan.append(base.chunks[i] or "")
+            elif not readable[i]:
+                plan.append("")
+            else:
+                plan.append(None)
+
+        known: set[str] = base.addresses() if base is not None else set()
+        from_base = set(known)
+        reused: set[str] = set()
+        lease_key, lease_time = self._open_lease(index_name, base_index)
+        ctx = _BackupContext(known, lease_time)
+        stats = IndexStats(size=size, chunk_count=n, zero_chunks=0, new_chunks=0, stored_bytes=0, read_bytes=0,
+                           seconds=0.0)
+        vhash = self.codec.volume_hasher()
+        chunks: list[str | None] = []
+        done = 0
+        pool = self._executor()
+        window: deque[tuple[int, Future | tuple]] = deque()
+        limit = self.workers * 2
+
+        def settle(item: tuple[int, Future | tuple]) -> None:
+            nonlocal done
+            i, res = item
+            kind, digest, stored, raw_len = res.result() if isinstance(res, Future) else res
+            length = min(cs, size - i * cs)
+            if kind == "zero":
+                stats.zero_chunks += 1
+                chunks.append(None)
+                vhash.update(self.zero_digest(length))
+            else:
+                addr = digest.hex()
+                chunks.append(addr)
+                vhash.update(digest)
+                if kind == "new":
+                    stats.new_chunks += 1
+                    stats.stored_bytes += stored
+                    stats.new_bytes += raw_len
+                else:
+                    stats.reused_chunks += 1
+                    reused.add(addr)
+            done += length
+            if progress is not None:
+                progress(done, size)
+
+        try:
+            for i, step in enumerate(plan):
+                off = i * cs
+                length = min(cs, size - off)
+                if step is None:
+                    data = reader.read(off, length)
+                    if len(data) != length:
+                        raise BankError(f"short read at {off}: {len(data)} of {length} bytes")
+                    stats.read_bytes += length
+                    window.append((i, pool.submit(self._put_chunk, data, ctx)))
+                elif step == "":
+                    window.append((i, ("zero", None, 0, 0)))
+                else:
+                    window.append((i, ("base", bytes.fromhex(step), 0, 0)))
+                while len(window) > limit or (window and not isinstance(window[0][1], Future)):
+                    settle(window.popleft())
+            while window:
+                settle(window.popleft())
+            # a garbage collection that overlapped this backup may have removed a chunk found present:
+            # check every reused chunk before the index makes them referenced
+            if (reused or from_base) and self._gc_overlapped(lease_time):
+                gone = [a for a in reused | {a for a in chunks if a} & from_base
+                        if self.store.head(chunk_key(a)) is None]
+                if gone:
+                    raise ChunkMissing(chunk_key(gone[0]))
+            stats.seconds = time.monotonic() - started
+            idx = VolumeIndex(name=index_name, size=size, chunk_size=cs, chunks=chunks,
+                              volume_hash=vhash.hexdigest(), hash=self.codec.hash_name, created_at=_utcnow_iso(),
+                              base_index=base_index, metadata=dict(metadata or {}), stats=asdict(stats))
+            self.store.put(index_key(index_name), self.codec.encode_index(index_name, idx.to_json()))
+        except BaseException:
+            for _i, res in window:
+                if isinstance(res, Future):
+                    res.cancel()
+            for _i, res in window:
+                if isinstance(res, Future) and not res.cancelled():
+                    try:
+                        res.result()
+                    except BaseException:  # noqa: BLE001 - the first error is the one raised
+                        pass
+            raise
+        finally:
+            try:
+                self.store.delete(lease_key)
+            except Exception:  # noqa: BLE001 - a left lease only delays GC; it expires
+                pass
+        stats.seconds = time.monotonic() - started
+        return stats
+
+    def _put_chunk(self, data: bytes, ctx: _BackupContext) -> tuple[str, bytes | None, int, int]:
+        """Runs in a worker: zero test, hash, existence check, encode, store."""
+        if data == _ZERO[:len(data)]:
+            return ("zero", None, 0, 0)
+        digest = self.codec.digest(data)
+        addr = digest.hex()
+        mine, event = ctx.claim(addr)
+        if not mine:
+            event.wait()  # another worker of this backup stores the same chunk
+            if addr in ctx.known:
+                return ("reused", digest, 0, 0)
+            mine, event = ctx.claim(addr)  # it failed: try ourselves
+            if not mine:
+                event.wait()
+                return ("reused", digest, 0, 0) if addr in ctx.known else self._put_chunk(data, ctx)
+        try:
+            key = chunk_key(addr)
+            info = self.store.head(key)
+            if info is not None:
+                if info.mtime < ctx.lease_time - TOUCH_AGE:
+                    try:  # renew it so a concurrent GC's cutoff keeps it (see docs/bank.md)
+                        self.store.touch(key)
+                    except ObjectNotFound:
+                        info = None
+                if info is not None:
+                    ctx.known.add(addr)
+                    return ("reused", digest, 0, 0)
+            blob = self.codec.encode_chunk(digest, data)
+            self.store.put(key, blob)
+            ctx.known.add(addr)
+            return ("new", digest, len(blob), len(data))
+        finally:
+            ctx.release(addr)
+
+    # --- restore -------------------------------------------------------------------------------------
+    def _get_chunk(self, address: str, length: int) -> bytes:
+        key = chunk_key(address)
+        try:
+            blob = self.store.get(key)
+        except ObjectNotFound:
+            raise ChunkMissing(key) from None
+        return self.codec.decode_chunk(bytes.fromhex(address), blob, length, name=key)
+
+    def restore_volume(self, index_name: str, writer: BlockWriter, progress: Progress | None = None) -> RestoreStats:
+        """Write the volume backup ``index_name`` onto ``writer`` (its first ``size`` bytes), byte-exact.
+
+        Every chunk is checked against its address and the whole volume against the index's ``volume_hash``;
+        zero chunks go through ``writer.write_zeroes``. ``writer.flush()`` is called at the end.
+        Raises :class:`IndexNotFound`, :class:`ChunkMissing`, :class:`ChunkDamaged`, :class:`BankError`.
+        """
+        started = time.monotonic()
+        idx = self.read_index(index_name)
+        if writer.size < idx.size:
+            raise BankError(f"target of {writer.size} bytes is smaller than the backup ({idx.size} bytes)")
+        pool = self._executor()
+        window: deque[tuple[int, Future | None]] = deque()
+        limit = self.workers * 2
+        vhash = self.codec.volume_hasher()
+        written = zero = done = 0
+        zero_run: list[int] = []  # [start, length] of pending zeros
+
+        def flush_zeros() -> None:
+            if zero_run:
+                writer.write_zeroes(zero_run[0], zero_run[1])
+                zero_run.clear()
+
+        def settle(item: tuple[int, Future | None]) -> None:
+            nonlocal written, zero, done
+            i, fut = item
+            off = i * idx.chunk_size
+            length = idx.chunk_length(i)
+            if fut is None:
+                vhash.update(self.zero_digest(length))
+                if zero_run:
+                    zero_run[1] += length
+                else:
+                    zero_run.extend((off, length))
+                zero += length
+            else:
+                data = fut.result()
+                flush_zeros()
+                writer.write(off, data)
+                vhash.update(bytes.fromhex(idx.chunks[i]))
+                written += length
+            done += length
+            if progress is not None:
+                progress(done, idx.size)
+
+        try:
+            for i, addr in enumerate(idx.chunks):
+                window.append((i, pool.submit(self._get_chunk, addr, idx.chunk_length(i)) if addr else None))
+                while len(window) > limit or (window and window[0][1] is None):
+                    settle(window.popleft())
+            while window:
+                settle(window.popleft())
+            flush_zeros()
+        except BaseException:
+            for _i, fut in window:
+                if fut is not None:
+                    fut.cancel()
+            raise
+        if vhash.hexdigest() != idx.volume_hash:
+            raise ChunkDamaged(f"index {index_name}", "volume hash mismatch")
+        writer.flush()
+        return RestoreStats(size=idx.size, written_bytes=written, zero_bytes=zero, seconds=time.monotonic() - started)
