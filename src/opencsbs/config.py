@@ -130,7 +130,7 @@ class Settings(BaseSettings):
     #: seconds between two scheduler passes (due slots, then due retention)
     scheduler_interval: float = 20.0
     #: hours between two retention passes over a scheduled operation (also applied after each of its runs)
-    retention_interval_hours: float = 24.0
+    retention_interval_hours: float = 1.0
     #: most backup policies per project (user guide: 32; over it CSBS.0001)
     policy_quota: int = 32
     #: most servers bound to one policy (user guide: 64)
