@@ -46,6 +46,36 @@ class GatedReader:
         self.inner.close()
 
 
+def wait_for_dedup_checks(bank, addresses, timeout=60.0):
+    """Wraps the bank's store so the test can wait until a backup has looked up (and, when old, renewed)
+    every one of ``addresses``; returns the waiting function."""
+    seen = set()
+    cond = threading.Condition()
+    orig_head, orig_touch = bank.store.head, bank.store.touch
+
+    def head(key):
+        info = orig_head(key)
+        with cond:
+            seen.add(("head", key))
+            cond.notify_all()
+        return info
+
+    def touch(key):
+        orig_touch(key)
+        with cond:
+            seen.add(("touch", key))
+            cond.notify_all()
+
+    bank.store.head, bank.store.touch = head, touch
+
+    def wait(kind="head"):
+        keys = {(kind, chunk_key(a)) for a in addresses}
+        with cond:
+            assert cond.wait_for(lambda: keys <= seen, timeout)
+
+    return wait
+
+
 def test_gc_frees_exactly_the_unique_chunks_of_a_deleted_index(env):
     bank = env.open()
     shared = os.urandom(2 * CHUNK_SIZE)
@@ -98,10 +128,11 @@ def test_gc_never_deletes_chunks_of_a_backup_in_flight(env):
         except Exception as exc:  # noqa: BLE001
             result["error"] = exc
 
+    wait = wait_for_dedup_checks(bank, bank.read_index("checkpoints/old/v").addresses())
     t = threading.Thread(target=run)
     t.start()
     assert reader.waiting.wait(60)
-    time.sleep(0.5)  # the workers finish the chunks read so far
+    wait("touch" if env.backend == "local" else "head")  # the backup has found (and renewed) the old chunks
     bank.delete_index("checkpoints/old/v")  # its chunks are now referenced by no index
     _settle(env)
     report = bank.gc(grace_seconds=0)
@@ -133,10 +164,11 @@ def test_backup_that_overlapped_a_gc_refuses_to_reference_a_vanished_chunk(env):
         except Exception as exc:  # noqa: BLE001
             result["error"] = exc
 
+    wait = wait_for_dedup_checks(bank, bank.read_index("checkpoints/a/v").addresses())
     t = threading.Thread(target=run)
     t.start()
     assert reader.waiting.wait(60)
-    time.sleep(0.5)
+    wait()
     bank.gc(grace_seconds=0)
     # a chunk the backup found present disappears behind its back (lost by the storage, or a GC race)
     first = bank.read_index("checkpoints/a/v").chunks[0]
