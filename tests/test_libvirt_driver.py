@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_component
+from conftest import require_component
 
 pytestmark = pytest.mark.libvirt
 

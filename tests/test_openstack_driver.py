@@ -18,8 +18,9 @@ import yaml
 from fastapi.testclient import TestClient
 
 from opencsbs.db.base import transaction
-from tests import openstack_world as ow
-from tests.conftest import require_component
+
+import openstack_world as ow  # tests/ helpers
+from conftest import require_component
 
 pytestmark = pytest.mark.openstack
 
