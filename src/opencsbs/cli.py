@@ -69,6 +69,8 @@ def serve(ctx: Ctx, host, port, data_dir_opt, inventory, tls_cert, tls_key) -> N
 
     runtime = Runtime.from_settings(settings)
     runtime.start_workers()
+    if settings.scheduler:
+        runtime.start_scheduler()
     app = create_app(runtime)
     click.echo(f"opencsbs listening on http{'s' if settings.tls_cert else ''}://{settings.host}:{settings.port} "
                f"(data dir {settings.data_dir}, cloud driver {settings.cloud.driver})", err=True)
@@ -426,6 +428,282 @@ def sandbox_hash(ctx: Ctx, volume_id: str) -> None:
         return hash_volume(st.volumes_dir, volume_id)
 
     click.echo(_sandbox_run(ctx, _hash))
+
+# --- scheduler and policies ---------------------------------------------------------------------------------
+
+
+@main.command()
+@pass_ctx
+def scheduler(ctx: Ctx) -> None:
+    """Run the policy scheduler (for deployments with ``scheduler: false`` in serve). Several may run against one
+    PostgreSQL database: each slot fires once. Stops on SIGTERM/SIGINT."""
+    import signal
+    import threading
+
+    runtime = ctx.runtime()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    runtime.start_scheduler()
+    click.echo(f"opencsbs scheduler: every {runtime.settings.scheduler_interval}s, database "
+               f"{runtime.settings.db_url.split('@')[-1]}", err=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        runtime.close()
+
+
+@main.group()
+def policy() -> None:
+    """Backup policies of a project (the same rules as the API; output is the API's JSON)."""
+
+
+def _policy_call(ctx: Ctx, project: str, fn):
+    from pydantic import ValidationError
+
+    from opencsbs.auth.base import Principal
+    from opencsbs.core.errors import CSBSError
+
+    runtime = ctx.runtime()
+    principal = Principal(project_id=project, user_id="local-cli", roles=frozenset({"reader", "member", "admin"}))
+    try:
+        return fn(runtime, principal)
+    except CSBSError as exc:
+        raise click.ClickException(f"{exc.error_code}: {exc.error_msg}") from exc
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid policy: {exc.errors()[0].get('loc')}: {exc.errors()[0].get('msg')}") from exc
+    finally:
+        runtime.close()
+
+
+def _echo(obj) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def _load_body(file) -> dict:
+    try:
+        data = json.load(file)
+    except ValueError as exc:
+        raise click.ClickException(f"{file.name}: not JSON ({exc})") from exc
+    return data if isinstance(data, dict) and "policy" in data else {"policy": data}
+
+
+DAILY_2AM = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nRRULE:FREQ=DAILY;BYHOUR=2;BYMINUTE=0\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+
+
+@policy.command("create")
+@click.option("--project", required=True, help="project id")
+@click.option("--file", "file", type=click.File("r"), default=None,
+              help="JSON body of POST /policies ({\"policy\": {...}}); the options below build one otherwise")
+@click.option("--name", default=None)
+@click.option("--description", default="")
+@click.option("--server", "servers", multiple=True, help="server id to bind (repeatable)")
+@click.option("--pattern", default=DAILY_2AM, show_default="daily at 02:00 UTC", help="iCalendar VEVENT with RRULE")
+@click.option("--max-backups", type=int, default=None)
+@click.option("--retention-days", type=int, default=None)
+@click.option("--disabled", is_flag=True, help="create with automatic scheduling off")
+@pass_ctx
+def policy_create(ctx: Ctx, project, file, name, description, servers, pattern, max_backups, retention_days,
+                  disabled) -> None:
+    """Create a policy; prints it."""
+    from opencsbs.api.schemas.policies import PolicyCreateRequest
+    from opencsbs.service import policies
+
+    if file is not None:
+        raw = _load_body(file)
+    else:
+        if not name:
+            raise click.UsageError("--name is required without --file")
+        definition = {k: v for k, v in (("max_backups", max_backups), ("retention_duration_days", retention_days))
+                      if v is not None}
+        raw = {"policy": {
+            "name": name, "description": description, "provider_id": None, "parameters": {"common": {}},
+            "resources": [{"id": s, "type": "OS::Nova::Server", "name": ""} for s in servers],
+            "scheduled_operations": [{"enabled": not disabled, "operation_type": "backup",
+                                      "operation_definition": definition,
+                                      "trigger": {"properties": {"pattern": pattern}}}],
+        }}
+
+    def _create(runtime, principal):
+        if raw["policy"].get("provider_id") is None:
+            raw["policy"]["provider_id"] = runtime.settings.provider_id
+        spec = PolicyCreateRequest.model_validate(raw).policy.model_dump(exclude_unset=True)
+        return policies.create_policy(runtime, principal, project, spec)
+
+    _echo(_policy_call(ctx, project, _create))
+
+
+@policy.command("list")
+@click.option("--project", required=True)
+@click.option("--name", default=None)
+@click.option("--status", default=None)
+@click.option("--sort", default=None)
+@click.option("--limit", type=int, default=None)
+@click.option("--marker", default=None)
+@pass_ctx
+def policy_list(ctx: Ctx, project, name, status, sort, limit, marker) -> None:
+    """List a project's policies as JSON."""
+    from opencsbs.service import policies
+
+    query = policies.ListQuery(marker=marker, limit=limit, sort=sort, name=name, status=status)
+    page, _next = _policy_call(ctx, project, lambda rt, p: policies.list_policies(rt, p, project, query))
+    _echo(page)
+
+
+@policy.command("show")
+@click.option("--project", required=True)
+@click.argument("policy_id")
+@pass_ctx
+def policy_show(ctx: Ctx, project, policy_id) -> None:
+    """Show one policy as JSON."""
+    from opencsbs.service import policies
+
+    _echo(_policy_call(ctx, project, lambda rt, p: policies.show_policy(rt, p, project, policy_id)))
+
+
+@policy.command("update")
+@click.option("--project", required=True)
+@click.argument("policy_id")
+@click.option("--file", "file", type=click.File("r"), default=None, help="JSON body of PUT /policies/{id}")
+@click.option("--name", default=None)
+@click.option("--description", default=None)
+@click.option("--enable/--disable", "enabled", default=None, help="turn automatic scheduling on or off")
+@click.option("--pattern", default=None)
+@pass_ctx
+def policy_update(ctx: Ctx, project, policy_id, file, name, description, enabled, pattern) -> None:
+    """Change a policy; prints it."""
+    from opencsbs.api.schemas.policies import PolicyUpdateRequest
+    from opencsbs.service import policies
+
+    def _update(runtime, principal):
+        if file is not None:
+            raw = _load_body(file)
+        else:
+            raw = {"policy": {k: v for k, v in (("name", name), ("description", description)) if v is not None}}
+            if enabled is not None or pattern is not None:
+                current = policies.show_policy(runtime, principal, project, policy_id)
+                op: dict = {"id": current["scheduled_operations"][0]["id"]}
+                if enabled is not None:
+                    op["enabled"] = enabled
+                if pattern is not None:
+                    op["trigger"] = {"properties": {"pattern": pattern}}
+                raw["policy"]["scheduled_operations"] = [op]
+        spec = PolicyUpdateRequest.model_validate(raw).policy.model_dump(exclude_unset=True)
+        return policies.update_policy(runtime, principal, project, policy_id, spec)
+
+    _echo(_policy_call(ctx, project, _update))
+
+
+@policy.command("delete")
+@click.option("--project", required=True)
+@click.argument("policy_id")
+@pass_ctx
+def policy_delete(ctx: Ctx, project, policy_id) -> None:
+    """Delete a policy (its backups stay)."""
+    from opencsbs.service import policies
+
+    _policy_call(ctx, project, lambda rt, p: policies.delete_policy(rt, p, project, policy_id))
+    click.echo(f"policy {policy_id} deleted")
+
+
+@policy.command("run")
+@click.option("--project", required=True)
+@click.argument("policy_id")
+@click.option("--server", "servers", multiple=True, help="only these servers of the policy")
+@pass_ctx
+def policy_run(ctx: Ctx, project, policy_id, servers) -> None:
+    """Execute a policy now (manual backups); prints the checkpoint."""
+    from opencsbs.service import policy_runs
+
+    _echo(_policy_call(ctx, project, lambda rt, p: policy_runs.execute(
+        rt, p, project, policy_id, resources=list(servers) or None)))
+
+
+@main.group()
+def bank() -> None:
+    """Inspect and maintain the bank (where backup data lives)."""
+
+
+def _open_bank_or_exit(ctx: Ctx):
+    from opencsbs.bank import BankError, open_bank
+
+    settings = ctx.settings()
+    try:
+        return open_bank(settings)
+    except BankError as exc:
+        click.echo(f"error: {exc}", err=False)
+        sys.exit(1)
+
+
+@bank.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@click.option("--progress/--no-progress", default=None, help="progress bar (default: on a terminal)")
+@pass_ctx
+def bank_verify(ctx: Ctx, as_json: bool, progress: bool | None) -> None:
+    """Re-read every index and every chunk of the bank and report damage (exit code 1 on damage)."""
+    from dataclasses import asdict
+
+    the_bank = _open_bank_or_exit(ctx)
+    show = sys.stderr.isatty() if progress is None else progress
+    try:
+        if show:
+            with click.progressbar(length=0, label="verifying chunks", file=sys.stderr) as bar:
+                def cb(done: int, total: int) -> None:
+                    bar.length = total
+                    bar.update(done - bar.pos)
+
+                report = the_bank.verify(progress=cb)
+        else:
+            report = the_bank.verify()
+    finally:
+        the_bank.close()
+    if as_json:
+        click.echo(json.dumps({**asdict(report), "ok": report.ok}, indent=2))
+    else:
+        click.echo(f"bank {the_bank.store.location}: {report.indexes_checked} indexes, "
+                   f"{report.chunks_checked} chunks ({report.bytes_checked / 1e6:.1f} MB) checked "
+                   f"in {report.seconds:.1f} s; {report.unreferenced_chunks} unreferenced chunks")
+        for name, reason in report.damaged_indexes:
+            click.echo(f"damaged index {name}: {reason}")
+        for key, reason in report.damaged_chunks:
+            click.echo(f"damaged chunk {key}: {reason}")
+        for addr, names in report.missing_chunks:
+            click.echo(f"missing chunk {addr} (referenced by {', '.join(names)})")
+        click.echo("no damage" if report.ok else
+                   f"DAMAGE: {len(report.damaged_indexes)} indexes, {len(report.damaged_chunks)} chunks damaged, "
+                   f"{len(report.missing_chunks)} chunks missing")
+    sys.exit(0 if report.ok else 1)
+
+
+@bank.command("gc")
+@click.option("--grace", "grace", type=float, default=3600.0, show_default=True,
+              help="keep unreferenced chunks written less than this many seconds ago")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@pass_ctx
+def bank_gc(ctx: Ctx, grace: float, as_json: bool) -> None:
+    """Delete the chunks no index references (mark and sweep; safe while backups run)."""
+    from dataclasses import asdict
+
+    the_bank = _open_bank_or_exit(ctx)
+    try:
+        report = the_bank.gc(grace_seconds=grace)
+    finally:
+        the_bank.close()
+    if as_json:
+        click.echo(json.dumps(asdict(report), indent=2))
+    else:
+        click.echo(f"bank {the_bank.store.location}: {report.indexes} indexes reference "
+                   f"{report.referenced_chunks} chunks; {report.chunks_seen} chunks seen; "
+                   f"deleted {report.deleted_chunks} chunks ({report.freed_bytes / 1e6:.1f} MB); "
+                   f"kept {report.kept_recent} recent unreferenced chunks; "
+                   f"{report.in_flight_backups} backups in flight, {report.stale_leases} stale leases removed; "
+                   f"{report.seconds:.1f} s")
+        for err in report.errors:
+            click.echo(f"error: {err}")
+        if report.skipped_reason:
+            click.echo(f"sweep skipped: {report.skipped_reason}")
+    sys.exit(1 if report.skipped_reason else 0)
 
 
 def run() -> None:  # pragma: no cover
