@@ -23,7 +23,16 @@ class Ctx:
         self.database_url = database_url
 
     def settings(self, **overrides) -> Settings:
-        return load_settings(self.config, data_dir=self.data_dir, database_url=self.database_url, **overrides)
+        """Settings (command line > environment > config file > defaults); a bad value exits with its reason."""
+        from pydantic import ValidationError
+
+        try:
+            return load_settings(self.config, data_dir=self.data_dir, database_url=self.database_url, **overrides)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            raise click.ClickException(f"invalid settings: {problems}") from exc
+        except (OSError, ValueError) as exc:
+            raise click.ClickException(f"invalid settings: {exc}") from exc
 
     def runtime(self, **overrides):
         from opencsbs.runtime import Runtime
@@ -32,6 +41,27 @@ class Ctx:
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
+
+
+def _set_data_dir(ctx: click.Context, _param, value):
+    if value:
+        ctx.find_object(Ctx).data_dir = value
+    return value
+
+
+def _set_config(ctx: click.Context, _param, value):
+    if value:
+        ctx.find_object(Ctx).config = value
+    return value
+
+
+#: ``--config`` also after a subcommand (``opencsbs serve --config FILE``).
+config_option = click.option("--config", type=click.Path(exists=True, dir_okay=False), default=None,
+                             expose_value=False, callback=_set_config, help="YAML config file")
+
+#: ``--data-dir`` also after a subcommand (``opencsbs sandbox list --data-dir D``), as users type it.
+data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False), default=None, expose_value=False,
+                               callback=_set_data_dir, is_eager=True, help="state directory")
 
 
 @click.group()
@@ -53,6 +83,7 @@ def main(ctx: click.Context, config: str | None, data_dir: str | None, database_
               help="sandbox inventory YAML to load at start-up")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None)
+@config_option
 @pass_ctx
 def serve(ctx: Ctx, host, port, data_dir_opt, inventory, tls_cert, tls_key) -> None:
     """Run the CSBS v1 API (and its workers and scheduler)."""
@@ -246,6 +277,7 @@ def token() -> None:
 @click.option("--role", type=click.Choice(["reader", "member", "admin"]), default="member", show_default=True)
 @click.option("--user", default=None, help="user id recorded with the token")
 @click.option("--data-dir", "data_dir_opt", type=click.Path(file_okay=False), default=None)
+@config_option
 @pass_ctx
 def token_create(ctx: Ctx, project: str, role: str, user: str | None, data_dir_opt: str | None) -> None:
     """Create a token; it is printed once, as the last line."""
@@ -298,6 +330,8 @@ def db() -> None:
 
 
 @db.command("upgrade")
+@data_dir_option
+@config_option
 @pass_ctx
 def db_upgrade(ctx: Ctx) -> None:
     """Migrate the database to the newest schema."""
@@ -332,6 +366,8 @@ def _sandbox_run(ctx: Ctx, fn):
 
 
 @sandbox.command("load")
+@data_dir_option
+@config_option
 @click.argument("inventory", type=click.Path(exists=True, dir_okay=False))
 @pass_ctx
 def sandbox_load(ctx: Ctx, inventory: str) -> None:
@@ -343,6 +379,8 @@ def sandbox_load(ctx: Ctx, inventory: str) -> None:
 
 
 @sandbox.command("list")
+@data_dir_option
+@config_option
 @click.option("--project", default=None)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @pass_ctx
@@ -369,6 +407,8 @@ def sandbox_list(ctx: Ctx, project: str | None, as_json: bool) -> None:
 
 
 @sandbox.command("set")
+@data_dir_option
+@config_option
 @click.argument("server_id")
 @click.option("--status", default=None, help="Nova status, e.g. ACTIVE, SHUTOFF, ERROR")
 @click.option("--task-state", default=None, help="Nova task state; '' clears it")
@@ -384,6 +424,8 @@ def sandbox_set(ctx: Ctx, server_id: str, **changes) -> None:
 
 
 @sandbox.command("delete")
+@data_dir_option
+@config_option
 @click.argument("resource_id")
 @pass_ctx
 def sandbox_delete(ctx: Ctx, resource_id: str) -> None:
@@ -395,6 +437,8 @@ def sandbox_delete(ctx: Ctx, resource_id: str) -> None:
 
 
 @sandbox.command("write")
+@data_dir_option
+@config_option
 @click.argument("volume_id")
 @click.option("--offset", type=int, default=0, show_default=True, help="byte offset")
 @click.option("--from", "source", type=click.File("rb"), default="-", help="file to copy in (default stdin)")
@@ -415,6 +459,8 @@ def sandbox_write(ctx: Ctx, volume_id: str, offset: int, source) -> None:
 
 
 @sandbox.command("hash")
+@data_dir_option
+@config_option
 @click.argument("volume_id")
 @pass_ctx
 def sandbox_hash(ctx: Ctx, volume_id: str) -> None:
