@@ -135,6 +135,135 @@ def worker(ctx: Ctx, threads: int) -> None:
         runtime.close()
 
 
+# --- backups and restores ----------------------------------------------------------------------------------
+
+
+def _operator(runtime, server_id: str):
+    """The principal the CLI acts as: an admin of the project owning ``server_id``."""
+    from opencsbs.auth.base import Principal
+    from opencsbs.clouds.base import CloudContext
+
+    found = runtime.driver.get_servers(CloudContext(project_id="", all_tenants=True), [server_id])
+    if server_id not in found:
+        raise click.ClickException(f"no server {server_id}")
+    project = found[server_id].project_id
+    return Principal(project_id=project, user_id="opencsbs-cli", roles=frozenset({"reader", "member", "admin"}))
+
+
+def _follow(runtime, read_progress, label: str) -> str:
+    """Run jobs in this process too (so it finishes without a running server) and show a progress bar until
+    ``read_progress()`` returns a final status; returns that status."""
+    import time
+
+    pool = runtime.start_workers(1, prefix="cli")
+    status, percent = read_progress()
+    with click.progressbar(length=100, label=label, show_percent=True, file=sys.stderr) as bar:
+        shown = 0
+        while True:
+            status, percent = read_progress()
+            if percent > shown:
+                bar.update(percent - shown)
+                shown = percent
+            if status not in ("in_progress", "protecting", "waiting_restore", "restoring"):
+                break
+            time.sleep(0.3)
+    if pool is not None:
+        pool.stop()
+    return status
+
+
+@main.command()
+@click.argument("server_id")
+@click.option("--name", default=None, help="backup name (default manualbk_xxxx)")
+@click.option("--description", default=None)
+@click.option("--full", is_flag=True, help="read every disk completely instead of only what changed")
+@click.option("--wait", is_flag=True, help="run the backup here and show its progress until it ends")
+@pass_ctx
+def backup(ctx: Ctx, server_id: str, name, description, full: bool, wait: bool) -> None:
+    """Back up a server (all of its disks, crash-consistently). Prints the checkpoint_item id."""
+    from opencsbs.core.errors import CSBSError
+    from opencsbs.db.models import CheckpointItem
+    from opencsbs.service import backups
+
+    runtime = ctx.runtime()
+    try:
+        principal = _operator(runtime, server_id)
+        try:
+            cp = backups.create_backup(runtime, principal, principal.project_id, server_id, name=name,
+                                       description=description, incremental=not full)
+        except CSBSError as exc:
+            raise click.ClickException(f"{exc.error_code}: {exc.error_msg}") from exc
+        with runtime.sessions() as session:
+            item = session.query(CheckpointItem).filter_by(checkpoint_id=cp["id"]).one()
+            item_id = item.id
+        click.echo(f"backup {item.name}: checkpoint {cp['id']}, checkpoint_item {item_id}", err=True)
+        if wait:
+            def read():
+                with runtime.sessions() as session:
+                    row = session.get(CheckpointItem, item_id)
+                    return row.status, row.progress
+            status = _follow(runtime, read, "backing up")
+            with runtime.sessions() as session:
+                row = session.get(CheckpointItem, item_id)
+                if status != "available":
+                    raise click.ClickException(f"backup ended {status}: {row.fail_reason}")
+                click.echo(f"available: {row.source_bytes} bytes of disk, {row.stored_bytes} bytes stored", err=True)
+        click.echo(item_id)
+    finally:
+        runtime.close()
+
+
+@main.command()
+@click.argument("checkpoint_item_id")
+@click.option("--target", "target_id", default=None, help="server to restore onto (default: the backed-up one)")
+@click.option("--power-on/--no-power-on", default=True, show_default=True, help="start the server afterwards")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="run the restore here with a progress bar")
+@pass_ctx
+def restore(ctx: Ctx, checkpoint_item_id: str, target_id, power_on: bool, wait: bool) -> None:
+    """Restore a backup onto its server (or --target): each disk backup onto the same disk when the target has it,
+    otherwise onto the target's disks in device order."""
+    from opencsbs.clouds.base import CloudContext
+    from opencsbs.core.errors import CSBSError
+    from opencsbs.core.facts import SERVER
+    from opencsbs.db.models import CheckpointItem, Restore
+    from opencsbs.service import restores
+
+    runtime = ctx.runtime()
+    try:
+        with runtime.sessions() as session:
+            item = session.get(CheckpointItem, checkpoint_item_id)
+            if item is None:
+                raise click.ClickException(f"no checkpoint_item {checkpoint_item_id}")
+            disks = [(vb.id, vb.source_volume_id) for vb in item.volume_backups]
+            checkpoint_id, project, target_id = item.checkpoint_id, item.project_id, target_id or item.resource_id
+        principal = _operator(runtime, target_id)
+        target = runtime.driver.get_servers(CloudContext(project_id=project), [target_id]).get(target_id)
+        attached = [v.id for v in target.volumes] if target else []
+        mapping = []
+        for position, (backup_id, source) in enumerate(disks):
+            volume = source if source in attached else (attached[position] if position < len(attached) else source)
+            mapping.append((backup_id, volume))
+        try:
+            rs = restores.create_restore(runtime, principal, project, checkpoint_id=checkpoint_id,
+                                         request=restores.RestoreRequest(item.id, target_id, SERVER, tuple(mapping)),
+                                         power_on=power_on)
+        except CSBSError as exc:
+            raise click.ClickException(f"{exc.error_code}: {exc.error_msg}") from exc
+        click.echo(f"restore {rs['id']} of {checkpoint_item_id} onto {target_id} started", err=True)
+        if wait:
+            def read():
+                with runtime.sessions() as session:
+                    row = session.get(Restore, rs["id"])
+                    return row.status, row.progress
+            status = _follow(runtime, read, "restoring")
+            if status != "success":
+                with runtime.sessions() as session:
+                    raise click.ClickException(f"restore ended {status}: {session.get(Restore, rs['id']).resources_reason}")
+        click.echo(rs["id"])
+    finally:
+        runtime.close()
+
+
 # --- tokens -------------------------------------------------------------------------------------------------
 
 
