@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from opencsbs.bank._writeback import start_writeback
 from opencsbs.bank.errors import BankConfigError, BankError, ObjectNotFound
 
 TMP_PREFIX = ".tmp-"
@@ -98,6 +99,8 @@ class LocalStore(ObjectStore):
                 view = view[n:]
             if self.fsync and sync:
                 os.fsync(fd)
+            elif self.fsync:
+                start_writeback(fd)  # the later sync() then finds it (mostly) on disk
         except BaseException:
             os.close(fd)
             os.unlink(tmp)
