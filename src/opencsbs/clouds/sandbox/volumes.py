@@ -313,13 +313,16 @@ class CowSnapshotReader:
         length = max(0, min(length, self.size - offset))
         fcntl.flock(self._vfd, fcntl.LOCK_EX)
         try:
-            buf = bytearray(os.pread(self._vfd, length, offset))
-            if len(buf) < length:
-                buf += bytes(length - len(buf))
-            for off, n in self._saved_ranges():
-                lo, hi = max(off, offset), min(off + n, offset + length)
-                if lo < hi:
-                    buf[lo - offset:hi - offset] = os.pread(self._cfd, hi - lo, lo).ljust(hi - lo, b"\0")
+            data = os.pread(self._vfd, length, offset)
+            if len(data) < length:
+                data += bytes(length - len(data))
+            overlaps = [(max(off, offset), min(off + n, offset + length)) for off, n in self._saved_ranges()
+                        if off < offset + length and off + n > offset]
+            if not overlaps:
+                return data
+            buf = bytearray(data)
+            for lo, hi in overlaps:
+                buf[lo - offset:hi - offset] = os.pread(self._cfd, hi - lo, lo).ljust(hi - lo, b"\0")
         finally:
             fcntl.flock(self._vfd, fcntl.LOCK_UN)
         return bytes(buf)
