@@ -1,8 +1,8 @@
 """The sandbox driver: answers inventory questions from the ``sandbox_*`` tables and moves the bytes of the
 sparse volume files (``clouds/sandbox/volumes.py``).
 
-One :meth:`get_servers` call is one cloud call (one SELECT of the servers with their attachments and volumes
-loaded eagerly), whatever the batch size.
+One :meth:`get_servers` call is one cloud call (a column SELECT of the servers and one of their attached
+volumes, the ids passed as one JSON array), whatever the batch size.
 
 Snapshots: ``<data_dir>/sandbox/snapshots/<name>/`` holds a copy-on-write overlay of every disk of a server
 (``clouds/sandbox/volumes.py``), registered while all its volume files are exclusively locked (writers wait: the
@@ -27,12 +27,20 @@ from opencsbs.core import codes
 from opencsbs.core.blocks import BlockReader, BlockWriter, Range
 from opencsbs.core.errors import CSBSError
 from opencsbs.core.facts import ServerFacts, VolumeFacts
+from opencsbs.db.base import in_ids
 from opencsbs.db.models import SandboxAttachment, SandboxServer, SandboxVolume
 
 GIB = 1024**3
 
-#: SQLite allows 32766 bound parameters; stay well under it per IN list.
-_IN_CHUNK = 900
+#: Columns read by get_servers.
+_SERVER_COLUMNS = (
+    SandboxServer.id, SandboxServer.project_id, SandboxServer.name, SandboxServer.resource_type,
+    SandboxServer.status, SandboxServer.task_state, SandboxServer.availability_zone, SandboxServer.flavor,
+)
+_VOLUME_COLUMNS = (
+    SandboxVolume.id, SandboxVolume.name, SandboxVolume.size_gb, SandboxVolume.bootable, SandboxVolume.shareable,
+    SandboxVolume.volume_type, SandboxVolume.service_type, SandboxVolume.status, SandboxVolume.availability_zone,
+)
 
 
 def server_facts(server: SandboxServer) -> ServerFacts:
@@ -81,22 +89,40 @@ class SandboxDriver(CloudDriver):
         return self.volumes_dir / f"{volume_id}.img"
 
     def get_servers(self, ctx: CloudContext, server_ids: Sequence[str]) -> dict[str, ServerFacts]:
+        """One cloud call whatever ``len(server_ids)``: a lean column SELECT of the servers, then one of their
+        attachments joined with the volumes (no ORM objects: a 1,000-server batch costs milliseconds)."""
         ids = list(dict.fromkeys(server_ids))
         self.count_call()
-        found: dict[str, ServerFacts] = {}
+        if not ids:
+            return {}
         with self.sessions() as session:
-            for start in range(0, len(ids), _IN_CHUNK):
-                chunk = ids[start : start + _IN_CHUNK]
-                query = (
-                    select(SandboxServer)
-                    .where(SandboxServer.id.in_(chunk))
-                    .options(selectinload(SandboxServer.attachments).selectinload(SandboxAttachment.volume))
+            conn = session.connection()  # Core rows, not the ORM loading machinery
+            dialect = conn.dialect.name
+            query = select(*_SERVER_COLUMNS).where(in_ids(SandboxServer.id, ids, dialect))
+            if not ctx.all_tenants:
+                query = query.where(SandboxServer.project_id == ctx.project_id)
+            rows = conn.execute(query).all()
+            if not rows:
+                return {}
+            attached = (
+                select(SandboxAttachment.server_id, SandboxAttachment.device, *_VOLUME_COLUMNS)
+                .join(SandboxVolume, SandboxVolume.id == SandboxAttachment.volume_id)
+                .where(in_ids(SandboxAttachment.server_id, [r[0] for r in rows], dialect))
+                .order_by(SandboxAttachment.server_id, SandboxAttachment.device)
+            )
+            disks: dict[str, list[VolumeFacts]] = {}
+            for sid, device, vid, name, size, boot, share, vtype, stype, status, az in conn.execute(attached).all():
+                # positional: VolumeFacts(id, name, size_gb, bootable, shareable, volume_type, service_type,
+                # status, availability_zone, device)
+                disks.setdefault(sid, []).append(
+                    VolumeFacts(vid, name, size, bool(boot), bool(share), vtype, stype, status, az, device)
                 )
-                if not ctx.all_tenants:
-                    query = query.where(SandboxServer.project_id == ctx.project_id)
-                for server in session.scalars(query):
-                    found[server.id] = server_facts(server)
-        return found
+        # positional: ServerFacts(id, project_id, name, resource_type, status, task_state, availability_zone,
+        # volumes, flavor)
+        return {
+            sid: ServerFacts(sid, project, name, rtype, status, task, az, tuple(disks.get(sid, ())), flavor)
+            for sid, project, name, rtype, status, task, az, flavor in rows
+        }
 
     # --- data side ------------------------------------------------------------------------------------------
 
