@@ -6,9 +6,10 @@ the API threads, workers and CLI can share one file; PostgreSQL gets a connectio
 
 from __future__ import annotations
 
+import json
 import uuid
 from contextlib import contextmanager
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from sqlalchemy import MetaData, create_engine, event
 from sqlalchemy.engine import Engine
@@ -52,6 +53,20 @@ def make_engine(url: str) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def in_ids(column, ids: Sequence[str], dialect: str):
+    """``column IN (ids)`` with the ids as ONE bound JSON array: SQLite ``json_each``, PostgreSQL
+    ``json_array_elements_text``; other dialects get a plain expanding IN. A 1,000-id batch is then one short,
+    cached statement instead of 1,000 bind parameters (and no per-database parameter limit applies)."""
+    from sqlalchemy import JSON, cast, func, literal, literal_column, select
+
+    payload = json.dumps(list(ids))
+    if dialect == "sqlite":
+        return column.in_(select(literal_column("value")).select_from(func.json_each(literal(payload))))
+    if dialect == "postgresql":
+        return column.in_(select(func.json_array_elements_text(cast(literal(payload), JSON))))
+    return column.in_(list(ids))
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -14,10 +14,10 @@ from opencsbs.auth.base import Principal
 from opencsbs.clouds.base import CloudContext
 from opencsbs.core.facts import ProtectionState
 from opencsbs.core.protectable import Verdict, check_many
+from opencsbs.db.base import in_ids
 from opencsbs.db.models import Policy, PolicyResource, ResourceLock
 from opencsbs.runtime import Runtime
 
-_IN_CHUNK = 900
 
 
 def protection_states(runtime: Runtime, resource_ids: Sequence[str]) -> dict[str, ProtectionState]:
@@ -25,18 +25,23 @@ def protection_states(runtime: Runtime, resource_ids: Sequence[str]) -> dict[str
     ids = list(dict.fromkeys(resource_ids))
     busy: dict[str, str] = {}
     bound: dict[str, tuple[str, str]] = {}
+    if not ids:
+        return {}
     with runtime.sessions() as session:
-        for start in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[start : start + _IN_CHUNK]
-            for lock in session.scalars(select(ResourceLock).where(ResourceLock.resource_id.in_(chunk))):
-                busy[lock.resource_id] = lock.operation
-            rows = session.execute(
-                select(PolicyResource.resource_id, Policy.id, Policy.name)
-                .join(Policy, Policy.id == PolicyResource.policy_id)
-                .where(PolicyResource.resource_id.in_(chunk))
-            )
-            for rid, pid, pname in rows:
-                bound[rid] = (pid, pname)
+        conn = session.connection()  # Core rows: no ORM objects for a 1,000-item batch
+        dialect = conn.dialect.name
+        locks = conn.execute(
+            select(ResourceLock.resource_id, ResourceLock.operation).where(in_ids(ResourceLock.resource_id, ids, dialect))
+        )
+        for rid, operation in locks.all():
+            busy[rid] = operation
+        rows = conn.execute(
+            select(PolicyResource.resource_id, Policy.id, Policy.name)
+            .join(Policy, Policy.id == PolicyResource.policy_id)
+            .where(in_ids(PolicyResource.resource_id, ids, dialect))
+        )
+        for rid, pid, pname in rows.all():
+            bound[rid] = (pid, pname)
     states = {}
     for rid in set(busy) | set(bound):
         pid, pname = bound.get(rid, (None, None))
