@@ -4,9 +4,10 @@ sparse volume files (``clouds/sandbox/volumes.py``).
 One :meth:`get_servers` call is one cloud call (a column SELECT of the servers and one of their attached
 volumes, the ids passed as one JSON array), whatever the batch size.
 
-Snapshots: ``<data_dir>/sandbox/snapshots/<name>/<volume_id>.img`` are sparse copies of every disk of a server,
-taken while all its volume files are exclusively locked (writers wait: the server is "frozen" for the copy),
-plus ``snapshot.json`` written last, which marks the snapshot complete. Change tokens are snapshot names.
+Snapshots: ``<data_dir>/sandbox/snapshots/<name>/`` holds a copy-on-write overlay of every disk of a server
+(``clouds/sandbox/volumes.py``), registered while all its volume files are exclusively locked (writers wait: the
+server is "frozen" for that instant), plus ``snapshot.json`` written last, which marks the snapshot complete.
+Change tokens are snapshot names.
 """
 
 from __future__ import annotations
@@ -154,6 +155,8 @@ class SandboxDriver(CloudDriver):
         with self.sessions() as session:
             server = self._server(session, ctx, server_id)
             disks = [(a.volume, a.device) for a in server.attachments]
+        for volume, _ in disks:  # a partial earlier attempt of the same name
+            vf.unregister_snapshot(self.volumes_dir, volume.id, name)
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
@@ -161,20 +164,19 @@ class SandboxDriver(CloudDriver):
         snaps = []
         with vf.locked_volumes(paths, exclusive=True):
             for (volume, device), path in zip(disks, paths):
-                vf.sparse_copy(path, folder / f"{volume.id}.img")
-            for volume, _ in disks:
+                size = os.stat(path).st_size
+                vf.register_snapshot(self.volumes_dir, volume.id, name, folder, size)
                 vf.rotate_change_log(self.volumes_dir, volume.id, name)
-            for (volume, device), path in zip(disks, paths):
                 snaps.append(
                     VolumeSnapshot(
                         volume_id=volume.id,
                         snapshot_id=f"{name}:{volume.id}",
-                        size=os.stat(folder / f"{volume.id}.img").st_size,
+                        size=size,
                         device=device,
                         bootable=volume.bootable,
                         change_token=name,
                         since=(since or {}).get(volume.id),
-                        handle={"path": str(folder / f"{volume.id}.img")},
+                        handle={"volume": str(path), "folder": str(folder)},
                     )
                 )
         snapshot = ServerSnapshot(server_id=server_id, name=name, volumes=tuple(snaps), handle={"dir": str(folder)})
@@ -184,7 +186,8 @@ class SandboxDriver(CloudDriver):
         return snapshot
 
     def open_snapshot(self, snapshot: VolumeSnapshot) -> BlockReader:
-        return vf.FileSnapshotReader(Path(snapshot.handle["path"]), snapshot.size)
+        return vf.CowSnapshotReader(Path(snapshot.handle["volume"]), Path(snapshot.handle["folder"]),
+                                    snapshot.volume_id, snapshot.size)
 
     def changed_ranges(self, snapshot: VolumeSnapshot) -> Sequence[Range] | None:
         if not snapshot.since or not snapshot.change_token:
@@ -193,6 +196,8 @@ class SandboxDriver(CloudDriver):
 
     def delete_snapshot(self, snapshot: ServerSnapshot) -> None:
         self.count_call()
+        for volume in snapshot.volumes:
+            vf.unregister_snapshot(self.volumes_dir, volume.volume_id, snapshot.name)
         shutil.rmtree(self.snapshots_dir / snapshot.name, ignore_errors=True)
 
     def open_volume_writer(self, ctx: CloudContext, volume_id: str) -> BlockWriter:
