@@ -92,6 +92,7 @@ svc() {  # name command...   (own process group, so stop can signal the whole tr
 
 start() {
   if healthy; then write_env; ts "already running"; return 0; fi
+  if [ "$(id -u)" != 0 ]; then echo "openstack.sh: needs root (su postgres for its PostgreSQL cluster)" >&2; exit 1; fi
   [ -e "$S" ] && stop
   [ -n "$PGBIN" ] || { echo "PostgreSQL server binaries not found (apt-get install postgresql)" >&2; exit 1; }
   command -v psql >/dev/null || { echo "psql not found" >&2; exit 1; }
