@@ -54,6 +54,10 @@ clouds:
     auth: {auth_url: "http://127.0.0.1:5000/v3", username: csbs-demo, password: s3cret, project_name: csbs-demo,
            user_domain_id: default, project_domain_id: default}
     region_name: RegionOne
+  opencsbs-bench:
+    auth: {auth_url: "http://127.0.0.1:5000/v3", username: csbs-demo, password: s3cret, project_name: csbs-bench,
+           user_domain_id: default, project_domain_id: default}
+    region_name: RegionOne
 YAML
   cat > "$ENV_FILE" <<ENV
 export OPENCSBS_TEST_OS_CLOUDS_YAML=$OSW/clouds.yaml
