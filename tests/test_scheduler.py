@@ -241,3 +241,24 @@ def test_scheduled_runs_make_automatic_backups_and_apply_retention(demo, runtime
     assert all(i.name.startswith("autobk_") for i in made)
     assert [i.status for i in made] == ["deleted", "deleted", "available", "available"]
     assert {r.status for r in runs} == {"done"} and all(len(r.checkpoint_ids) == 1 for r in runs)
+
+
+def test_runtime_scheduler_thread_fires_a_due_slot(demo, runtime):
+    """What ``opencsbs serve`` starts (unless ``scheduler: false``): a background scheduler on the real clock."""
+    import time
+
+    from opencsbs.core.timeutil import utcnow
+    from opencsbs.db.base import transaction
+
+    client, headers = demo
+    pid = create(client, headers, with_pattern("now", TWICE_DAILY)).json()["policy"]["id"]
+    with transaction(runtime.sessions) as session:
+        op = session.scalars(select(ScheduledOperation).where(ScheduledOperation.policy_id == pid)).one()
+        op.next_run_at = utcnow() - timedelta(minutes=1)
+    runtime.settings.scheduler_interval = 0.05
+    runtime.start_scheduler()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not slots(runtime, pid):
+        time.sleep(0.05)
+    runtime.close()
+    assert len(slots(runtime, pid)) == 1

@@ -23,7 +23,16 @@ class Ctx:
         self.database_url = database_url
 
     def settings(self, **overrides) -> Settings:
-        return load_settings(self.config, data_dir=self.data_dir, database_url=self.database_url, **overrides)
+        """Settings (command line > environment > config file > defaults); a bad value exits with its reason."""
+        from pydantic import ValidationError
+
+        try:
+            return load_settings(self.config, data_dir=self.data_dir, database_url=self.database_url, **overrides)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            raise click.ClickException(f"invalid settings: {problems}") from exc
+        except (OSError, ValueError) as exc:
+            raise click.ClickException(f"invalid settings: {exc}") from exc
 
     def runtime(self, **overrides):
         from opencsbs.runtime import Runtime
@@ -32,6 +41,27 @@ class Ctx:
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
+
+
+def _set_data_dir(ctx: click.Context, _param, value):
+    if value:
+        ctx.find_object(Ctx).data_dir = value
+    return value
+
+
+def _set_config(ctx: click.Context, _param, value):
+    if value:
+        ctx.find_object(Ctx).config = value
+    return value
+
+
+#: ``--config`` also after a subcommand (``opencsbs serve --config FILE``).
+config_option = click.option("--config", type=click.Path(exists=True, dir_okay=False), default=None,
+                             expose_value=False, callback=_set_config, help="YAML config file")
+
+#: ``--data-dir`` also after a subcommand (``opencsbs sandbox list --data-dir D``), as users type it.
+data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False), default=None, expose_value=False,
+                               callback=_set_data_dir, is_eager=True, help="state directory")
 
 
 @click.group()
@@ -53,6 +83,7 @@ def main(ctx: click.Context, config: str | None, data_dir: str | None, database_
               help="sandbox inventory YAML to load at start-up")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None)
+@config_option
 @pass_ctx
 def serve(ctx: Ctx, host, port, data_dir_opt, inventory, tls_cert, tls_key) -> None:
     """Run the CSBS v1 API (and its workers and scheduler)."""
@@ -104,6 +135,135 @@ def worker(ctx: Ctx, threads: int) -> None:
         runtime.close()
 
 
+# --- backups and restores ----------------------------------------------------------------------------------
+
+
+def _operator(runtime, server_id: str):
+    """The principal the CLI acts as: an admin of the project owning ``server_id``."""
+    from opencsbs.auth.base import Principal
+    from opencsbs.clouds.base import CloudContext
+
+    found = runtime.driver.get_servers(CloudContext(project_id="", all_tenants=True), [server_id])
+    if server_id not in found:
+        raise click.ClickException(f"no server {server_id}")
+    project = found[server_id].project_id
+    return Principal(project_id=project, user_id="opencsbs-cli", roles=frozenset({"reader", "member", "admin"}))
+
+
+def _follow(runtime, read_progress, label: str) -> str:
+    """Run jobs in this process too (so it finishes without a running server) and show a progress bar until
+    ``read_progress()`` returns a final status; returns that status."""
+    import time
+
+    pool = runtime.start_workers(1, prefix="cli")
+    status, percent = read_progress()
+    with click.progressbar(length=100, label=label, show_percent=True, file=sys.stderr) as bar:
+        shown = 0
+        while True:
+            status, percent = read_progress()
+            if percent > shown:
+                bar.update(percent - shown)
+                shown = percent
+            if status not in ("in_progress", "protecting", "waiting_restore", "restoring"):
+                break
+            time.sleep(0.3)
+    if pool is not None:
+        pool.stop()
+    return status
+
+
+@main.command()
+@click.argument("server_id")
+@click.option("--name", default=None, help="backup name (default manualbk_xxxx)")
+@click.option("--description", default=None)
+@click.option("--full", is_flag=True, help="read every disk completely instead of only what changed")
+@click.option("--wait", is_flag=True, help="run the backup here and show its progress until it ends")
+@pass_ctx
+def backup(ctx: Ctx, server_id: str, name, description, full: bool, wait: bool) -> None:
+    """Back up a server (all of its disks, crash-consistently). Prints the checkpoint_item id."""
+    from opencsbs.core.errors import CSBSError
+    from opencsbs.db.models import CheckpointItem
+    from opencsbs.service import backups
+
+    runtime = ctx.runtime()
+    try:
+        principal = _operator(runtime, server_id)
+        try:
+            cp = backups.create_backup(runtime, principal, principal.project_id, server_id, name=name,
+                                       description=description, incremental=not full)
+        except CSBSError as exc:
+            raise click.ClickException(f"{exc.error_code}: {exc.error_msg}") from exc
+        with runtime.sessions() as session:
+            item = session.query(CheckpointItem).filter_by(checkpoint_id=cp["id"]).one()
+            item_id = item.id
+        click.echo(f"backup {item.name}: checkpoint {cp['id']}, checkpoint_item {item_id}", err=True)
+        if wait:
+            def read():
+                with runtime.sessions() as session:
+                    row = session.get(CheckpointItem, item_id)
+                    return row.status, row.progress
+            status = _follow(runtime, read, "backing up")
+            with runtime.sessions() as session:
+                row = session.get(CheckpointItem, item_id)
+                if status != "available":
+                    raise click.ClickException(f"backup ended {status}: {row.fail_reason}")
+                click.echo(f"available: {row.source_bytes} bytes of disk, {row.stored_bytes} bytes stored", err=True)
+        click.echo(item_id)
+    finally:
+        runtime.close()
+
+
+@main.command()
+@click.argument("checkpoint_item_id")
+@click.option("--target", "target_id", default=None, help="server to restore onto (default: the backed-up one)")
+@click.option("--power-on/--no-power-on", default=True, show_default=True, help="start the server afterwards")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="run the restore here with a progress bar")
+@pass_ctx
+def restore(ctx: Ctx, checkpoint_item_id: str, target_id, power_on: bool, wait: bool) -> None:
+    """Restore a backup onto its server (or --target): each disk backup onto the same disk when the target has it,
+    otherwise onto the target's disks in device order."""
+    from opencsbs.clouds.base import CloudContext
+    from opencsbs.core.errors import CSBSError
+    from opencsbs.core.facts import SERVER
+    from opencsbs.db.models import CheckpointItem, Restore
+    from opencsbs.service import restores
+
+    runtime = ctx.runtime()
+    try:
+        with runtime.sessions() as session:
+            item = session.get(CheckpointItem, checkpoint_item_id)
+            if item is None:
+                raise click.ClickException(f"no checkpoint_item {checkpoint_item_id}")
+            disks = [(vb.id, vb.source_volume_id) for vb in item.volume_backups]
+            checkpoint_id, project, target_id = item.checkpoint_id, item.project_id, target_id or item.resource_id
+        principal = _operator(runtime, target_id)
+        target = runtime.driver.get_servers(CloudContext(project_id=project), [target_id]).get(target_id)
+        attached = [v.id for v in target.volumes] if target else []
+        mapping = []
+        for position, (backup_id, source) in enumerate(disks):
+            volume = source if source in attached else (attached[position] if position < len(attached) else source)
+            mapping.append((backup_id, volume))
+        try:
+            rs = restores.create_restore(runtime, principal, project, checkpoint_id=checkpoint_id,
+                                         request=restores.RestoreRequest(item.id, target_id, SERVER, tuple(mapping)),
+                                         power_on=power_on)
+        except CSBSError as exc:
+            raise click.ClickException(f"{exc.error_code}: {exc.error_msg}") from exc
+        click.echo(f"restore {rs['id']} of {checkpoint_item_id} onto {target_id} started", err=True)
+        if wait:
+            def read():
+                with runtime.sessions() as session:
+                    row = session.get(Restore, rs["id"])
+                    return row.status, row.progress
+            status = _follow(runtime, read, "restoring")
+            if status != "success":
+                with runtime.sessions() as session:
+                    raise click.ClickException(f"restore ended {status}: {session.get(Restore, rs['id']).resources_reason}")
+        click.echo(rs["id"])
+    finally:
+        runtime.close()
+
+
 # --- tokens -------------------------------------------------------------------------------------------------
 
 
@@ -117,6 +277,7 @@ def token() -> None:
 @click.option("--role", type=click.Choice(["reader", "member", "admin"]), default="member", show_default=True)
 @click.option("--user", default=None, help="user id recorded with the token")
 @click.option("--data-dir", "data_dir_opt", type=click.Path(file_okay=False), default=None)
+@config_option
 @pass_ctx
 def token_create(ctx: Ctx, project: str, role: str, user: str | None, data_dir_opt: str | None) -> None:
     """Create a token; it is printed once, as the last line."""
@@ -169,6 +330,8 @@ def db() -> None:
 
 
 @db.command("upgrade")
+@data_dir_option
+@config_option
 @pass_ctx
 def db_upgrade(ctx: Ctx) -> None:
     """Migrate the database to the newest schema."""
@@ -203,6 +366,8 @@ def _sandbox_run(ctx: Ctx, fn):
 
 
 @sandbox.command("load")
+@data_dir_option
+@config_option
 @click.argument("inventory", type=click.Path(exists=True, dir_okay=False))
 @pass_ctx
 def sandbox_load(ctx: Ctx, inventory: str) -> None:
@@ -214,6 +379,8 @@ def sandbox_load(ctx: Ctx, inventory: str) -> None:
 
 
 @sandbox.command("list")
+@data_dir_option
+@config_option
 @click.option("--project", default=None)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @pass_ctx
@@ -240,6 +407,8 @@ def sandbox_list(ctx: Ctx, project: str | None, as_json: bool) -> None:
 
 
 @sandbox.command("set")
+@data_dir_option
+@config_option
 @click.argument("server_id")
 @click.option("--status", default=None, help="Nova status, e.g. ACTIVE, SHUTOFF, ERROR")
 @click.option("--task-state", default=None, help="Nova task state; '' clears it")
@@ -255,6 +424,8 @@ def sandbox_set(ctx: Ctx, server_id: str, **changes) -> None:
 
 
 @sandbox.command("delete")
+@data_dir_option
+@config_option
 @click.argument("resource_id")
 @pass_ctx
 def sandbox_delete(ctx: Ctx, resource_id: str) -> None:
@@ -266,6 +437,8 @@ def sandbox_delete(ctx: Ctx, resource_id: str) -> None:
 
 
 @sandbox.command("write")
+@data_dir_option
+@config_option
 @click.argument("volume_id")
 @click.option("--offset", type=int, default=0, show_default=True, help="byte offset")
 @click.option("--from", "source", type=click.File("rb"), default="-", help="file to copy in (default stdin)")
@@ -286,6 +459,8 @@ def sandbox_write(ctx: Ctx, volume_id: str, offset: int, source) -> None:
 
 
 @sandbox.command("hash")
+@data_dir_option
+@config_option
 @click.argument("volume_id")
 @pass_ctx
 def sandbox_hash(ctx: Ctx, volume_id: str) -> None:

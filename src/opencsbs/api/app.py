@@ -1,7 +1,9 @@
 """The ASGI application: ``create_app(runtime)``.
 
 Routers are mounted from ``opencsbs.api.routes``; errors leave as CSBS JSON bodies (``api.errors``); request
-bodies over ``max_body_bytes`` are refused with 413 before they are read whole.
+bodies over ``max_body_bytes`` are refused with 413 before they are read whole; a request body is read as JSON
+whatever its declared ``Content-Type`` (:class:`JsonBody`); ``/openapi.json`` lists exactly the statuses and
+bodies the server sends (:func:`wire_openapi`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from fastapi import FastAPI
 from opencsbs import __version__
 from opencsbs.api.errors import install_error_handlers
 from opencsbs.api.routes import backups, policies, providers, resources, restores, tags, versions
+from opencsbs.api.schemas.common import ErrorBody
 from opencsbs.core import codes
 from opencsbs.runtime import Runtime
 
@@ -31,31 +34,31 @@ class BodyLimit:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await self._refuse(send)
+        if declared is not None:
+            if declared.isdigit() and int(declared) > self.limit:
+                return await self._refuse(send)
+            # the server (h11/httptools) never delivers more than the declared length
+            return await self.app(scope, receive, send)
+        # No length declared (chunked): read up to the limit here, then replay the body to the app.
+        messages = []
         seen = 0
-        started = False
-
-        async def limited_receive():
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge()
-            return message
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                return await self._refuse(send)
+            if not message.get("more_body", False):
+                break
 
-        async def tracking_send(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+        async def replay():
+            if messages:
+                return messages.pop(0)
+            return await receive()
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._refuse(send)
+        await self.app(scope, replay, send)
 
     async def _refuse(self, send):
         body = json.dumps(
@@ -67,8 +70,53 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
+class JsonBody:
+    """ASGI middleware: every request body is JSON, whatever ``Content-Type`` says.
+
+    The CSBS API only takes JSON bodies. ``curl -d '{...}'`` without ``-H 'Content-Type: application/json'``
+    sends ``application/x-www-form-urlencoded``, other clients send ``text/plain`` or nothing; the caller still
+    means JSON, so such a body is parsed as JSON (and refused with 400 CSBS.9001 if it is not). Only
+    ``multipart/form-data`` bodies (which cannot be JSON) are left as they are, and are refused by validation.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
+            headers = [(k, v) for k, v in scope.get("headers") or [] if k != b"content-type"]
+            declared = next((v for k, v in scope.get("headers") or [] if k == b"content-type"), b"")
+            media = declared.split(b";", 1)[0].strip().lower()
+            if not (media.endswith(b"/json") or media.endswith(b"+json") or media.startswith(b"multipart/")):
+                scope = dict(scope, headers=headers + [(b"content-type", b"application/json")])
+        await self.app(scope, receive, send)
+
+
+def wire_openapi(app: FastAPI) -> dict:
+    """The OpenAPI document of what the server really does: FastAPI's, without the 422 responses it never
+    sends (validation failures are 400 CSBS.9001), with 413 where a body is taken and 400 wherever input is
+    read, all in the CSBS error shape. (405 for a method a path does not have, and 404 for an unknown path,
+    cannot be tied to an operation: docs/errors.md lists them.)"""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    error_ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            if "requestBody" in operation:
+                responses["413"] = {"description": "Request Entity Too Large", **error_ref}
+            if "400" not in responses and ("requestBody" in operation or operation.get("parameters")):
+                responses["400"] = {"description": "Bad Request", **error_ref}
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    components.setdefault("ErrorBody", ErrorBody.model_json_schema())
+    app.openapi_schema = schema
+    return schema
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -84,5 +132,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.add_middleware(JsonBody)
     app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes)
+    app.openapi = lambda: wire_openapi(app)
     return app
