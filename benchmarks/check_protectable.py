@@ -1,8 +1,9 @@
 """check_protectable on the sandbox cloud: batches of 1, 100 and 1,000 servers, in-process (the service use
 case: driver facts + opencsbs state + rules) and over HTTP (uvicorn on a real port, keep-alive httpx client).
 
-Prints per (mode, N): p50 and p99 latency in ms, checks per second, cloud-driver calls per batch (must be the
-same for every N) and, as the peer of the same run, the ratio of one N-item batch to N one-item batches.
+Prints per (mode, N): min, p50 and p99 latency in ms, this process's CPU ms per batch (a better measure than
+wall time on a busy machine), checks per second, cloud-driver calls per batch (must be the same for every N)
+and, as the peer of the same run, the ratio of one N-item batch to N one-item batches.
 Target: the 1,000-item batch under 20 ms (p50) in-process. Exit status 1 if the driver call count grows with N.
 
     .venv/bin/python benchmarks/check_protectable.py                 # SQLite in a temporary data dir
@@ -161,8 +162,8 @@ def main() -> int:
                     p50 = statistics.median(times)
                     if n == 1:
                         per_item = p50
-                    rows.append((mode, n, p50, pct(times, 0.99), cpu_ms, n / (statistics.mean(times) / 1000),
-                                 calls, p50 / (per_item * n)))
+                    rows.append((mode, n, min(times), p50, pct(times, 0.99), cpu_ms,
+                                 n / (statistics.mean(times) / 1000), calls, p50 / (per_item * n)))
     finally:
         server.should_exit = True
         thread.join(timeout=10)
@@ -172,14 +173,17 @@ def main() -> int:
 
     print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs "
           "(CPU ms is this process's CPU time per batch: server and client for http)")
-    print("| mode | N | p50 ms | p99 ms | CPU ms | checks/s | driver calls/batch | batch p50 / (N x 1-item p50) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for mode, n, p50, p99, cpu_ms, cps, calls, ratio in rows:
-        print(f"| {mode} | {n} | {p50:.2f} | {p99:.2f} | {cpu_ms:.2f} | {cps:,.0f} | {calls:g} | {ratio:.3f} |")
+    print("| mode | N | min ms | p50 ms | p99 ms | CPU ms | checks/s | driver calls/batch | "
+          "batch p50 / (N x 1-item p50) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for mode, n, low, p50, p99, cpu_ms, cps, calls, ratio in rows:
+        print(f"| {mode} | {n} | {low:.2f} | {p50:.2f} | {p99:.2f} | {cpu_ms:.2f} | {cps:,.0f} | {calls:g} | "
+              f"{ratio:.3f} |")
     constant = len({calls for *_, calls, _r in rows}) == 1
-    inproc_1000 = next(r for r in rows if r[0] == "in-process" and r[1] == 1000)[2]
-    print(f"driver calls independent of N: {'yes' if constant else 'NO'}; "
-          f"in-process 1,000-item p50 {inproc_1000:.1f} ms (target < 20 ms: {'met' if inproc_1000 < 20 else 'MISSED'})")
+    best = next(r for r in rows if r[0] == "in-process" and r[1] == 1000)
+    print(f"driver calls independent of N: {'yes' if constant else 'NO'}; in-process 1,000-item batch: "
+          f"p50 {best[3]:.1f} ms (target < 20 ms: {'met' if best[3] < 20 else 'MISSED'}), "
+          f"min {best[2]:.1f} ms, CPU {best[5]:.1f} ms")
     bench.runtime.close()
     return 0 if constant else 1
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -200,14 +201,18 @@ class Settings(BaseSettings):
         return self.bank.path or self.data_dir / "bank"
 
 
+_CONFIG_FILE: ContextVar[str | None] = ContextVar("opencsbs_config_file", default=None)
+
+
 class _YamlFileSource(PydanticBaseSettingsSource):
-    """Reads the YAML file named by ``OPENCSBS_CONFIG`` (set by ``--config``)."""
+    """Reads the YAML file given to :func:`load_settings` (``--config``), else the one named by
+    ``OPENCSBS_CONFIG``."""
 
     def get_field_value(self, field, field_name):  # pragma: no cover - unused by __call__
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        path = os.environ.get("OPENCSBS_CONFIG")
+        path = _CONFIG_FILE.get() or os.environ.get("OPENCSBS_CONFIG")
         if not path:
             return {}
         with open(path, encoding="utf-8") as fh:
@@ -220,7 +225,11 @@ class _YamlFileSource(PydanticBaseSettingsSource):
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
     """Settings from ``config_file`` (or ``$OPENCSBS_CONFIG``), the environment and ``overrides``
     (None values in ``overrides`` are ignored)."""
-    if config_file is not None:
-        os.environ["OPENCSBS_CONFIG"] = str(config_file)
     clean = {k: v for k, v in overrides.items() if v is not None}
-    return Settings(**clean)
+    # The file is handed to the YAML source through a context variable, not the process environment, so one
+    # call's --config never leaks into later settings of the same process.
+    token = _CONFIG_FILE.set(str(config_file) if config_file is not None else None)
+    try:
+        return Settings(**clean)
+    finally:
+        _CONFIG_FILE.reset(token)

@@ -6,18 +6,28 @@ Cost per batch, whatever its size: one driver ``get_servers`` call, one query fo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from opencsbs.auth.base import Principal
 from opencsbs.clouds.base import CloudContext
 from opencsbs.core.facts import ProtectionState
 from opencsbs.core.protectable import Verdict, check_many
-from opencsbs.db.base import in_ids
+from opencsbs.db.base import RawQuery, in_ids
 from opencsbs.db.models import Policy, PolicyResource, ResourceLock
 from opencsbs.runtime import Runtime
 
+
+#: running jobs and policy bindings of a batch (ids as one JSON array; see db.base.in_ids / RawQuery)
+_LOCKS = RawQuery(lambda d: select(ResourceLock.resource_id, ResourceLock.operation).where(
+    in_ids(ResourceLock.resource_id, bindparam("ids"), d)))
+_BINDINGS = RawQuery(lambda d: (
+    select(PolicyResource.resource_id, Policy.id, Policy.name)
+    .join(Policy, Policy.id == PolicyResource.policy_id)
+    .where(in_ids(PolicyResource.resource_id, bindparam("ids"), d))
+))
 
 
 def protection_states(runtime: Runtime, resource_ids: Sequence[str]) -> dict[str, ProtectionState]:
@@ -27,20 +37,12 @@ def protection_states(runtime: Runtime, resource_ids: Sequence[str]) -> dict[str
     bound: dict[str, tuple[str, str]] = {}
     if not ids:
         return {}
+    payload = json.dumps(ids)
     with runtime.sessions() as session:
-        conn = session.connection()  # Core rows: no ORM objects for a 1,000-item batch
-        dialect = conn.dialect.name
-        locks = conn.execute(
-            select(ResourceLock.resource_id, ResourceLock.operation).where(in_ids(ResourceLock.resource_id, ids, dialect))
-        )
-        for rid, operation in locks.all():
+        conn = session.connection()
+        for rid, operation in _LOCKS.rows(conn, ids=payload):
             busy[rid] = operation
-        rows = conn.execute(
-            select(PolicyResource.resource_id, Policy.id, Policy.name)
-            .join(Policy, Policy.id == PolicyResource.policy_id)
-            .where(in_ids(PolicyResource.resource_id, ids, dialect))
-        )
-        for rid, pid, pname in rows.all():
+        for rid, pid, pname in _BINDINGS.rows(conn, ids=payload):
             bound[rid] = (pid, pname)
     states = {}
     for rid in set(busy) | set(bound):

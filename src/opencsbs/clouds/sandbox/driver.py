@@ -18,7 +18,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from opencsbs.clouds.base import CloudContext, CloudDriver, ServerSnapshot, VolumeSnapshot
@@ -27,7 +27,7 @@ from opencsbs.core import codes
 from opencsbs.core.blocks import BlockReader, BlockWriter, Range
 from opencsbs.core.errors import CSBSError
 from opencsbs.core.facts import ServerFacts, VolumeFacts
-from opencsbs.db.base import in_ids
+from opencsbs.db.base import RawQuery, in_ids
 from opencsbs.db.models import SandboxAttachment, SandboxServer, SandboxVolume
 
 GIB = 1024**3
@@ -41,6 +41,17 @@ _VOLUME_COLUMNS = (
     SandboxVolume.id, SandboxVolume.name, SandboxVolume.size_gb, SandboxVolume.bootable, SandboxVolume.shareable,
     SandboxVolume.volume_type, SandboxVolume.service_type, SandboxVolume.status, SandboxVolume.availability_zone,
 )
+
+#: get_servers' three statements (ids as one JSON array parameter ``ids``; see db.base.in_ids / RawQuery)
+_PROJECT_SERVERS = RawQuery(lambda d: select(*_SERVER_COLUMNS).where(
+    in_ids(SandboxServer.id, bindparam("ids"), d), SandboxServer.project_id == bindparam("project_id")))
+_ANY_SERVERS = RawQuery(lambda d: select(*_SERVER_COLUMNS).where(in_ids(SandboxServer.id, bindparam("ids"), d)))
+_ATTACHED_VOLUMES = RawQuery(lambda d: (
+    select(SandboxAttachment.server_id, SandboxAttachment.device, *_VOLUME_COLUMNS)
+    .join(SandboxVolume, SandboxVolume.id == SandboxAttachment.volume_id)
+    .where(in_ids(SandboxAttachment.server_id, bindparam("ids"), d))
+    .order_by(SandboxAttachment.server_id, SandboxAttachment.device)
+))
 
 
 def server_facts(server: SandboxServer) -> ServerFacts:
@@ -96,31 +107,26 @@ class SandboxDriver(CloudDriver):
         if not ids:
             return {}
         with self.sessions() as session:
-            conn = session.connection()  # Core rows, not the ORM loading machinery
-            dialect = conn.dialect.name
-            query = select(*_SERVER_COLUMNS).where(in_ids(SandboxServer.id, ids, dialect))
-            if not ctx.all_tenants:
-                query = query.where(SandboxServer.project_id == ctx.project_id)
-            rows = conn.execute(query).all()
+            conn = session.connection()
+            if ctx.all_tenants:
+                rows = _ANY_SERVERS.rows(conn, ids=json.dumps(ids))
+            else:
+                rows = _PROJECT_SERVERS.rows(conn, ids=json.dumps(ids), project_id=ctx.project_id)
             if not rows:
                 return {}
-            attached = (
-                select(SandboxAttachment.server_id, SandboxAttachment.device, *_VOLUME_COLUMNS)
-                .join(SandboxVolume, SandboxVolume.id == SandboxAttachment.volume_id)
-                .where(in_ids(SandboxAttachment.server_id, [r[0] for r in rows], dialect))
-                .order_by(SandboxAttachment.server_id, SandboxAttachment.device)
-            )
             disks: dict[str, list[VolumeFacts]] = {}
-            for sid, device, vid, name, size, boot, share, vtype, stype, status, az in conn.execute(attached).all():
+            attached = _ATTACHED_VOLUMES.rows(conn, ids=json.dumps([r[0] for r in rows]))
+            for sid, device, vid, name, size, boot, share, vtype, stype, status, az in attached:
                 # positional: VolumeFacts(id, name, size_gb, bootable, shareable, volume_type, service_type,
                 # status, availability_zone, device)
                 disks.setdefault(sid, []).append(
                     VolumeFacts(vid, name, size, bool(boot), bool(share), vtype, stype, status, az, device)
                 )
         # positional: ServerFacts(id, project_id, name, resource_type, status, task_state, availability_zone,
-        # volumes, flavor)
+        # volumes, flavor); SQLite hands JSON columns over as text
         return {
-            sid: ServerFacts(sid, project, name, rtype, status, task, az, tuple(disks.get(sid, ())), flavor)
+            sid: ServerFacts(sid, project, name, rtype, status, task, az, tuple(disks.get(sid, ())),
+                             json.loads(flavor) if isinstance(flavor, str) else flavor)
             for sid, project, name, rtype, status, task, az, flavor in rows
         }
 
