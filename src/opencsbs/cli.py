@@ -298,18 +298,18 @@ def token_create(ctx: Ctx, project: str, role: str, user: str | None, data_dir_o
     click.echo(value)
 
 
-# --- policy -------------------------------------------------------------------------------------------------
+# --- authorization rules ------------------------------------------------------------------------------------
 
 
 @main.group()
-def policy() -> None:
-    """API authorization rules (auth.policy_file)."""
+def rules() -> None:
+    """API authorization rules (auth.policy_file). Backup policies are ``opencsbs policy``."""
 
 
-@policy.command("show")
+@rules.command("show")
 @click.option("--defaults", is_flag=True, help="the built-in defaults, ignoring auth.policy_file")
 @pass_ctx
-def policy_show(ctx: Ctx, defaults: bool) -> None:
+def rules_show(ctx: Ctx, defaults: bool) -> None:
     """Print the effective rules as a policy file (YAML)."""
     from opencsbs.auth.policy import Enforcer, PolicyFileError, render_rules
 
