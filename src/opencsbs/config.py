@@ -94,7 +94,7 @@ class BankSettings(BaseModel):
     compression_level: int = 1
     #: worker threads hashing/compressing chunks (S3 uses at least 8 for its network waits)
     threads: int = 2
-    #: local backend: fsync every object before it gets its name (durable across power loss)
+    #: local backend: make new chunks, and each index, durable (fsync) before the index is written
     fsync: bool = True
 
 

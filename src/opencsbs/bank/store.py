@@ -351,7 +351,8 @@ class Bank:
         key = f"leases/{lease_id}.json"
         doc = {"index": index_name, "base_index": base_index, "host": socket.gethostname(), "pid": os.getpid(),
                "started_at": _utcnow_iso()}
-        self.store.put(key, json.dumps(doc).encode())
+        # a lease only matters while its process lives: visible is enough, durable is not needed
+        self.store.put(key, json.dumps(doc).encode(), sync=False)
         info = self.store.head(key)
         return key, (info.mtime if info else time.time())
 
@@ -646,7 +647,7 @@ class Bank:
         report = GCReport()
         marker = f"gc/running/{uuid.uuid4().hex}"
         self.store.put(marker, json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                                           "started_at": _utcnow_iso()}).encode())
+                                           "started_at": _utcnow_iso()}).encode(), sync=False)
         try:
             info = self.store.head(marker)
             t0 = info.mtime if info else time.time()
@@ -676,7 +677,7 @@ class Bank:
                 self._sweep(marked, cutoff, report)
                 report.temporary_removed = self.store.cleanup_temporary(min(cutoff, time.time() - SAFETY))
         finally:
-            self.store.put("gc/finished", json.dumps({"finished_at": _utcnow_iso()}).encode())
+            self.store.put("gc/finished", json.dumps({"finished_at": _utcnow_iso()}).encode(), sync=False)
             self.store.delete(marker)
         report.seconds = time.monotonic() - started
         return report
