@@ -98,6 +98,11 @@ start() {
   if healthy; then write_env; ts "already running"; return 0; fi
   if [ "$(id -u)" != 0 ]; then echo "openstack.sh: needs root (su postgres for its PostgreSQL cluster)" >&2; exit 1; fi
   [ -e "$S" ] && stop
+  if [ -z "$PGBIN" ] || ! command -v psql >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null; }
+    PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  fi
   [ -n "$PGBIN" ] || { echo "PostgreSQL server binaries not found (apt-get install postgresql)" >&2; exit 1; }
   command -v psql >/dev/null || { echo "psql not found" >&2; exit 1; }
   "$CONF/install-venvs.sh" "$VENVS"
