@@ -68,6 +68,7 @@ def serve(ctx: Ctx, host, port, data_dir_opt, inventory, tls_cert, tls_key) -> N
     from opencsbs.runtime import Runtime
 
     runtime = Runtime.from_settings(settings)
+    runtime.start_workers()
     app = create_app(runtime)
     click.echo(f"opencsbs listening on http{'s' if settings.tls_cert else ''}://{settings.host}:{settings.port} "
                f"(data dir {settings.data_dir}, cloud driver {settings.cloud.driver})", err=True)
@@ -75,6 +76,28 @@ def serve(ctx: Ctx, host, port, data_dir_opt, inventory, tls_cert, tls_key) -> N
         uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                     ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
                     ssl_keyfile=str(settings.tls_key) if settings.tls_key else None)
+    finally:
+        runtime.close()
+
+
+@main.command()
+@click.option("--threads", type=int, default=1, show_default=True, help="jobs run at once by this process")
+@pass_ctx
+def worker(ctx: Ctx, threads: int) -> None:
+    """Run backup/restore/delete jobs (for deployments with ``workers: 0`` in serve). Stops on SIGTERM/SIGINT;
+    a killed worker's job is resumed by another worker once its lease expires."""
+    import signal
+    import threading
+
+    runtime = ctx.runtime()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    pool = runtime.start_workers(max(threads, 1))
+    click.echo(f"opencsbs worker: {len(pool.workers)} thread(s), data dir {runtime.settings.data_dir}", err=True)
+    try:
+        while not stop.wait(0.5):
+            pass
     finally:
         runtime.close()
 

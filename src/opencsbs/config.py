@@ -76,6 +76,37 @@ class BankSettings(BaseModel):
     fsync: bool = True
 
 
+class QuotaSettings(BaseModel):
+    """Per-project quotas (``GET /v1/{project_id}/quotas``, enforced with CSBS.9006 when a backup starts).
+
+    ``backups``: most checkpoint_items kept (not deleted); ``backup_capacity_gb``: most backup capacity in GB
+    (the sum of the backups' stored sizes); -1 means unlimited. ``projects`` overrides either per project id.
+    """
+
+    backups: int = 600
+    backup_capacity_gb: int = -1
+    projects: dict[str, dict[str, int]] = Field(default_factory=dict)
+
+    def for_project(self, project_id: str) -> tuple[int, int]:
+        """``(backups, backup_capacity_gb)`` for ``project_id``."""
+        own = self.projects.get(project_id, {})
+        return int(own.get("backups", self.backups)), int(own.get("backup_capacity_gb", self.backup_capacity_gb))
+
+
+class EngineSettings(BaseModel):
+    """Backup/restore job execution.
+
+    ``lease_seconds``: how long a worker owns a job without a heartbeat (a crashed worker's job is taken over
+    after this); ``poll_seconds``: idle workers look for new jobs this often; ``max_attempts``: claims of one job
+    before it is failed; ``progress_seconds``: how often progress is written to the database.
+    """
+
+    lease_seconds: float = 30.0
+    poll_seconds: float = 0.5
+    max_attempts: int = 3
+    progress_seconds: float = 1.0
+
+
 class Settings(BaseSettings):
     """All settings. ``data_dir`` holds the SQLite database, the local bank and the sandbox volume files."""
 
@@ -103,6 +134,8 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     cloud: CloudSettings = Field(default_factory=CloudSettings)
     bank: BankSettings = Field(default_factory=BankSettings)
+    quotas: QuotaSettings = Field(default_factory=QuotaSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -1,4 +1,4 @@
-"""The composition root: builds the database, cloud driver, authenticator and (later) engine from settings.
+"""The composition root: builds the database, cloud driver, authenticator, bank and engine workers from settings.
 
 ``Runtime.from_settings(settings)`` is what ``opencsbs serve``, the CLI and the tests use; the HTTP app reads it
 from ``app.state.runtime``.
@@ -6,6 +6,7 @@ from ``app.state.runtime``.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,9 @@ from opencsbs.clouds.base import CloudDriver
 from opencsbs.config import Settings
 from opencsbs.core.protectable import ProtectableConfig
 from opencsbs.db.base import make_engine, make_sessionmaker, transaction
+
+
+_BANK_LOCK = threading.Lock()
 
 
 @dataclass
@@ -54,6 +58,31 @@ class Runtime:
         return runtime
 
     @property
+    def bank(self) -> Any:
+        """The bank (opened on first use: API processes that never move data need not open it)."""
+        bank = self.extras.get("bank")
+        if bank is None:
+            with _BANK_LOCK:
+                bank = self.extras.get("bank")
+                if bank is None:
+                    from opencsbs.bank import open_bank
+
+                    bank = open_bank(self.settings)
+                    self.extras["bank"] = bank
+        return bank
+
+    def start_workers(self, n: int | None = None, prefix: str = "worker") -> Any:
+        """Start ``n`` (default ``settings.workers``) engine worker threads; they stop on :meth:`close`."""
+        from opencsbs.engine.worker import WorkerPool
+
+        count = self.settings.workers if n is None else n
+        if count <= 0:
+            return None
+        pool = WorkerPool(self, count, prefix).start()
+        self.extras.setdefault("closers", []).append(pool.stop)
+        return pool
+
+    @property
     def protectable_config(self) -> ProtectableConfig:
         """The rule settings for check_protectable, from the cloud settings and the driver's abilities."""
         cloud = self.settings.cloud
@@ -65,8 +94,12 @@ class Runtime:
 
     def close(self) -> None:
         """Stop background parts and release connections."""
-        for closer in self.extras.get("closers", []):
+        for closer in reversed(self.extras.get("closers", [])):
             closer()
+        self.extras["closers"] = []
+        bank = self.extras.pop("bank", None)
+        if bank is not None and hasattr(bank, "close"):
+            bank.close()
         self.driver.close()
         self.authenticator.close()
         self.engine.dispose()

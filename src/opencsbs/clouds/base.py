@@ -4,8 +4,29 @@ Inventory side (what the CSBS rules read): :meth:`CloudDriver.get_servers` retur
 whole batch of ids with a constant number of cloud calls (list with filters, never one call per id).
 ``calls`` counts the cloud calls a driver made, so benchmarks and tests can assert that.
 
+Data side (what the backup engine drives), shaped after libvirt/KVM push-mode backups with checkpoints and dirty
+bitmaps, and Cinder snapshots:
+
+1. :meth:`CloudDriver.snapshot_server` takes a crash-consistent snapshot of *every* disk of a server before any
+   byte is copied (libvirt: one ``backupBegin`` with a ``domaincheckpoint`` covering all disks; OpenStack: a Cinder
+   snapshot per volume taken while the server is paused/quiesced; sandbox: a copy of each volume file while the
+   volumes are locked against writers). The snapshot is named by the caller (the engine uses the job id), so a
+   retry after a crash finds or replaces the same snapshot instead of leaking a second one.
+2. :meth:`CloudDriver.open_snapshot` gives a :class:`~opencsbs.core.blocks.BlockReader` of one disk of it, and
+   :meth:`CloudDriver.changed_ranges` the byte ranges changed since an earlier snapshot of that disk, when the
+   driver tracks changes (a libvirt dirty bitmap / checkpoint, a Cinder changed-block API); ``None`` means "read
+   everything" and the bank then de-duplicates by content.
+3. :meth:`CloudDriver.delete_snapshot` drops the snapshot's data (idempotent) but keeps its change token usable
+   as the base of the next incremental backup.
+4. Restores: :meth:`CloudDriver.power_off`, :meth:`CloudDriver.open_volume_writer` per target disk,
+   :meth:`CloudDriver.power_on`.
+
+Everything a worker must remember between steps is in the plain, JSON-serialisable :class:`ServerSnapshot`
+(the engine persists it in its job row), so another worker process can continue after a crash.
+
 Errors: a driver that cannot reach or authenticate to its cloud raises :class:`CloudUnavailable`; the API
-answers 503 with CSBS.9999 rather than a wrong verdict.
+answers 503 with CSBS.9999 rather than a wrong verdict. A driver that cannot move data at all (an inventory-only
+driver) raises :class:`DataPathUnsupported` (CSBS.9998) from the data-side methods.
 """
 
 from __future__ import annotations
@@ -13,9 +34,11 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from opencsbs.core import codes
+from opencsbs.core.blocks import BlockReader, BlockWriter, Range
 from opencsbs.core.errors import CSBSError
 from opencsbs.core.facts import SERVER_TYPES, ServerFacts
 
@@ -34,6 +57,61 @@ class CloudUnavailable(CSBSError):
 
     def __init__(self, what: str):
         super().__init__(codes.CLOUD_UNAVAILABLE, what)
+
+
+class DataPathUnsupported(CSBSError):
+    """The driver cannot snapshot, read or write volumes (HTTP 500, CSBS.9998 "System not support")."""
+
+    def __init__(self, driver: str, what: str):
+        super().__init__(codes.SYSTEM_NOT_SUPPORTED, message=f"cloud driver {driver} cannot {what}")
+
+
+@dataclass(frozen=True)
+class VolumeSnapshot:
+    """One disk of a :class:`ServerSnapshot`.
+
+    ``size``: bytes of the disk at snapshot time; ``snapshot_id``: the cloud's id of the disk snapshot (shown as
+    ``snapshot_id`` of a volume backup); ``change_token``: what to pass as ``since`` to a later
+    :meth:`CloudDriver.snapshot_server` to learn the changes after this snapshot (libvirt checkpoint name,
+    sandbox generation), None when the driver tracks no changes; ``since``: the token this snapshot's changed
+    ranges are relative to (None: unknown, read everything); ``handle``: driver data (paths, node names).
+    """
+
+    volume_id: str
+    snapshot_id: str
+    size: int
+    device: str | None = None
+    bootable: bool = False
+    change_token: str | None = None
+    since: str | None = None
+    handle: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServerSnapshot:
+    """A crash-consistent snapshot of all disks of ``server_id``, named ``name`` by the caller."""
+
+    server_id: str
+    name: str
+    volumes: tuple[VolumeSnapshot, ...]
+    handle: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable form (persisted by the engine between steps)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ServerSnapshot:
+        """Inverse of :meth:`to_dict`."""
+        vols = tuple(VolumeSnapshot(**v) for v in data["volumes"])
+        return cls(server_id=data["server_id"], name=data["name"], volumes=vols, handle=dict(data.get("handle") or {}))
+
+    def volume(self, volume_id: str) -> VolumeSnapshot:
+        """The snapshot of disk ``volume_id``; ``KeyError`` if the server snapshot has none."""
+        for v in self.volumes:
+            if v.volume_id == volume_id:
+                return v
+        raise KeyError(volume_id)
 
 
 class CloudDriver(ABC):
@@ -65,6 +143,45 @@ class CloudDriver(ABC):
         Ids that are unknown, or belong to another project, are simply absent. Constant number of cloud calls
         whatever ``len(server_ids)``. Raises :class:`CloudUnavailable` when the cloud cannot be asked.
         """
+
+    # --- data side (see the module docstring) ----------------------------------------------------------------
+
+    def snapshot_server(
+        self, ctx: CloudContext, server_id: str, name: str, since: dict[str, str] | None = None
+    ) -> ServerSnapshot:
+        """Snapshot every disk of ``server_id`` at one instant, before any data is copied.
+
+        ``name``: the caller's unique name for it; calling again with the same name returns the existing complete
+        snapshot or replaces a partial one. ``since``: ``{volume_id: change_token}`` of an earlier snapshot, so
+        that :meth:`changed_ranges` can answer relative to it. Raises :class:`CloudUnavailable`, or
+        ``CSBSError(SERVER_NOT_FOUND)`` when the server is gone.
+        """
+        raise DataPathUnsupported(self.name, "snapshot servers")
+
+    def open_snapshot(self, snapshot: VolumeSnapshot) -> BlockReader:
+        """A reader of one disk snapshot's bytes (close it when done)."""
+        raise DataPathUnsupported(self.name, "read snapshots")
+
+    def changed_ranges(self, snapshot: VolumeSnapshot) -> Sequence[Range] | None:
+        """Sorted ``(offset, length)`` ranges of ``snapshot`` that may differ from the snapshot whose change token
+        was given as ``since``; None when unknown (then everything is read)."""
+        return None
+
+    def delete_snapshot(self, snapshot: ServerSnapshot) -> None:
+        """Drop the snapshot's data; idempotent (a missing snapshot is fine). Change tokens stay usable."""
+        raise DataPathUnsupported(self.name, "delete snapshots")
+
+    def open_volume_writer(self, ctx: CloudContext, volume_id: str) -> BlockWriter:
+        """A writer over the whole of volume ``volume_id`` for a restore (the server should be powered off)."""
+        raise DataPathUnsupported(self.name, "write volumes")
+
+    def power_off(self, ctx: CloudContext, server_id: str) -> bool:
+        """Stop ``server_id``; returns whether it was running. Idempotent."""
+        raise DataPathUnsupported(self.name, "power servers off")
+
+    def power_on(self, ctx: CloudContext, server_id: str) -> None:
+        """Start ``server_id``. Idempotent."""
+        raise DataPathUnsupported(self.name, "power servers on")
 
     def close(self) -> None:
         """Release connections (default: nothing)."""

@@ -105,3 +105,12 @@ FORBIDDEN = _c("APIGW.0302", 403, "The IAM user is not authorized to access the 
 ROUTE_NOT_FOUND = _c("APIGW.0101", 404, "The API does not exist or has not been published in the environment")
 METHOD_NOT_ALLOWED = _c("APIGW.0101", 405, "The API does not support the method %s")
 REQUEST_TOO_LARGE = _c("APIGW.0201", 413, "Request entity too large: %s")
+
+
+def lookup(code: str) -> Code:
+    """The catalogue entry for ``"CSBS.xxxx"`` (the first one listed; CSBS.9999 is the 500 one);
+    an unknown code gets status 400 and an empty template."""
+    for value in globals().values():
+        if isinstance(value, Code) and value.code == code:
+            return value
+    return Code(code, 400, "%s")

@@ -139,3 +139,159 @@ class PolicyResource(Base):
     position: Mapped[int] = mapped_column(BigInteger, default=0)
 
     policy: Mapped[Policy] = relationship(back_populates="resources")
+
+
+# --- backups, restores and the jobs that make them ----------------------------------------------------------
+
+
+class Checkpoint(Base):
+    """A backup record (``checkpoint``): one per protect call or policy run, holding checkpoint_items.
+
+    ``status``: protecting | available | error | waiting_delete | deleting | deleted (reference lifecycle).
+    ``plan``: the ``protection_plan`` shown on the wire (id, name, resources).
+    """
+
+    __tablename__ = "checkpoints"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    provider_id: Mapped[str] = mapped_column(String(36))
+    status: Mapped[str] = mapped_column(String(16), default="protecting")
+    policy_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    plan: Mapped[dict] = mapped_column(JSON, default=dict)
+    extra_info: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+    items: Mapped[list[CheckpointItem]] = relationship(back_populates="checkpoint", order_by="CheckpointItem.created_at")
+
+
+class CheckpointItem(Base):
+    """One server's backup within a checkpoint (``checkpoint_item``), made of one :class:`VolumeBackup` per disk.
+
+    Sizes in bytes; ``progress`` 0-100; ``average_speed`` KB/s; ``protected_at`` when the data became
+    available. ``fail_*`` describe the last failed operation (backup, restore or delete).
+    """
+
+    __tablename__ = "checkpoint_items"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(255), index=True)
+    description: Mapped[str] = mapped_column(String(255), default="")
+    status: Mapped[str] = mapped_column(String(16), default="protecting", index=True)
+    resource_id: Mapped[str] = mapped_column(String(64), index=True)
+    resource_type: Mapped[str] = mapped_column(String(64))
+    resource_name: Mapped[str] = mapped_column(String(255), default="")
+    resource_az: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    policy_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    auto_trigger: Mapped[bool] = mapped_column(Boolean, default=False)
+    incremental: Mapped[bool] = mapped_column(Boolean, default=False)
+    image_type: Mapped[str] = mapped_column(String(16), default="backup")
+    tags: Mapped[list] = mapped_column(JSON, default=list)
+    extra_info: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    backup_data: Mapped[dict] = mapped_column(JSON, default=dict)
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    average_speed: Mapped[int] = mapped_column(Integer, default=0)
+    source_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    fail_code: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    fail_reason: Mapped[str] = mapped_column(Text, default="")
+    fail_op: Mapped[str] = mapped_column(String(16), default="")
+    job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    protected_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+    checkpoint: Mapped[Checkpoint] = relationship(back_populates="items")
+    volume_backups: Mapped[list[VolumeBackup]] = relationship(
+        back_populates="item", cascade="all, delete-orphan", order_by="VolumeBackup.position"
+    )
+
+
+class VolumeBackup(Base):
+    """One disk of a checkpoint_item: its snapshot and the bank index holding its data (``index_name``).
+
+    ``status``: protecting | available | error | deleted. Sizes in bytes; ``source_volume_size`` in GiB.
+    ``change_token``: the driver's token of the snapshot, base of the next incremental backup of the disk.
+    """
+
+    __tablename__ = "volume_backups"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    checkpoint_item_id: Mapped[str] = mapped_column(ForeignKey("checkpoint_items.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    status: Mapped[str] = mapped_column(String(16), default="protecting")
+    source_volume_id: Mapped[str] = mapped_column(String(64), index=True)
+    source_volume_name: Mapped[str] = mapped_column(String(255), default="")
+    source_volume_size: Mapped[int] = mapped_column(Integer, default=0)
+    device: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    bootable: Mapped[bool] = mapped_column(Boolean, default=False)
+    incremental: Mapped[bool] = mapped_column(Boolean, default=False)
+    snapshot_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    change_token: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    index_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    base_index: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    read_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    chunk_count: Mapped[int] = mapped_column(Integer, default=0)
+    seconds: Mapped[float] = mapped_column(default=0.0)
+    average_speed: Mapped[int] = mapped_column(Integer, default=0)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+    item: Mapped[CheckpointItem] = relationship(back_populates="volume_backups")
+
+
+class Restore(Base):
+    """A restoration task (``POST /v1/{project_id}/restores``). ``status``: in_progress | success | error."""
+
+    __tablename__ = "restores"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    provider_id: Mapped[str] = mapped_column(String(36))
+    checkpoint_id: Mapped[str] = mapped_column(String(36), index=True)
+    checkpoint_item_id: Mapped[str] = mapped_column(String(36), index=True)
+    target_server_id: Mapped[str] = mapped_column(String(64))
+    parameters: Mapped[dict] = mapped_column(JSON, default=dict)
+    restore_target: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="in_progress")
+    resources_status: Mapped[dict] = mapped_column(JSON, default=dict)
+    resources_reason: Mapped[dict] = mapped_column(JSON, default=dict)
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Job(Base):
+    """A durable unit of engine work (backup, restore, delete), run step by step by a worker.
+
+    ``status``: pending | running | done | failed. ``step``: the next step to run; ``state``: what earlier steps
+    produced (e.g. the snapshot), so another worker can resume after a crash. A worker owns a job while
+    ``lease_until`` is in the future; ``claim`` counts claims and makes claiming and heartbeats compare-and-swap.
+    """
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(16))
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    resource_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    target_id: Mapped[str] = mapped_column(String(36))
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    step: Mapped[str] = mapped_column(String(32), default="start")
+    state: Mapped[dict] = mapped_column(JSON, default=dict)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claim: Mapped[int] = mapped_column(Integer, default=0)
+    owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

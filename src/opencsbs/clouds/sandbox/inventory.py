@@ -25,8 +25,10 @@ Errors: :class:`InventoryError` with a message naming the offending entry.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
+import shutil
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -34,6 +36,7 @@ import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from opencsbs.clouds.sandbox.volumes import changes_dir, change_log, record_change, volume_file
 from opencsbs.core.facts import BAREMETAL_SERVER, SERVER
 from opencsbs.db.base import new_id
 from opencsbs.db.models import SandboxAttachment, SandboxServer, SandboxVolume
@@ -50,11 +53,6 @@ class InventoryError(ValueError):
     """The inventory file or a sandbox change is invalid."""
 
 
-def volume_file(volumes_dir: Path, volume_id: str) -> Path:
-    """Path of a sandbox volume's bytes."""
-    return Path(volumes_dir) / f"{volume_id}.img"
-
-
 def ensure_volume_file(volumes_dir: Path, volume: SandboxVolume) -> Path:
     """Create (sparse) or grow the file of ``volume`` to ``size_gb`` GiB; never shrinks."""
     path = volume_file(volumes_dir, volume.id)
@@ -62,7 +60,10 @@ def ensure_volume_file(volumes_dir: Path, volume: SandboxVolume) -> Path:
     size = volume.size_gb * GIB
     with open(path, "ab") as fh:
         if fh.tell() < size:
+            grown = fh.tell() > 0
             fh.truncate(size)
+            if grown:
+                record_change(volumes_dir, volume.id)
     return path
 
 
@@ -224,6 +225,8 @@ def delete_resource(session: Session, resource_id: str, volumes_dir: Path) -> st
     if volume is not None:
         session.delete(volume)
         volume_file(volumes_dir, resource_id).unlink(missing_ok=True)
+        change_log(volumes_dir, resource_id).unlink(missing_ok=True)
+        shutil.rmtree(changes_dir(volumes_dir, resource_id), ignore_errors=True)
         return "volume"
     raise InventoryError(f"no sandbox server or volume {resource_id}")
 
@@ -231,12 +234,16 @@ def delete_resource(session: Session, resource_id: str, volumes_dir: Path) -> st
 def write_volume(volumes_dir: Path, volume: SandboxVolume, offset: int, source: BinaryIO) -> int:
     """Copy ``source`` into the volume at byte ``offset``. Returns bytes written.
 
-    Raises :class:`InventoryError` if the data would run past the volume's end.
+    Holds the volume's shared lock while writing (a snapshot in progress makes it wait) and records the written
+    range for change tracking. Raises :class:`InventoryError` if the data would run past the volume's end.
     """
     path = ensure_volume_file(volumes_dir, volume)
     size = volume.size_gb * GIB
+    if offset < 0:
+        raise InventoryError(f"volume {volume.id}: offset must not be negative")
     written = 0
     with open(path, "r+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_SH)
         fh.seek(offset)
         while True:
             block = source.read(4 * 1024 * 1024)
@@ -245,6 +252,7 @@ def write_volume(volumes_dir: Path, volume: SandboxVolume, offset: int, source: 
             if offset + written + len(block) > size:
                 raise InventoryError(f"volume {volume.id}: write past its end ({size} bytes)")
             fh.write(block)
+            record_change(volumes_dir, volume.id, offset + written, len(block))
             written += len(block)
         fh.flush()
         os.fsync(fh.fileno())

@@ -1,0 +1,1 @@
+"""The backup engine: durable jobs (``jobs``), their steps (``steps``) and the workers that run them (``worker``)."""

@@ -1,0 +1,165 @@
+"""Restores as use cases: ``check_restorable`` (a batch of verdicts) and creating a restoration task.
+
+Sources: ``resource_management/querying_the_restoration_capability_of_a_resource.rst`` and
+``restoration_management/creating_a_restoration_task.rst``; the rules live in ``core/restorable.py``.
+
+Cost of a check_restorable batch: one query for the checkpoint_items (with their volume backups), one driver
+``get_servers`` call for all targets, one query for running jobs and policy bindings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
+
+from opencsbs.auth.base import Principal
+from opencsbs.clouds.base import CloudContext
+from opencsbs.core import codes
+from opencsbs.core.errors import CSBSError, invalid
+from opencsbs.core.facts import ProtectionState
+from opencsbs.core.restorable import BackupFacts, DiskBackupFacts, RestoreVerdict, check_restorable as rule
+from opencsbs.core.timeutil import wire_ts
+from opencsbs.db.base import new_id, transaction
+from opencsbs.db.models import CheckpointItem, ResourceLock, Restore
+from opencsbs.engine.jobs import enqueue
+from opencsbs.runtime import Runtime
+from opencsbs.service.protection import protection_states
+
+_IN_CHUNK = 900
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    """One restore (or check_restorable item): backup, target server and ``(backup_id, volume_id)`` mapping."""
+
+    checkpoint_item_id: str
+    target_id: str
+    target_type: str
+    mapping: tuple[tuple[str, str], ...]
+
+
+def _backups(runtime: Runtime, project_id: str, item_ids: Sequence[str]) -> dict[str, BackupFacts]:
+    ids = list(dict.fromkeys(item_ids))
+    found: dict[str, BackupFacts] = {}
+    with runtime.sessions() as session:
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start:start + _IN_CHUNK]
+            query = (
+                select(CheckpointItem)
+                .where(CheckpointItem.id.in_(chunk), CheckpointItem.project_id == project_id)
+                .options(selectinload(CheckpointItem.volume_backups))
+            )
+            for item in session.scalars(query):
+                found[item.id] = BackupFacts(
+                    id=item.id, status=item.status, resource_id=item.resource_id,
+                    resource_type=item.resource_type, availability_zone=item.resource_az,
+                    disks=tuple(DiskBackupFacts(vb.id, vb.source_volume_id, vb.source_volume_size, vb.bootable)
+                                for vb in item.volume_backups),
+                )
+    return found
+
+
+def check_restorable(runtime: Runtime, principal: Principal, project_id: str,
+                     requests: Sequence[RestoreRequest]) -> list[RestoreVerdict]:
+    """Verdicts for ``requests`` in order. Raises ``CloudUnavailable`` (503) when the cloud cannot be asked."""
+    backups = _backups(runtime, project_id, [r.checkpoint_item_id for r in requests])
+    ctx = CloudContext(project_id=project_id, auth_token=principal.auth_token)
+    targets = runtime.driver.get_servers(ctx, [r.target_id for r in requests])
+    targets = {sid: s for sid, s in targets.items() if s.project_id == project_id}
+    states = protection_states(runtime, [r.target_id for r in requests])
+    idle = ProtectionState()
+    types = runtime.driver.protectable_types
+    return [
+        rule(r.checkpoint_item_id, backups.get(r.checkpoint_item_id), r.target_id, r.target_type,
+             targets.get(r.target_id), states.get(r.target_id, idle), r.mapping, types)
+        for r in requests
+    ]
+
+
+def restore_to_wire(restore: Restore) -> dict[str, Any]:
+    """The ``restore`` (restore_resp) shape."""
+    return {
+        "id": restore.id,
+        "checkpoint_id": restore.checkpoint_id,
+        "parameters": restore.parameters,
+        "project_id": restore.project_id,
+        "provider_id": restore.provider_id,
+        "resources_reason": restore.resources_reason or {},
+        "resources_status": restore.resources_status or {},
+        "restore_target": restore.restore_target,
+        "status": restore.status,
+        "progress": restore.progress,
+        "created_at": wire_ts(restore.created_at),
+        "finished_at": wire_ts(restore.finished_at),
+    }
+
+
+def create_restore(runtime: Runtime, principal: Principal, project_id: str, *, checkpoint_id: str,
+                   request: RestoreRequest, power_on: bool, restore_target: str | None = None) -> dict[str, Any]:
+    """Start restoring ``request.checkpoint_item_id`` onto ``request.target_id``; returns the ``restore`` wire
+    dict (status ``in_progress``). The item reads ``waiting_restore`` until the job starts.
+
+    Raises CSBSError: 404 CSBS.3001 (unknown item, or not in ``checkpoint_id``), or the first restore rule that
+    fails (core/restorable.py), or 503.
+    """
+    verdict = check_restorable(runtime, principal, project_id, [request])[0]
+    if not verdict.result:
+        raise CSBSError(codes.lookup(verdict.error_code), message=verdict.error_msg)
+    parameters = {
+        "checkpoint_item_id": request.checkpoint_item_id,
+        "power_on": power_on,
+        "targets": {"server_id": request.target_id,
+                    "volumes": [{"backup_id": b, "volume_id": v} for b, v in request.mapping]},
+    }
+    try:
+        with transaction(runtime.sessions) as session:
+            item = session.get(CheckpointItem, request.checkpoint_item_id)
+            if item is None or item.checkpoint_id != checkpoint_id:
+                raise CSBSError(codes.CHECKPOINT_ITEM_NOT_FOUND, request.checkpoint_item_id)
+            res = session.execute(
+                update(CheckpointItem)
+                .where(CheckpointItem.id == item.id, CheckpointItem.status == "available")
+                .values(status="waiting_restore")
+            )
+            if res.rowcount != 1:
+                raise CSBSError(codes.CHECKPOINT_ITEM_NOT_AVAILABLE)
+            restore_id = new_id()
+            job = enqueue(session, "restore", project_id, restore_id, resource_id=request.target_id)
+            session.add(ResourceLock(resource_id=request.target_id, project_id=project_id, operation="restore",
+                                     job_id=job.id))
+            session.flush()
+            restore = Restore(
+                id=restore_id, project_id=project_id, provider_id=runtime.settings.provider_id,
+                checkpoint_id=checkpoint_id, checkpoint_item_id=item.id, target_server_id=request.target_id,
+                parameters=parameters, restore_target=restore_target, status="in_progress",
+                resources_status={request.target_id: "in_progress"}, resources_reason={}, job_id=job.id,
+            )
+            session.add(restore)
+            session.flush()
+            wire = restore_to_wire(restore)
+    except IntegrityError:
+        raise CSBSError(codes.SERVER_RESTORING) from None
+    return wire
+
+
+def get_restore(runtime: Runtime, project_id: str, restore_id: str) -> dict[str, Any]:
+    """One restoration task (404 CSBS.6040 "task not found" for an unknown id)."""
+    with runtime.sessions() as session:
+        restore = session.get(Restore, restore_id)
+        if restore is None or restore.project_id != project_id:
+            raise CSBSError(codes.TASK_NOT_FOUND)
+        return restore_to_wire(restore)
+
+
+def mapping_of(volumes: Sequence[Any]) -> tuple[tuple[str, str], ...]:
+    """``[{backup_id, volume_id}]`` (models or dicts) → ``((backup_id, volume_id), ...)``; CSBS.9001 if empty."""
+    pairs = tuple((v["backup_id"], v["volume_id"]) if isinstance(v, dict) else (v.backup_id, v.volume_id)
+                  for v in volumes)
+    if not pairs:
+        raise invalid("Invalid request parameters: volumes must not be empty")
+    return pairs
