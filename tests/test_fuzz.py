@@ -6,7 +6,7 @@ does not), with an admin token (admins reach every project, so generated project
 into the handlers). Bounded by ``OPENCSBS_FUZZ_EXAMPLES`` per operation and mode (default 25: well under a
 minute today). The longer run documented in docs/deployment.md:
 
-    OPENCSBS_FUZZ_EXAMPLES=1000 .venv/bin/python -m pytest tests/test_fuzz.py
+    OPENCSBS_FUZZ_EXAMPLES=1000 .venv/bin/python -m pytest --timeout=3600 tests/test_fuzz.py
 """
 
 from __future__ import annotations

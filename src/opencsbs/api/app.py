@@ -1,11 +1,13 @@
 """The ASGI application: ``create_app(runtime)``.
 
 Routers are mounted from ``opencsbs.api.routes``; errors leave as CSBS JSON bodies (``api.errors``); request
-bodies over ``max_body_bytes`` are refused with 413 before they are read whole.
+bodies over ``max_body_bytes`` are refused with 413 before they are read whole, bodies slower than ``body_timeout``
+with 408; bodies are parsed as JSON whatever their ``Content-Type``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from fastapi import FastAPI
@@ -20,54 +22,104 @@ ROUTERS = [versions.router, providers.router, resources.router, backups.router, 
 
 
 class BodyLimit:
-    """ASGI middleware: 413 with the JSON error body once a request body passes ``limit`` bytes."""
+    """ASGI middleware bounding request bodies in size and time.
 
-    def __init__(self, app, limit: int):
+    - over ``limit`` bytes (declared in ``Content-Length`` or counted while streaming): 413 APIGW.0201;
+    - not received whole within ``timeout`` seconds of the first read: 408 APIGW.0201, so a client trickling a
+      body cannot hold a request open for ever (other tenants are not stalled either way: bodies are read on the
+      event loop, not in a worker thread).
+
+    The refusal is sent from here; whatever the application answers to the aborted read is dropped.
+    """
+
+    def __init__(self, app, limit: int, timeout: float | None = None):
         self.app = app
         self.limit = limit
+        self.timeout = timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await self._refuse(send)
+            return await self._refuse(send, codes.REQUEST_TOO_LARGE, f"more than {self.limit} bytes")
         seen = 0
         started = False
+        refused = False
+        deadline = None
+
+        async def refuse(code, why):
+            nonlocal refused
+            if not started and not refused:
+                refused = True
+                await self._refuse(send, code, why)
+            raise _Refused()
 
         async def limited_receive():
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, deadline
+            if self.timeout is None:
+                message = await receive()
+            else:
+                loop = asyncio.get_running_loop()
+                if deadline is None:
+                    deadline = loop.time() + self.timeout
+                try:
+                    message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+                except TimeoutError:
+                    await refuse(codes.REQUEST_TIMEOUT, f"request body not received within {self.timeout:g} s")
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge()
+                    await refuse(codes.REQUEST_TOO_LARGE, f"more than {self.limit} bytes")
             return message
 
-        async def tracking_send(message):
+        async def guarded_send(message):
             nonlocal started
+            if refused:
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._refuse(send)
+            await self.app(scope, limited_receive, guarded_send)
+        except _Refused:
+            pass
 
-    async def _refuse(self, send):
-        body = json.dumps(
-            {"error_code": codes.REQUEST_TOO_LARGE.code,
-             "error_msg": codes.REQUEST_TOO_LARGE.format(f"more than {self.limit} bytes")}
-        ).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    @staticmethod
+    async def _refuse(send, code: codes.Code, why: str):
+        body = json.dumps({"error_code": code.code, "error_msg": code.format(why)}).encode()
+        await send({"type": "http.response.start", "status": code.status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
+class _Refused(Exception):
     pass
+
+
+class JSONBodies:
+    """ASGI middleware: request bodies are JSON whatever ``Content-Type`` says.
+
+    The CSBS API speaks only JSON, and its clients do not always say so (``curl -d`` sends
+    ``application/x-www-form-urlencoded``, some SDK calls send no type). Without this the framework would not parse
+    such a body and the caller would get a confusing "field required". A body that is not JSON still gets the
+    400 CSBS.9001 "request body is not valid JSON". See docs/deployment.md.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope.get("method") in ("POST", "PUT", "PATCH", "DELETE"):
+            headers = scope.get("headers") or []
+            ctype = next((v for k, v in headers if k == b"content-type"), b"").split(b";")[0].strip().lower()
+            if ctype != b"application/json" and not ctype.endswith(b"+json"):
+                headers = [(k, v) for k, v in headers if k != b"content-type"]
+                headers.append((b"content-type", b"application/json"))
+                scope = dict(scope, headers=headers)
+        return await self.app(scope, receive, send)
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -83,5 +135,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
-    app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes)
+    app.add_middleware(JSONBodies)
+    app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes, timeout=runtime.settings.body_timeout)
     return app

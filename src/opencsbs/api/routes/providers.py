@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel
 
 from opencsbs.api.deps import Caller, get_runtime, require
@@ -65,7 +65,7 @@ def list_providers(
 
 @router.get("/v1/{project_id}/providers/{provider_id}", response_model=ProviderOne, summary="Show a provider")
 def show_provider(
-    provider_id: str,
+    provider_id: str = Path(..., max_length=64, description="Backup provider ID"),
     caller: Caller = Depends(require("csbs:providers:read")),
     runtime: Runtime = Depends(get_runtime),
 ) -> dict:
