@@ -133,6 +133,14 @@ class Settings(BaseSettings):
     workers: int = 2
     #: run the policy scheduler inside ``serve``
     scheduler: bool = True
+    #: seconds between two scheduler passes (due slots, then due retention)
+    scheduler_interval: float = 20.0
+    #: hours between two retention passes over a scheduled operation (also applied after each of its runs)
+    retention_interval_hours: float = 24.0
+    #: most backup policies per project (user guide: 32; over it CSBS.0001)
+    policy_quota: int = 32
+    #: most servers bound to one policy (user guide: 64)
+    policy_max_resources: int = 64
     tls_cert: Path | None = None
     tls_key: Path | None = None
     log_level: str = "info"

@@ -14,11 +14,12 @@ from fastapi import FastAPI
 
 from opencsbs import __version__
 from opencsbs.api.errors import install_error_handlers
-from opencsbs.api.routes import backups, providers, resources, restores, versions
+from opencsbs.api.routes import backups, policies, providers, resources, restores, tags, versions
 from opencsbs.core import codes
 from opencsbs.runtime import Runtime
 
-ROUTERS = [versions.router, providers.router, resources.router, backups.router, restores.router]
+ROUTERS = [versions.router, providers.router, resources.router, backups.router, restores.router, policies.router,
+           tags.router]
 
 
 class BodyLimit:

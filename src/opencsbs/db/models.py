@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, BigInteger, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, BigInteger, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from opencsbs.core.timeutil import utcnow
@@ -106,9 +106,15 @@ class ResourceLock(Base):
 
 
 class Policy(Base):
-    """A backup policy (``csbs-api-reference/api_description/backup_policy_management``)."""
+    """A backup policy (``csbs-api-reference/api_description/backup_policy_management``).
+
+    ``status``: ``suspended`` until an update changes whether its scheduled operation is enabled, then
+    ``enabled``/``disabled`` (docs/policies.md). ``parameters`` is the wire ``policy_param`` dict. Names are
+    unique per project (CSBS.9007).
+    """
 
     __tablename__ = "policies"
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_policies_project_id_name"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     project_id: Mapped[str] = mapped_column(String(64), index=True)
@@ -122,6 +128,9 @@ class Policy(Base):
 
     resources: Mapped[list[PolicyResource]] = relationship(
         back_populates="policy", cascade="all, delete-orphan", order_by="PolicyResource.position"
+    )
+    scheduled_operations: Mapped[list[ScheduledOperation]] = relationship(
+        back_populates="policy", cascade="all, delete-orphan", order_by="ScheduledOperation.created_at"
     )
 
 
@@ -139,6 +148,85 @@ class PolicyResource(Base):
     position: Mapped[int] = mapped_column(BigInteger, default=0)
 
     policy: Mapped[Policy] = relationship(back_populates="resources")
+
+
+class ScheduledOperation(Base):
+    """A policy's scheduled operation with its time trigger.
+
+    ``operation_definition`` holds the retention fields as the client gave them (ints/bool/str);
+    ``pattern`` the trigger pattern exactly as sent; ``start_time`` the trigger's start (naive UTC, whole
+    seconds). The scheduler owns ``next_run_at`` (the next slot to fire; None while disabled) and
+    ``last_slot_at``: a scheduler claims a slot by moving ``next_run_at`` with a compare-and-swap.
+    ``retention_due_at`` is when retention should next be applied.
+    """
+
+    __tablename__ = "scheduled_operations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    policy_id: Mapped[str] = mapped_column(ForeignKey("policies.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    operation_type: Mapped[str] = mapped_column(String(16), default="backup")
+    operation_definition: Mapped[dict] = mapped_column(JSON, default=dict)
+    trigger_id: Mapped[str] = mapped_column(String(36), default=new_id)
+    trigger_name: Mapped[str] = mapped_column(String(255), default="default")
+    trigger_type: Mapped[str] = mapped_column(String(16), default="time")
+    pattern: Mapped[str] = mapped_column(Text)
+    start_time: Mapped[datetime] = mapped_column(DateTime)
+    next_run_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+    last_slot_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    retention_due_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+    policy: Mapped[Policy] = relationship(back_populates="scheduled_operations")
+
+
+class PolicyRun(Base):
+    """One execution of a policy: manual (``POST .../checkpoints``) or a scheduler slot.
+
+    ``(operation_id, slot_at)`` is unique: a slot fires once however many schedulers run. ``status``:
+    ``running`` while its backups are being created, then ``done`` or ``error`` (``message`` says why);
+    ``checkpoint_ids`` lists the checkpoints it started.
+    """
+
+    __tablename__ = "policy_runs"
+    __table_args__ = (UniqueConstraint("operation_id", "slot_at", name="uq_policy_runs_operation_id_slot_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    policy_id: Mapped[str] = mapped_column(ForeignKey("policies.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[str] = mapped_column(String(64))
+    operation_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    slot_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    auto_trigger: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    checkpoint_ids: Mapped[list] = mapped_column(JSON, default=list)
+    message: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Tag(Base):
+    """A tag of a backup policy (``resource_kind`` ``policy``) or a backup (``backup``: a checkpoint item).
+
+    Keys are unique per resource (tag_management/*.rst).
+    """
+
+    __tablename__ = "tags"
+    __table_args__ = (
+        UniqueConstraint("resource_kind", "resource_id", "key", name="uq_tags_resource_kind_resource_id_key"),
+        Index("ix_tags_project_id_resource_kind", "project_id", "resource_kind"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(String(64))
+    resource_kind: Mapped[str] = mapped_column(String(16))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(128))
+    value: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 # --- backups, restores and the jobs that make them ----------------------------------------------------------

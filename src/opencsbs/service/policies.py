@@ -1,0 +1,411 @@
+"""Backup policies as use cases: create, show, list, update, delete, and their wire shape.
+
+Sources: backup_policy_management/*.rst (fields, codes), wire-fixtures/*policies*.json (what real clients
+receive), the user guide (32 policies per project, 64 servers per policy). Decisions where the pages are
+silent or disagree are in ``docs/policies.md``; the main ones:
+
+- ``status`` is ``suspended`` for a new policy and stays so until an update changes whether its scheduled
+  operation is enabled; then it reads ``enabled`` or ``disabled``. Scheduling follows the operation's
+  ``enabled`` flag in every status.
+- ``operation_definition`` numbers are strings in the create and update responses and JSON numbers in show
+  and list (as the fixtures and both Go SDKs expect); ``permanent`` is shown only when true.
+- One scheduled operation per policy (the update page: "A backup policy has only one backup period").
+
+Errors: CSBS.0001 (quota), CSBS.9007 (duplicate name), CSBS.3000 (404 unknown policy), CSBS.6004 (a server
+already bound to another policy), CSBS.6000/6001/6003 (a server that does not exist, is terminated, or is not a
+server type), CSBS.9001 (any other invalid field).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from opencsbs.auth.base import Principal
+from opencsbs.core import codes
+from opencsbs.core import tags as tag_rules
+from opencsbs.core.errors import CSBSError, invalid
+from opencsbs.core.retention import RetentionRule, validate_rule
+from opencsbs.core.schedule import parse_pattern
+from opencsbs.core.timeutil import utcnow, wire_ts
+from opencsbs.db.base import transaction
+from opencsbs.db.models import Policy, PolicyResource, ScheduledOperation, Tag
+from opencsbs.runtime import Runtime
+
+POLICY_KIND = "policy"
+BACKUP_KIND = "backup"
+SORT_KEYS = ("created_at", "updated_at", "name", "id", "status")
+DEFINITION_NUMBERS = ("max_backups", "retention_duration_days", "day_backups", "week_backups", "month_backups",
+                      "year_backups")
+START_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+# --- wire shape -------------------------------------------------------------------------------------------
+
+
+def definition_wire(op: ScheduledOperation, policy: Policy, strings: bool) -> dict:
+    """``operation_definition`` as returned: numbers as strings when ``strings`` (create/update responses)."""
+    stored = op.operation_definition or {}
+    out: dict = {}
+    for key in DEFINITION_NUMBERS:
+        value = stored.get(key)
+        if value is not None:
+            out[key] = str(value) if strings else value
+    if stored.get("permanent"):
+        out["permanent"] = "True" if strings else True
+    if stored.get("timezone"):
+        out["timezone"] = stored["timezone"]
+    out["plan_id"] = policy.id
+    out["provider_id"] = policy.provider_id
+    return out
+
+
+def operation_wire(op: ScheduledOperation, policy: Policy, strings: bool) -> dict:
+    """One ``scheduled_operation_resp``."""
+    return {
+        "id": op.id,
+        "name": op.name or "",
+        "description": op.description or "",
+        "enabled": bool(op.enabled),
+        "operation_type": op.operation_type,
+        "operation_definition": definition_wire(op, policy, strings),
+        "trigger": {
+            "id": op.trigger_id,
+            "name": op.trigger_name,
+            "type": op.trigger_type,
+            "properties": {
+                "pattern": op.pattern,
+                "start_time": op.start_time.strftime(START_TIME_FORMAT),
+                "format": "ical",
+            },
+        },
+        "trigger_id": op.trigger_id,
+    }
+
+
+def policy_wire(policy: Policy, tags: dict[str, str], strings: bool = False) -> dict:
+    """One ``policy_resp``."""
+    resources = []
+    for r in policy.resources:
+        item = {"id": r.resource_id, "type": r.resource_type, "name": r.name}
+        if r.extra_info is not None:
+            item["extra_info"] = r.extra_info
+        resources.append(item)
+    parameters = dict(policy.parameters or {})
+    parameters.setdefault("common", {})
+    return {
+        "id": policy.id,
+        "name": policy.name,
+        "description": policy.description or "",
+        "project_id": policy.project_id,
+        "provider_id": policy.provider_id,
+        "parameters": parameters,
+        "resources": resources,
+        "scheduled_operations": [operation_wire(op, policy, strings) for op in policy.scheduled_operations],
+        "status": policy.status,
+        "created_at": wire_ts(policy.created_at),
+        "tags": tag_rules.to_wire(tags),
+    }
+
+
+# --- helpers ----------------------------------------------------------------------------------------------
+
+
+def load_tags(session: Session, kind: str, resource_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``{resource_id: {key: value}}`` for ``kind`` (``policy``/``backup``)."""
+    out: dict[str, dict[str, str]] = {rid: {} for rid in resource_ids}
+    ids = list(resource_ids)
+    for start in range(0, len(ids), 900):
+        rows = session.scalars(
+            select(Tag).where(Tag.resource_kind == kind, Tag.resource_id.in_(ids[start : start + 900])).order_by(Tag.key)
+        )
+        for tag in rows:
+            out.setdefault(tag.resource_id, {})[tag.key] = tag.value
+    return out
+
+
+def find_policy(session: Session, principal: Principal | None, project_id: str, policy_id: str,
+                lock: bool = False) -> Policy:
+    """The policy ``policy_id`` of ``project_id`` or CSBS.3000 (404)."""
+    query = select(Policy).where(Policy.id == policy_id, Policy.project_id == project_id)
+    if lock:
+        query = query.with_for_update()
+    policy = session.scalars(query).first()
+    if policy is None:
+        raise CSBSError(codes.POLICY_NOT_FOUND)
+    return policy
+
+
+def _check_provider(runtime: Runtime, provider_id: str | None, where: str) -> None:
+    if provider_id is not None and provider_id != runtime.settings.provider_id:
+        raise invalid(f"Invalid request parameters: {where} provider invalid")
+
+
+def _check_resources(runtime: Runtime, principal: Principal, project_id: str, resources: list[dict]) -> None:
+    """Duplicates, count, and that each is an existing server of the project (CSBS.6003/6000/6001)."""
+    ids = [r["id"] for r in resources]
+    if len(set(ids)) != len(ids):
+        raise invalid("Invalid request parameters: resources holds a server twice")
+    limit = runtime.settings.policy_max_resources
+    if len(ids) > limit:
+        raise invalid(f"Invalid request parameters: a policy holds at most {limit} servers")
+    if not ids:
+        return
+    from opencsbs.service.protection import check_protectable
+
+    verdicts = check_protectable(runtime, principal, project_id, [(r["id"], r["type"]) for r in resources])
+    for v in verdicts:
+        if v.error_code in (codes.TYPE_NOT_PROTECTABLE.code, codes.SERVER_NOT_FOUND.code, codes.SERVER_TERMINATED.code):
+            code = {c.code: c for c in (codes.TYPE_NOT_PROTECTABLE, codes.SERVER_NOT_FOUND, codes.SERVER_TERMINATED)}
+            raise CSBSError(code[v.error_code], message=v.error_msg)
+
+
+def _bind_resources(session: Session, policy: Policy, resources: list[dict]) -> None:
+    """Replace the policy's servers; CSBS.6004 for a server bound to another policy."""
+    ids = [r["id"] for r in resources]
+    if ids:
+        taken = session.execute(
+            select(PolicyResource.resource_id).where(
+                PolicyResource.resource_id.in_(ids), PolicyResource.policy_id != policy.id
+            )
+        ).first()
+        if taken is not None:
+            raise CSBSError(codes.SERVER_BOUND_TO_POLICY, taken[0])
+    policy.resources.clear()
+    session.flush()
+    for pos, r in enumerate(resources):
+        policy.resources.append(
+            PolicyResource(resource_id=r["id"], resource_type=r["type"], name=r.get("name") or "",
+                           extra_info=r.get("extra_info"), position=pos)
+        )
+
+
+def _clean_definition(runtime: Runtime, definition: dict) -> dict:
+    _check_provider(runtime, definition.get("provider_id"), "operation_definition.provider_id")
+    stored = {k: v for k, v in definition.items() if v is not None and k not in ("plan_id", "provider_id")}
+    validate_rule(RetentionRule.from_definition(stored))
+    return stored
+
+
+def _integrity(exc: IntegrityError, resources: list[dict]) -> CSBSError:
+    text = str(exc.orig).lower()
+    if "uq_policies_project_id_name" in text or "policies.project_id, policies.name" in text:
+        return CSBSError(codes.DUPLICATE_POLICY_NAME)
+    if "resource_id" in text:
+        return CSBSError(codes.SERVER_BOUND_TO_POLICY, resources[0]["id"] if resources else "?")
+    raise exc
+
+
+def schedule_next(op: ScheduledOperation, now: datetime) -> None:
+    """Set ``op.next_run_at`` to its first slot after ``now`` (None while disabled)."""
+    if not op.enabled:
+        op.next_run_at = None
+        return
+    op.next_run_at = parse_pattern(op.pattern, op.start_time).next_after(now)
+
+
+# --- use cases --------------------------------------------------------------------------------------------
+
+
+def create_policy(runtime: Runtime, principal: Principal, project_id: str, spec: dict) -> dict:
+    """Create a policy from a validated ``policy_create`` dict; returns the create response's ``policy``."""
+    _check_provider(runtime, spec["provider_id"], "provider_id")
+    tags = tag_rules.clean_tag_list(spec["tags"], "tags") if spec.get("tags") is not None else {}
+    resources = spec.get("resources") or []
+    _check_resources(runtime, principal, project_id, resources)
+    now = utcnow().replace(microsecond=0)
+    ops = []
+    for item in spec["scheduled_operations"]:
+        start = now
+        parse_pattern(item["trigger"]["properties"]["pattern"], start)
+        ops.append((item, _clean_definition(runtime, item["operation_definition"]), start))
+    try:
+        with transaction(runtime.sessions) as session:
+            count = session.scalar(select(func.count()).select_from(Policy).where(Policy.project_id == project_id))
+            if count >= runtime.settings.policy_quota:
+                raise CSBSError(codes.POLICY_OVER_LIMIT)
+            dup = session.scalar(select(Policy.id).where(Policy.project_id == project_id, Policy.name == spec["name"]))
+            if dup is not None:
+                raise CSBSError(codes.DUPLICATE_POLICY_NAME)
+            policy = Policy(
+                project_id=project_id, name=spec["name"], description=spec.get("description") or "",
+                provider_id=spec["provider_id"], status="suspended",
+                parameters=spec.get("parameters") or {"common": {}},
+            )
+            session.add(policy)
+            session.flush()
+            _bind_resources(session, policy, resources)
+            for item, definition, start in ops:
+                op = ScheduledOperation(
+                    project_id=project_id, name=item.get("name"), description=item.get("description") or "",
+                    enabled=item.get("enabled", True), operation_type=item["operation_type"],
+                    operation_definition=definition, pattern=item["trigger"]["properties"]["pattern"],
+                    start_time=start,
+                )
+                schedule_next(op, now)
+                policy.scheduled_operations.append(op)
+            for key, value in tags.items():
+                session.add(Tag(project_id=project_id, resource_kind=POLICY_KIND, resource_id=policy.id,
+                                key=key, value=value))
+            session.flush()
+            return policy_wire(policy, tags, strings=True)
+    except IntegrityError as exc:
+        raise _integrity(exc, resources) from None
+
+
+def show_policy(runtime: Runtime, principal: Principal, project_id: str, policy_id: str) -> dict:
+    """The ``policy`` of ``GET /policies/{policy_id}``."""
+    with runtime.sessions() as session:
+        policy = find_policy(session, principal, project_id, policy_id)
+        tags = load_tags(session, POLICY_KIND, [policy.id])[policy.id]
+        return policy_wire(policy, tags)
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """The list call's query parameters (already type-checked)."""
+
+    marker: str | None = None
+    limit: int | None = None
+    sort: str | None = None
+    name: str | None = None
+    status: str | None = None
+    offset: int | None = None
+    all_tenants: bool = False
+
+
+def parse_sort(sort: str | None) -> list[tuple[str, bool]]:
+    """``key1[:asc|desc],key2...`` -> ``[(key, descending)]``; default newest first. Raises CSBS.9001."""
+    if not sort:
+        return [("created_at", True), ("id", True)]
+    if len(sort) > 255:
+        raise invalid("Invalid request parameters: sort is longer than 255 characters")
+    out = []
+    for part in sort.split(","):
+        key, _, direction = part.strip().partition(":")
+        key, direction = key.strip(), (direction.strip().lower() or "desc")
+        if key not in SORT_KEYS or direction not in ("asc", "desc"):
+            raise invalid(f"Invalid request parameters: sort {part!r} is not <key>[:asc|desc] with key one of "
+                          + ", ".join(SORT_KEYS))
+        out.append((key, direction == "desc"))
+    return out
+
+
+def list_policies(
+    runtime: Runtime, principal: Principal, project_id: str, query: ListQuery
+) -> tuple[list[dict], str | None]:
+    """One page of policies and the marker of the next page (None on the last page)."""
+    order = parse_sort(query.sort)
+    with runtime.sessions() as session:
+        stmt = select(Policy)
+        if not query.all_tenants:
+            stmt = stmt.where(Policy.project_id == project_id)
+        if query.name is not None:
+            stmt = stmt.where(Policy.name == query.name)
+        if query.status is not None:
+            stmt = stmt.where(Policy.status == query.status)
+        policies = list(session.scalars(stmt))
+        for key, desc in reversed(order):
+            policies.sort(key=lambda p, k=key: getattr(p, k), reverse=desc)
+        if query.marker is not None:
+            ids = [p.id for p in policies]
+            if query.marker not in ids:
+                raise invalid(f"Invalid request parameters: marker {query.marker} not found")
+            policies = policies[ids.index(query.marker) + 1 :]
+        if query.offset:
+            policies = policies[query.offset :]
+        limit = query.limit if query.limit is not None else 1000
+        page, more = policies[:limit], len(policies) > limit
+        tags = load_tags(session, POLICY_KIND, [p.id for p in page])
+        body = [policy_wire(p, tags.get(p.id, {})) for p in page]
+        return body, (page[-1].id if more and page else None)
+
+
+def update_policy(runtime: Runtime, principal: Principal, project_id: str, policy_id: str, spec: dict) -> dict:
+    """Apply a validated ``policy_update`` dict (only the fields given); returns the update response's
+    ``policy``."""
+    resources = spec.get("resources")
+    if resources is not None:
+        _check_resources(runtime, principal, project_id, resources)
+    now = utcnow()
+    try:
+        with transaction(runtime.sessions) as session:
+            policy = find_policy(session, principal, project_id, policy_id, lock=True)
+            if spec.get("name") is not None and spec["name"] != policy.name:
+                dup = session.scalar(
+                    select(Policy.id).where(Policy.project_id == project_id, Policy.name == spec["name"])
+                )
+                if dup is not None:
+                    raise CSBSError(codes.DUPLICATE_POLICY_NAME)
+                policy.name = spec["name"]
+            if spec.get("description") is not None:
+                policy.description = spec["description"]
+            if spec.get("parameters") is not None:
+                policy.parameters = {**(policy.parameters or {}), **{k: v for k, v in spec["parameters"].items()
+                                                                      if v is not None}}
+            if resources is not None:
+                _bind_resources(session, policy, resources)
+            enabled_changed = False
+            for item in spec.get("scheduled_operations") or []:
+                op = next((o for o in policy.scheduled_operations if o.id == item["id"]), None)
+                if op is None:
+                    raise invalid(f"Invalid request parameters: scheduled operation {item['id']} is not in the policy")
+                if item.get("trigger_id") is not None and item["trigger_id"] != op.trigger_id:
+                    raise invalid(f"Invalid request parameters: trigger {item['trigger_id']} is not this operation's")
+                reschedule = False
+                if item.get("name") is not None:
+                    op.name = item["name"]
+                if item.get("description") is not None:
+                    op.description = item["description"]
+                if item.get("enabled") is not None and item["enabled"] != op.enabled:
+                    op.enabled = item["enabled"]
+                    enabled_changed = reschedule = True
+                if item.get("operation_definition") is not None:
+                    op.operation_definition = _clean_definition(runtime, item["operation_definition"])
+                if item.get("trigger") is not None:
+                    pattern = item["trigger"]["properties"]["pattern"]
+                    parse_pattern(pattern, op.start_time)
+                    if pattern != op.pattern:
+                        op.pattern = pattern
+                        reschedule = True
+                if reschedule:
+                    schedule_next(op, now)
+            if enabled_changed:
+                policy.status = "enabled" if any(o.enabled for o in policy.scheduled_operations) else "disabled"
+            policy.updated_at = now
+            session.flush()
+            tags = load_tags(session, POLICY_KIND, [policy.id])[policy.id]
+            body = policy_wire(policy, tags, strings=True)
+            body["user_id"] = None
+            return body
+    except IntegrityError as exc:
+        raise _integrity(exc, resources or []) from None
+
+
+def delete_policy(runtime: Runtime, principal: Principal, project_id: str, policy_id: str) -> None:
+    """Delete the policy, its bindings, schedule and tags; its backups stay (user guide)."""
+    with transaction(runtime.sessions) as session:
+        policy = find_policy(session, principal, project_id, policy_id, lock=True)
+        session.query(Tag).filter(Tag.resource_kind == POLICY_KIND, Tag.resource_id == policy.id).delete()
+        session.delete(policy)
+
+
+def next_link(base: str, project_id: str, marker: str, query: ListQuery) -> list[dict]:
+    """``policies_links`` for the next page."""
+    from urllib.parse import urlencode
+
+    params: dict = {"marker": marker}
+    if query.limit is not None:
+        params["limit"] = query.limit
+    for key in ("sort", "name", "status"):
+        if getattr(query, key) is not None:
+            params[key] = getattr(query, key)
+    if query.all_tenants:
+        params["all_tenants"] = "true"
+    return [{"rel": "next", "href": f"{base}/v1/{project_id}/policies?{urlencode(params)}"}]
+
