@@ -83,80 +83,86 @@ def test_batch_and_string_limits(demo):
     _error(client.get("/v1/" + "p" * 65 + "/providers", headers=headers), 400, "CSBS.9001")
 
 
-def test_every_string_parameter_and_body_field_is_bounded(client):
-    """Each string a client sends (path, query, body) has a maxLength (or an enum/format) in /openapi.json."""
+def test_oversized_path_and_query_parameters_are_refused(client, make_token, inventory):
+    """Every path and query parameter of /openapi.json, given a 10 000-character string or a 2**64 integer
+    (the rest of the request valid), gets a 4xx in the error shape (never a 5xx, never a 200)."""
     doc = client.get("/openapi.json").json()
-    comps = doc.get("components", {}).get("schemas", {})
-    unbounded = []
-
-    def walk(s, where, seen=frozenset()):
-        if "$ref" in s:
-            name = s["$ref"].rsplit("/", 1)[-1]
-            if name not in seen:
-                walk(comps[name], f"{where}->{name}", seen | {name})
-            return
-        for key in ("anyOf", "oneOf", "allOf"):
-            for sub in s.get(key, []):
-                walk(sub, where, seen)
-        if s.get("type") == "string" and not ({"maxLength", "enum", "format", "const"} & set(s)):
-            unbounded.append(where)
-        if s.get("type") == "array":
-            walk(s.get("items", {}), where + "[]", seen)
-        for name, sub in s.get("properties", {}).items():
-            walk(sub, f"{where}.{name}", seen)
-        if isinstance(s.get("additionalProperties"), dict):
-            walk(s["additionalProperties"], where + "{*}", seen)
-
+    headers = {"X-Auth-Token": make_token("demo", "admin")}
+    checked = 0
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
-            for p in op.get("parameters", []):
-                if p["in"] in ("path", "query"):
-                    walk(p.get("schema", {}), f"{method} {path} {p['in']} {p['name']}")
-            if "requestBody" in op:
-                for media in op["requestBody"]["content"].values():
-                    walk(media.get("schema", {}), f"{method} {path} body")
-    assert not unbounded, "unbounded strings:\n" + "\n".join(unbounded)
+            params = [p for p in op.get("parameters", []) if p["in"] in ("path", "query")]
+            for p in params:
+                if p["name"] in ("project_id",) and p["in"] == "path":
+                    values = ["p" * 10_000]
+                else:
+                    types = {p.get("schema", {}).get("type")} | {
+                        s.get("type") for s in p.get("schema", {}).get("anyOf", [])}
+                    values = [str(2**64)] if "integer" in types else ["k" * 10_000]
+                for value in values:
+                    url = path
+                    for q in params:
+                        if q["in"] == "path":
+                            filled = value if q is p else {"project_id": "demo", "provider_id": PROVIDER}.get(
+                                q["name"], "0a6c4e58-3a4b-4bde-9a0b-5d7d0f8e0a01")
+                            url = url.replace("{" + q["name"] + "}", filled)
+                    query = {p["name"]: value} if p["in"] == "query" else {}
+                    r = client.request(method.upper(), url, params=query, headers=headers,
+                                       json={} if method in ("post", "put") else None)
+                    assert 400 <= r.status_code < 500, (method, path, p["name"], r.status_code, r.text[:300])
+                    assert set(r.json()) == {"error_code", "error_msg"}, (method, path, p["name"])
+                    checked += 1
+    assert checked >= 10
 
 
 # --- slow clients -------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def short_body_timeout(settings):
-    settings.body_timeout = 4
-    return settings
+def _trickle_body(port: int, token: str) -> socket.socket:
+    """A connection that announces a 5000-byte body, sends a few bytes of it, then nothing."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(f"POST /v1/slowpoke/providers/{PROVIDER}/resources/action HTTP/1.1\r\nHost: x\r\n"
+              f"X-Auth-Token: {token}\r\nContent-Type: application/json\r\n"
+              f"Content-Length: 5000\r\n\r\n{{\"check_".encode())
+    return s
 
 
-def test_slow_clients_do_not_stall_another_tenant(short_body_timeout, live_server, make_token, inventory):
-    """Slow-loris: many connections trickling headers or bodies; another tenant's request is answered at once,
-    and the trickled bodies are cut off with 408 after ``body_timeout``."""
+def test_slow_clients_do_not_stall_another_tenant(live_server, make_token, inventory):
+    """Slow-loris: many connections trickling headers or bodies (and never finishing within the test); another
+    tenant's request is still answered, long before any of the slow ones could be (body_timeout is 60 s)."""
     port = int(live_server.rsplit(":", 1)[1])
     slow_token = make_token("slowpoke", "member")
     socks: list[socket.socket] = []
     try:
-        for i in range(40):  # headers never finished
+        for _ in range(40):  # headers never finished
             s = socket.create_connection(("127.0.0.1", port), timeout=5)
             s.sendall(b"GET /v1/slowpoke/providers HTTP/1.1\r\nHost: x\r\nX-Auth-")
             socks.append(s)
-        body_socks = []
-        for i in range(20):  # body announced, a few bytes sent, then nothing
-            s = socket.create_connection(("127.0.0.1", port), timeout=10)
-            s.sendall(f"POST /v1/slowpoke/providers/{PROVIDER}/resources/action HTTP/1.1\r\nHost: x\r\n"
-                      f"X-Auth-Token: {slow_token}\r\nContent-Type: application/json\r\n"
-                      f"Content-Length: 5000\r\n\r\n{{\"check_".encode())
-            body_socks.append(s)
-        socks += body_socks
+        socks += [_trickle_body(port, slow_token) for _ in range(20)]
         other = make_token("demo", "reader")
         t0 = time.monotonic()
-        r = httpx.post(f"{live_server}{URL}", json=BODY, headers={"X-Auth-Token": other}, timeout=10)
+        for _ in range(3):
+            r = httpx.post(f"{live_server}{URL}", json=BODY, headers={"X-Auth-Token": other}, timeout=30)
+            assert r.status_code == 200 and r.json() == VERDICT
         elapsed = time.monotonic() - t0
-        assert r.status_code == 200 and r.json() == VERDICT
-        assert elapsed < 2.5, f"another tenant waited {elapsed:.2f}s behind slow clients"
-        # the trickled bodies are refused once body_timeout has passed
-        s = body_socks[0]
-        s.settimeout(10)
+        assert elapsed < 10, f"another tenant waited {elapsed:.2f}s behind slow clients"
+    finally:
+        for s in socks:
+            s.close()
+
+
+@pytest.fixture
+def short_body_timeout(settings):
+    settings.body_timeout = 1
+    return settings
+
+
+def test_a_trickled_body_is_cut_off_with_408(short_body_timeout, live_server, make_token):
+    port = int(live_server.rsplit(":", 1)[1])
+    s = _trickle_body(port, make_token("slowpoke", "member"))
+    try:
         data = b""
-        while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+        while True:
             chunk = s.recv(4096)
             if not chunk:
                 break
@@ -165,8 +171,7 @@ def test_slow_clients_do_not_stall_another_tenant(short_body_timeout, live_serve
         assert head.startswith(b"HTTP/1.1 408"), data[:200]
         assert json.loads(payload)["error_code"] == "APIGW.0201"
     finally:
-        for s in socks:
-            s.close()
+        s.close()
 
 
 # --- TLS ----------------------------------------------------------------------------------------------------

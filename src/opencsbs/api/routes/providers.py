@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel
 
 from opencsbs.api.deps import Caller, get_runtime, require
-from opencsbs.api.schemas.common import ERRORS
+from opencsbs.api.schemas.common import ERRORS, MAX_QUERY_INT
 from opencsbs.core import codes
 from opencsbs.core.errors import CSBSError
 from opencsbs.core.facts import SERVER_TYPES
@@ -49,7 +49,7 @@ def describe(runtime: Runtime) -> dict:
 def list_providers(
     caller: Caller = Depends(require("csbs:providers:read")),
     marker: str | None = Query(None, max_length=64),
-    limit: int | None = Query(None, ge=0),
+    limit: int | None = Query(None, ge=0, le=MAX_QUERY_INT),
 ) -> dict:
     """The single CSBS provider; ``marker``/``limit`` honoured (a marker at or past it gives an empty list)."""
     providers = [describe(caller.runtime)]
