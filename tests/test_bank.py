@@ -165,3 +165,21 @@ def test_round_trip_property_local(tmp_path_factory, pieces):
     e.backup(bank, path, "checkpoints/p/v")
     assert sha(e.restore(bank, "checkpoints/p/v")) == sha(path)
     e.close()
+
+
+def test_s3_server_refuses_a_wrong_secret(tmp_path):
+    """The S3 test server checks signatures: the bank cannot be opened with a wrong secret."""
+    from bank_helpers import S3_ENDPOINT, s3_bank_settings
+    from conftest import require_component
+
+    from opencsbs.bank import BankConfigError, open_bank
+    from opencsbs.config import Settings
+
+    require_component(bool(S3_ENDPOINT), "no S3 server: run scripts/services/s3.sh start")
+    good = s3_bank_settings()
+    bank = open_bank(Settings(data_dir=tmp_path, bank=good))
+    bank.close()
+    bad = good.model_copy(update={"s3_secret_key": good.s3_secret_key + "x"})
+    with pytest.raises(BankConfigError) as info:
+        open_bank(Settings(data_dir=tmp_path, bank=bad))
+    assert "SignatureDoesNotMatch" in str(info.value) or "403" in str(info.value) or "Forbidden" in str(info.value)

@@ -22,7 +22,7 @@ from opencsbs.db.base import transaction
 
 PROVIDER = "fc4d5750-22e7-4798-8a46-f48f62c4c1da"
 #: routes that need no token: the version documents only
-PUBLIC = {("get", "/"), ("get", "/v1/")}
+PUBLIC = {("get", "/"), ("get", "/v1"), ("get", "/v1/")}
 METHODS = ("get", "post", "put", "patch", "delete")
 
 

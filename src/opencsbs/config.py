@@ -47,9 +47,25 @@ class CloudSettings(BaseModel):
     libvirt_uri: str = "qemu:///system"
     libvirt_az: str = "nova"
     libvirt_project_id: str | None = None
-    #: openstack: clouds.yaml entry used as the service user
+    #: openstack: clouds.yaml entry used as the service user (needs the admin role: it lists every project's
+    #: servers and volumes); file from ``openstack_clouds_yaml`` or openstacksdk's search path
     openstack_cloud: str | None = None
+    openstack_clouds_yaml: Path | None = None
+    #: openstack: seconds per API call before answering 503
     openstack_timeout: float = 30.0
+    #: openstack, auth.mode keystone: ask Nova/Cinder/Ironic with the caller's own token (only what that project
+    #: may see); False: always the service user
+    openstack_pass_token: bool = True
+    #: openstack: Keystone URL for the caller's token (default: auth.keystone_url, else the cloud's auth_url)
+    openstack_auth_url: str | None = None
+    openstack_region: str | None = None
+    #: openstack: Cinder volume type name -> storage service type (e.g. {"dss-ssd": "DSS"}), for CSBS.6033
+    openstack_volume_service_types: dict[str, str] = Field(default_factory=dict)
+    #: openstack: ask Ironic for bare-metal servers (None: when the catalog has a baremetal endpoint)
+    openstack_baremetal: bool | None = None
+    #: openstack: how far back (hours) deleted servers are looked up to answer "terminated" (CSBS.6001);
+    #: 0 disables the lookup (deleted servers are then "not found")
+    openstack_deleted_lookback_hours: int = 168
     #: availability zones where backup is not offered (CSBS.6027)
     azs_without_backup: list[str] = Field(default_factory=list)
     #: volume service types that cannot be backed up (CSBS.6033), compared case-insensitively
@@ -136,7 +152,7 @@ class Settings(BaseSettings):
     #: seconds between two scheduler passes (due slots, then due retention)
     scheduler_interval: float = 20.0
     #: hours between two retention passes over a scheduled operation (also applied after each of its runs)
-    retention_interval_hours: float = 24.0
+    retention_interval_hours: float = 1.0
     #: most backup policies per project (user guide: 32; over it CSBS.0001)
     policy_quota: int = 32
     #: most servers bound to one policy (user guide: 64)

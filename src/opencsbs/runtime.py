@@ -82,6 +82,31 @@ class Runtime:
         self.extras.setdefault("closers", []).append(pool.stop)
         return pool
 
+    def make_scheduler(self, clock: Any = None, name: str = "scheduler") -> Any:
+        """A policy :class:`~opencsbs.engine.scheduler.Scheduler` whose runs go through
+        ``service.policy_runs`` (``clock``: naive-UTC callable, default the real time)."""
+        from datetime import timedelta
+
+        from opencsbs.core.timeutil import utcnow
+        from opencsbs.engine.scheduler import Scheduler
+        from opencsbs.service import policy_runs
+
+        return Scheduler(
+            self.sessions,
+            fire=lambda run_id: policy_runs.run_slot(self, run_id, clock() if clock else None),
+            retain=lambda policy_id: policy_runs.apply_retention(self, policy_id, clock() if clock else None),
+            clock=clock or utcnow,
+            interval=self.settings.scheduler_interval,
+            retention_every=timedelta(hours=self.settings.retention_interval_hours),
+            name=name,
+        )
+
+    def start_scheduler(self) -> Any:
+        """Start the policy scheduler thread; it stops on :meth:`close`."""
+        scheduler = self.make_scheduler().start()
+        self.extras.setdefault("closers", []).append(scheduler.stop)
+        return scheduler
+
     @property
     def protectable_config(self) -> ProtectableConfig:
         """The rule settings for check_protectable, from the cloud settings and the driver's abilities."""

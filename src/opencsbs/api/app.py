@@ -1,8 +1,10 @@
 """The ASGI application: ``create_app(runtime)``.
 
 Routers are mounted from ``opencsbs.api.routes``; errors leave as CSBS JSON bodies (``api.errors``); request
-bodies over ``max_body_bytes`` are refused with 413 before they are read whole, bodies slower than ``body_timeout``
-with 408; bodies are parsed as JSON whatever their ``Content-Type``.
+bodies over ``max_body_bytes`` are refused with 413 before they are read whole, bodies slower than
+``body_timeout`` with 408; a request body is read as JSON whatever its declared ``Content-Type``
+(:class:`JsonBody`); ``/openapi.json`` lists exactly the statuses and bodies the server sends
+(:func:`wire_openapi`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from fastapi import FastAPI
 from opencsbs import __version__
 from opencsbs.api.errors import install_error_handlers
 from opencsbs.api.routes import backups, policies, providers, resources, restores, tags, versions
+from opencsbs.api.schemas.common import ErrorBody
 from opencsbs.core import codes
 from opencsbs.runtime import Runtime
 
@@ -100,27 +103,53 @@ class _Refused(Exception):
     pass
 
 
-class JSONBodies:
-    """ASGI middleware: request bodies are JSON whatever ``Content-Type`` says.
+class JsonBody:
+    """ASGI middleware: every request body is JSON, whatever ``Content-Type`` says.
 
-    The CSBS API speaks only JSON, and its clients do not always say so (``curl -d`` sends
-    ``application/x-www-form-urlencoded``, some SDK calls send no type). Without this the framework would not parse
-    such a body and the caller would get a confusing "field required". A body that is not JSON still gets the
-    400 CSBS.9001 "request body is not valid JSON". See docs/deployment.md.
+    The CSBS API only takes JSON bodies. ``curl -d '{...}'`` without ``-H 'Content-Type: application/json'``
+    sends ``application/x-www-form-urlencoded``, other clients send ``text/plain`` or nothing; the caller still
+    means JSON, so such a body is parsed as JSON (and refused with 400 CSBS.9001 if it is not). Only
+    ``multipart/form-data`` bodies (which cannot be JSON) are left as they are, and are refused by validation.
     """
 
     def __init__(self, app):
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope.get("method") in ("POST", "PUT", "PATCH", "DELETE"):
-            headers = scope.get("headers") or []
-            ctype = next((v for k, v in headers if k == b"content-type"), b"").split(b";")[0].strip().lower()
-            if ctype != b"application/json" and not ctype.endswith(b"+json"):
-                headers = [(k, v) for k, v in headers if k != b"content-type"]
-                headers.append((b"content-type", b"application/json"))
-                scope = dict(scope, headers=headers)
-        return await self.app(scope, receive, send)
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
+            headers = [(k, v) for k, v in scope.get("headers") or [] if k != b"content-type"]
+            declared = next((v for k, v in scope.get("headers") or [] if k == b"content-type"), b"")
+            media = declared.split(b";", 1)[0].strip().lower()
+            if not (media.endswith(b"/json") or media.endswith(b"+json") or media.startswith(b"multipart/")):
+                scope = dict(scope, headers=headers + [(b"content-type", b"application/json")])
+        await self.app(scope, receive, send)
+
+
+def wire_openapi(app: FastAPI) -> dict:
+    """The OpenAPI document of what the server really does: FastAPI's, without the 422 responses it never
+    sends (validation failures are 400 CSBS.9001), with 413 where a body is taken and 400 wherever input is
+    read, all in the CSBS error shape. (405 for a method a path does not have, and 404 for an unknown path,
+    cannot be tied to an operation: docs/errors.md lists them.)"""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    error_ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            if "requestBody" in operation:
+                responses["413"] = {"description": "Request Entity Too Large", **error_ref}
+            if "400" not in responses and ("requestBody" in operation or operation.get("parameters")):
+                responses["400"] = {"description": "Bad Request", **error_ref}
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    components.setdefault("ErrorBody", ErrorBody.model_json_schema())
+    app.openapi_schema = schema
+    return schema
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -136,6 +165,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
-    app.add_middleware(JSONBodies)
+    app.add_middleware(JsonBody)
     app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes, timeout=runtime.settings.body_timeout)
+    app.openapi = lambda: wire_openapi(app)
     return app

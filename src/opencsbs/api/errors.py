@@ -1,7 +1,8 @@
 """Error mapping: every failure leaves as ``{"error_code": ..., "error_msg": ...}`` with a JSON content type.
 
 - :class:`CSBSError` → its own status and code;
-- request validation (malformed JSON, wrong types, missing fields) → 400 CSBS.9001 naming the field;
+- request validation (malformed JSON, wrong types, missing fields) → 400 CSBS.9001 naming the field, but only
+  once the caller is known: on a project's route a bad token still answers 401 and a foreign project 403 first;
 - unknown route → 404 APIGW.0101, wrong method → 405 APIGW.0101 (``docs/errors.md``);
 - other HTTP errors raised by the framework (a body that is not UTF-8, ...) → CSBS.9001 with their status;
 - anything else → 500 CSBS.9999 (a real server fault; logged with its traceback, never shown to the client).
@@ -43,6 +44,24 @@ def describe_validation(exc: RequestValidationError) -> str:
     return "Invalid request parameters: " + "; ".join(parts)
 
 
+def auth_denial(request: Request) -> CSBSError | None:
+    """The 401/403 a project-scoped request would get, or None. FastAPI parses the body before it runs the
+    auth dependencies; this keeps "who are you" ahead of "what did you send" for malformed bodies."""
+    project_id = (request.scope.get("path_params") or {}).get("project_id")
+    runtime = getattr(request.app.state, "runtime", None)
+    if project_id is None or runtime is None:
+        return None
+    from opencsbs.auth.base import Forbidden
+
+    try:
+        principal = runtime.authenticator.authenticate(request.headers.get("x-auth-token"))
+    except CSBSError as exc:
+        return exc
+    if principal.project_id != project_id and not principal.is_admin:
+        return Forbidden("the token is not scoped to this project")
+    return None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers above on ``app``."""
 
@@ -52,7 +71,10 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc, headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        denied = auth_denial(request)
+        if denied is not None:
+            return await _csbs(request, denied)
         return error_response(CSBSError(codes.INVALID_PARAMETER, describe_validation(exc)))
 
     @app.exception_handler(StarletteHTTPException)

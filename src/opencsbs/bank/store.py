@@ -597,3 +597,166 @@ class Bank:
             raise ChunkDamaged(f"index {index_name}", "volume hash mismatch")
         writer.flush()
         return RestoreStats(size=idx.size, written_bytes=written, zero_bytes=zero, seconds=time.monotonic() - started)
+
+    # --- garbage collection --------------------------------------------------------------------------
+    def _live_leases(self, report: GCReport) -> tuple[float | None, set[str]]:
+        """Oldest start (backend time) of the backups in flight and the base indexes they build on. Leases
+        of crashed backups (too old, or of a dead process on this host) are removed."""
+        oldest: float | None = None
+        bases: set[str] = set()
+        host = socket.gethostname()
+        now = time.time()
+        for info in list(self.store.list("leases/")):
+            try:
+                doc = json.loads(self.store.get(info.key))
+            except ObjectNotFound:
+                continue  # the backup just finished
+            except ValueError:
+                doc = {}
+            stale = info.mtime < now - LEASE_MAX_AGE or (
+                doc.get("host") == host and isinstance(doc.get("pid"), int) and not _pid_alive(doc["pid"]))
+            if stale:
+                report.stale_leases += 1
+                self.store.delete(info.key)
+                continue
+            report.in_flight_backups += 1
+            oldest = info.mtime if oldest is None else min(oldest, info.mtime)
+            if doc.get("base_index"):
+                bases.add(doc["base_index"])
+        return oldest, bases
+
+    def gc(self, grace_seconds: float = 3600.0) -> GCReport:
+        """Mark and sweep: delete the chunks no index references.
+
+        Safe against backups in flight (here or in other processes): a chunk is only deleted when no index
+        references it, no backup in flight builds on an index that references it, and it was last written or
+        renewed before the *cutoff* = min(GC start - ``grace_seconds``, start of the oldest backup in flight -
+        1 h - 5 min); backups renew reused chunks older than 1 h. A backup that overlapped a GC re-checks its
+        reused chunks before writing its index. If an index cannot be read, or a base index of a backup in
+        flight has vanished, nothing is swept (``skipped_reason``). Details: ``docs/bank.md``.
+        """
+        started = time.monotonic()
+        report = GCReport()
+        marker = f"gc/running/{uuid.uuid4().hex}"
+        self.store.put(marker, json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                           "started_at": _utcnow_iso()}).encode())
+        try:
+            info = self.store.head(marker)
+            t0 = info.mtime if info else time.time()
+            # order matters: leases first, then indexes (a backup ends by writing its index, then its lease goes)
+            oldest, bases = self._live_leases(report)
+            marked: set[str] = set()
+            for name in self.list_indexes():
+                try:
+                    marked |= self.read_index(name).addresses()
+                    report.indexes += 1
+                except IndexNotFound:
+                    continue  # deleted meanwhile
+                except ChunkDamaged as exc:
+                    report.errors.append(str(exc))
+                    report.skipped_reason = f"index {name} cannot be read"
+            for name in bases:
+                try:
+                    marked |= self.read_index(name).addresses()
+                except (IndexNotFound, ChunkDamaged):
+                    report.skipped_reason = f"base index {name} of a backup in flight is gone"
+            report.referenced_chunks = len(marked)
+            cutoff = t0 - max(0.0, grace_seconds)
+            if oldest is not None:
+                cutoff = min(cutoff, oldest - TOUCH_AGE - SAFETY)
+            report.cutoff = cutoff
+            if report.skipped_reason is None:
+                self._sweep(marked, cutoff, report)
+                report.temporary_removed = self.store.cleanup_temporary(min(cutoff, time.time() - SAFETY))
+        finally:
+            self.store.put("gc/finished", json.dumps({"finished_at": _utcnow_iso()}).encode())
+            self.store.delete(marker)
+        report.seconds = time.monotonic() - started
+        return report
+
+    def _sweep(self, marked: set[str], cutoff: float, report: GCReport) -> None:
+        for info in self.store.list("chunks/"):
+            addr = info.key.rsplit("/", 1)[-1]
+            report.chunks_seen += 1
+            if addr in marked:
+                continue
+            if info.mtime >= cutoff:
+                report.kept_recent += 1
+                continue
+            fresh = self.store.head(info.key)  # renewed since it was listed?
+            if fresh is None:
+                continue
+            if fresh.mtime >= cutoff:
+                report.kept_recent += 1
+                continue
+            self.store.delete(info.key)
+            report.deleted_chunks += 1
+            report.freed_bytes += fresh.size
+
+    # --- verify --------------------------------------------------------------------------------------
+    def verify(self, progress: Progress | None = None) -> VerifyReport:
+        """Re-read every index and every chunk: decrypt, decompress and check each chunk against its address,
+        each index's ``volume_hash`` against its chunk list; report damaged and missing objects.
+        ``progress(chunks_done, chunks_total)``. Never raises for damage (only for backend failures)."""
+        started = time.monotonic()
+        report = VerifyReport()
+        referenced: dict[str, list[str]] = {}
+        for name in self.list_indexes():
+            try:
+                idx = self.read_index(name)
+            except (ChunkDamaged, IndexNotFound) as exc:
+                report.damaged_indexes.append((name, getattr(exc, "reason", str(exc))))
+                continue
+            report.indexes_checked += 1
+            h = self.codec.volume_hasher()
+            for i, addr in enumerate(idx.chunks):
+                if addr is None:
+                    h.update(self.zero_digest(idx.chunk_length(i)))
+                else:
+                    h.update(bytes.fromhex(addr))
+                    referenced.setdefault(addr, []).append(name)
+            if h.hexdigest() != idx.volume_hash:
+                report.damaged_indexes.append((name, "volume hash does not match the chunk list"))
+        present = [info for info in self.store.list("chunks/")]
+        present_addrs = {info.key.rsplit("/", 1)[-1] for info in present}
+        for addr in sorted(set(referenced) - present_addrs):
+            report.missing_chunks.append((addr, sorted(set(referenced[addr]))))
+        report.unreferenced_chunks = len(present_addrs - set(referenced))
+
+        def check(key: str) -> tuple[str, int, str | None]:
+            addr = key.rsplit("/", 1)[-1]
+            if not _ADDR_RE.match(addr) or key != chunk_key(addr):
+                return key, 0, "not a chunk name"
+            try:
+                data = self.codec.decode_chunk(bytes.fromhex(addr), self.store.get(key), None, name=key)
+            except ObjectNotFound:
+                return key, 0, "vanished while verifying"
+            except ChunkDamaged as exc:
+                return key, 0, exc.reason
+            return key, len(data), None
+
+        pool = self._executor()
+        total = len(present)
+        window: deque[Future] = deque()
+
+        def settle(fut: Future) -> None:
+            key, n, problem = fut.result()
+            report.chunks_checked += 1
+            report.bytes_checked += n
+            if problem == "vanished while verifying":
+                addr = key.rsplit("/", 1)[-1]
+                if addr in referenced:
+                    report.missing_chunks.append((addr, sorted(set(referenced[addr]))))
+            elif problem is not None:
+                report.damaged_chunks.append((key, problem))
+            if progress is not None:
+                progress(report.chunks_checked, total)
+
+        for info in present:
+            window.append(pool.submit(check, info.key))
+            while len(window) > self.workers * 2:
+                settle(window.popleft())
+        while window:
+            settle(window.popleft())
+        report.seconds = time.monotonic() - started
+        return report

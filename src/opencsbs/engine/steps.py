@@ -116,6 +116,8 @@ def run_backup(runtime: Any, job: JobHandle) -> None:
         _backup_commit(runtime, job)
     if job.step == "cleanup":
         _backup_cleanup(runtime, job)
+    if job.step == "abort":
+        _backup_abort(runtime, job)
 
 
 def _load_item(session: Session, item_id: str) -> CheckpointItem:
@@ -277,22 +279,23 @@ def _backup_cleanup(runtime: Any, job: JobHandle) -> None:
 
 
 def fail_backup(runtime: Any, job: JobHandle, error: CSBSError) -> None:
-    """End a backup job as failed: item/checkpoint ``error``, partial bank indexes and the snapshot dropped."""
+    """End a backup job as failed. First, in one transaction and only if the job is still ours, the item (and
+    checkpoint) read ``error`` with the reason and the server lock is released (step ``abort``); then the partial
+    bank indexes and the snapshot are dropped and the job ends ``failed``. A crash in between is resumed at
+    ``abort`` by another worker. A job whose commit already went through only had its cleanup left: it ends done.
+    """
     with runtime.sessions() as session:
         item = session.get(CheckpointItem, job.target_id)
-        names = [index_name(item.checkpoint_id, vb.id) for vb in item.volume_backups] if item else []
-        already = item is not None and item.status == "available"
-    if already:  # the commit went through; only the cleanup failed
+        committed = item is not None and item.status != "protecting" and job.step in ("cleanup", "done")
+    if committed:
+        snap = job.state.get("snapshot")
+        try:
+            if snap:
+                runtime.driver.delete_snapshot(ServerSnapshot.from_dict(snap))
+        except Exception:  # the backup is available; a stale snapshot is only disk space
+            log.warning("could not delete snapshot of job %s", job.id, exc_info=True)
         job.commit("done", status="done")
         return
-    for name in names:
-        _drop_index(runtime, name)
-    snap = job.state.get("snapshot")
-    if snap:
-        try:
-            runtime.driver.delete_snapshot(ServerSnapshot.from_dict(snap))
-        except Exception:  # the job still fails cleanly; a stale snapshot is only disk space
-            log.warning("could not delete snapshot of job %s", job.id, exc_info=True)
 
     def apply(session: Session) -> None:
         item = session.get(CheckpointItem, job.target_id)
@@ -303,14 +306,39 @@ def fail_backup(runtime: Any, job: JobHandle, error: CSBSError) -> None:
         item.finished_at = utcnow()
         for vb in item.volume_backups:
             vb.status = "error"
-            vb.index_name = None
         checkpoint = session.get(Checkpoint, item.checkpoint_id)
         if checkpoint is not None and all(i.status in ("error", "deleted") or i.id == item.id
                                           for i in checkpoint.items):
             checkpoint.status = "error"
         _release_lock(session, item.resource_id, job.id)
 
-    job.commit("failed", None, apply, status="failed", error=error.error_msg)
+    if job.step != "abort":
+        job.commit("abort", {"error": error.error_msg}, apply)
+    _backup_abort(runtime, job)
+
+
+def _backup_abort(runtime: Any, job: JobHandle) -> None:
+    """Step ``abort`` of a failed backup: drop what it wrote to the bank and its snapshot, then end ``failed``."""
+    with runtime.sessions() as session:
+        item = session.get(CheckpointItem, job.target_id)
+        names = [index_name(item.checkpoint_id, vb.id) for vb in item.volume_backups] if item else []
+    for name in names:
+        job.check()
+        _drop_index(runtime, name)
+    snap = job.state.get("snapshot")
+    if snap:
+        try:
+            runtime.driver.delete_snapshot(ServerSnapshot.from_dict(snap))
+        except Exception:  # the job still fails cleanly; a stale snapshot is only disk space
+            log.warning("could not delete snapshot of job %s", job.id, exc_info=True)
+
+    def apply(session: Session) -> None:
+        item = session.get(CheckpointItem, job.target_id)
+        if item is not None:
+            for vb in item.volume_backups:
+                vb.index_name = None
+
+    job.commit("failed", None, apply, status="failed", error=job.state.get("error"))
 
 
 def _drop_index(runtime: Any, name: str) -> None:

@@ -1,17 +1,19 @@
-"""``/v1/{project_id}/policies[/{policy_id}]``: create, list, show, update, delete backup policies.
+"""``/v1/{project_id}/policies[/{policy_id}]``: create, list, show, update, delete backup policies; and
+``POST /v1/{project_id}/providers/{provider_id}/checkpoints``: execute a policy now.
 
-Source: backup_policy_management/*.rst; shapes and decisions in ``service.policies`` and docs/policies.md.
+Source: backup_policy_management/*.rst, backup_management/executing_a_backup_policy.rst; shapes and decisions in
+``service.policies``, ``service.policy_runs`` and docs/policies.md.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from opencsbs.api.deps import Caller, project_caller
+from opencsbs.api.deps import Caller, check_provider, project_caller
 from opencsbs.api.schemas.common import ERRORS, MAX_QUERY_INT
-from opencsbs.api.schemas.policies import PolicyCreateRequest, PolicyUpdateRequest
+from opencsbs.api.schemas.policies import CheckpointCreateRequest, PolicyCreateRequest, PolicyUpdateRequest
 from opencsbs.core.errors import invalid
-from opencsbs.service import policies
+from opencsbs.service import policies, policy_runs
 
 router = APIRouter(tags=["policies"], responses=ERRORS)
 
@@ -86,3 +88,16 @@ def delete_policy(policy_id: str = PolicyId, caller: Caller = Depends(project_ca
     caller.enforce("csbs:policies:write")
     policies.delete_policy(caller.runtime, caller.principal, caller.project_id, policy_id)
     return Response(status_code=200)
+
+
+@router.post("/v1/{project_id}/providers/{provider_id}/checkpoints", summary="Execute a backup policy")
+def execute_policy(body: CheckpointCreateRequest, _provider: str = Depends(check_provider),
+                   caller: Caller = Depends(project_caller)) -> dict:
+    """200 ``{"checkpoint": checkpoint_resp}`` (status ``protecting``). Refusals: CSBS.3000, 1001, 6030, 2004,
+    6032 (see ``service.policy_runs``)."""
+    caller.enforce("csbs:checkpoints:create")
+    cp = body.checkpoint
+    return {"checkpoint": policy_runs.execute(
+        caller.runtime, caller.principal, caller.project_id, cp.plan_id,
+        resources=cp.parameters.resources, auto_trigger=cp.parameters.auto_trigger,
+    )}

@@ -30,11 +30,12 @@ router = APIRouter(tags=["resources"], responses=ERRORS)
 )
 def resource_action(
     body: ResourceActionRequest,
-    _provider: str = Depends(check_provider),
     caller: Caller = Depends(project_caller),
+    _provider: str = Depends(check_provider),
 ) -> dict:
-    """One ``check_resp`` per requested item, in request order. 400 CSBS.9001 for a missing or empty
-    ``check_protectable``/``check_restorable`` (or both at once) or a batch over ``batch_limit``."""
+    """One ``check_resp`` per requested item, in request order. 401/403 before anything else; then 400
+    CSBS.9001 for an unknown provider, a malformed body, a missing or empty ``check_protectable``/
+    ``check_restorable`` (or both at once) or a batch over ``batch_limit``."""
     if body.check_protectable is not None and body.check_restorable is not None:
         raise invalid("Invalid request parameters: give either check_protectable or check_restorable")
     limit = caller.runtime.settings.batch_limit

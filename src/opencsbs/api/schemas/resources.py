@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from opencsbs.api.schemas.common import WireModel
 
@@ -40,10 +40,16 @@ class ResourceActionRequest(WireModel):
     """Body of ``POST /v1/{project_id}/providers/{provider_id}/resources/action``: exactly one of
     ``check_protectable`` or ``check_restorable``."""
 
-    check_protectable: list[ProtectableParam] | None = Field(
-        default=None, min_length=1, description="Resources whose backup capability to check"
+    # Typed without ``| None``: an explicit ``null`` is refused (400), as the schema below says; absent is None.
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["check_protectable"]}, {"required": ["check_restorable"]}]}
     )
-    check_restorable: list[RestorableParam] | None = Field(
+
+    check_protectable: list[ProtectableParam] = Field(
+        default=None, min_length=1,
+        description="Resources whose backup capability to check (at most ``batch_limit``)",
+    )
+    check_restorable: list[RestorableParam] = Field(
         default=None, min_length=1, description="Backups and targets whose restore capability to check"
     )
 
@@ -54,12 +60,16 @@ class CheckResp(BaseModel):
     resource_id: str
     resource_type: str
     result: bool
-    error_code: str | None = None
-    error_msg: str | None = None
+    error_code: str = Field(default=None, description="CSBS.6xxx; absent when there is nothing to report")
+    error_msg: str = Field(default=None, description="Filled-in message of error_code; absent with it")
 
 
 class ProtectableResponse(BaseModel):
     """``{"protectable": [check_resp, ...]}`` (or ``{"restorable": [...]}``) in request order."""
 
-    protectable: list[CheckResp] | None = None
-    restorable: list[CheckResp] | None = None
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["protectable"]}, {"required": ["restorable"]}]}
+    )
+
+    protectable: list[CheckResp] = None
+    restorable: list[CheckResp] = None

@@ -1,0 +1,5 @@
+"""The OpenStack driver: Nova servers, Cinder volumes and Ironic bare-metal nodes (``cloud.driver = openstack``)."""
+
+from opencsbs.clouds.openstack.driver import OpenStackDriver
+
+__all__ = ["OpenStackDriver"]

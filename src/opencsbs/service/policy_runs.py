@@ -1,0 +1,207 @@
+"""Running a policy (now, or at a scheduler slot) and applying its retention.
+
+Sources: backup_management/executing_a_backup_policy.rst (``POST .../providers/{provider_id}/checkpoints``),
+appendixes/error_codes.rst (CSBS.1001, 6030, 6032, 2004), the user guide (executing_a_backup_policy_at_once:
+"If an ECS is being backed up, you cannot manually execute a backup policy on it"; "If a manual backup job is
+still in progress, scheduled automatic backup operations will be postponed to the next backup cycle"; tags of
+a policy apply to its backups; automatic backups are named ``autobk_xxxx``).
+
+A run starts one backup (one checkpoint with one checkpoint_item) per server through
+``service.backups.create_backup``, the same path as ``protect``; the checkpoint returned to the caller is the
+first one, its ``protection_plan.resources`` listing every server the run started. Retention deletes through
+``service.backups.delete_backup``, so the bank's garbage collection reclaims the space.
+
+Refusals of a manual run: CSBS.3000 (no such policy), CSBS.1001 (a manual run of the policy is still making
+backups), CSBS.6030 (an automatic run is), CSBS.2004 (a server of the run is being backed up or restored
+elsewhere), CSBS.6032 (no server in the policy, or none that can be backed up now), CSBS.9001 (a requested
+server is not in the policy). A scheduled run in the same situations is recorded as ``skipped``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import select
+
+from opencsbs.auth.base import Principal
+from opencsbs.core import codes
+from opencsbs.core.errors import CSBSError, invalid
+from opencsbs.core.retention import BackupInfo, RetentionRule, plan
+from opencsbs.core.timeutil import utcnow
+from opencsbs.db.base import transaction
+from opencsbs.db.models import CheckpointItem, Policy, PolicyRun, ResourceLock, ScheduledOperation
+from opencsbs.runtime import Runtime
+from opencsbs.service import backups
+from opencsbs.service.policies import POLICY_KIND, find_policy, load_tags
+
+log = logging.getLogger("opencsbs.policies")
+
+#: checkpoint_item statuses of a backup still being made
+MAKING = ("waiting_protect", "protecting")
+
+
+def scheduler_principal(project_id: str) -> Principal:
+    """Who a scheduled run acts as: the project itself, with no user token (drivers use service credentials)."""
+    return Principal(project_id=project_id, user_id="opencsbs-scheduler", roles=frozenset({"member"}))
+
+
+def _running_kind(runtime: Runtime, policy_id: str) -> bool | None:
+    """Whether backups of the policy are being made: None (no), True (automatic ones), False (manual)."""
+    with runtime.sessions() as session:
+        rows = session.execute(
+            select(CheckpointItem.auto_trigger).where(CheckpointItem.policy_id == policy_id,
+                                                      CheckpointItem.status.in_(MAKING))
+        ).all()
+    if not rows:
+        return None
+    return any(auto for (auto,) in rows)
+
+
+def execute(
+    runtime: Runtime,
+    principal: Principal,
+    project_id: str,
+    policy_id: str,
+    *,
+    resources: Sequence[str] | None = None,
+    auto_trigger: bool = False,
+    operation_id: str | None = None,
+    slot_at: datetime | None = None,
+    run_id: str | None = None,
+) -> dict:
+    """Run policy ``policy_id`` now for all its servers or the ``resources`` subset; returns the ``checkpoint``
+    wire dict of the first backup started. ``auto_trigger`` marks the backups automatic (``autobk_xxxx``,
+    subject to retention). Raises the CSBSError codes listed in the module docstring."""
+    with runtime.sessions() as session:
+        policy = find_policy(session, principal, project_id, policy_id)
+        bound = [(r.resource_id, r.resource_type, r.name) for r in policy.resources]
+        tags = load_tags(session, POLICY_KIND, [policy.id])[policy.id]
+    if resources is not None:
+        wanted = list(dict.fromkeys(resources))
+        known = {rid for rid, _, _ in bound}
+        unknown = [rid for rid in wanted if rid not in known]
+        if unknown:
+            raise invalid(f"Invalid request parameters: resources {', '.join(unknown)} not in the policy")
+        bound = [b for b in bound if b[0] in set(wanted)]
+    if not bound:
+        raise CSBSError(codes.PLAN_HAS_NO_RESOURCE)
+    running = _running_kind(runtime, policy_id)
+    if running is not None:
+        raise CSBSError(codes.AUTO_PLAN_EXECUTING if running else codes.POLICY_EXECUTING)
+    ids = [rid for rid, _, _ in bound]
+    with runtime.sessions() as session:
+        busy = set(session.scalars(select(ResourceLock.resource_id).where(ResourceLock.resource_id.in_(ids))))
+    if busy and not auto_trigger:
+        raise CSBSError(codes.ITEM_IN_PLAN_EXECUTING)
+    wire_tags = [{"key": k, "value": v} for k, v in tags.items()] or None
+    started: list[dict] = []
+    refusals: list[CSBSError] = []
+    for rid, rtype, _name in bound:
+        if rid in busy:
+            refusals.append(CSBSError(codes.ITEM_IN_PLAN_EXECUTING))
+            continue
+        try:
+            started.append(backups.create_backup(
+                runtime, principal, project_id, rid, tags=wire_tags, policy_id=policy_id,
+                auto_trigger=auto_trigger, resource_type=rtype,
+            ))
+        except CSBSError as exc:
+            if exc.status >= 500:  # the cloud cannot be reached: the caller sees it
+                raise
+            log.info("policy %s: server %s not backed up: %s", policy_id, rid, exc)
+            refusals.append(exc)
+    _record(runtime, policy_id, project_id, operation_id, slot_at, auto_trigger, started, refusals, run_id)
+    if not started:
+        if refusals and all(e.error_code in (codes.ITEM_IN_PLAN_EXECUTING.code, codes.SERVER_BUSY.code)
+                            for e in refusals):
+            raise CSBSError(codes.ITEM_IN_PLAN_EXECUTING)
+        quota = next((e for e in refusals if e.error_code == codes.QUOTA_EXCEEDED.code), None)
+        if quota is not None:
+            raise quota
+        raise CSBSError(codes.PLAN_HAS_NO_RESOURCE)
+    answer = dict(started[0])
+    plan_wire = dict(answer.get("protection_plan") or {})
+    plan_wire["resources"] = [r for cp in started for r in (cp.get("protection_plan") or {}).get("resources", [])]
+    answer["protection_plan"] = plan_wire
+    return answer
+
+
+def _record(runtime: Runtime, policy_id: str, project_id: str, operation_id: str | None, slot_at: datetime | None,
+            auto_trigger: bool, started: list[dict], refusals: list[CSBSError], run_id: str | None) -> None:
+    """Write (or finish) the policy_runs row of this run."""
+    message = "; ".join(f"{e.error_code}: {e.error_msg}" for e in refusals)
+    with transaction(runtime.sessions) as session:
+        run = session.get(PolicyRun, run_id) if run_id else None
+        if run is None:
+            run = PolicyRun(policy_id=policy_id, project_id=project_id, operation_id=operation_id, slot_at=slot_at,
+                            auto_trigger=auto_trigger)
+            session.add(run)
+        run.checkpoint_ids = [cp["id"] for cp in started]
+        run.status = "done" if started else "error"
+        run.message = message[:4000]
+        run.finished_at = utcnow()
+
+
+def run_slot(runtime: Runtime, run_id: str, now: datetime | None = None) -> None:
+    """Execute the scheduler slot claimed as policy_runs row ``run_id`` (automatic backups), then apply the
+    policy's retention. Never raises for a CSBS refusal: the run row records it (``skipped`` when a manual run
+    of the policy was still making backups, as the user guide says). ``now`` (naive UTC, default the real
+    time) is the retention's reference time."""
+    with runtime.sessions() as session:
+        run = session.get(PolicyRun, run_id)
+        if run is None:
+            return
+        policy_id, project_id, operation_id, slot_at = run.policy_id, run.project_id, run.operation_id, run.slot_at
+    if _running_kind(runtime, policy_id) is False:
+        with transaction(runtime.sessions) as session:
+            row = session.get(PolicyRun, run_id)
+            row.status, row.message, row.finished_at = "skipped", "a manual run is still in progress", utcnow()
+        return
+    try:
+        execute(runtime, scheduler_principal(project_id), project_id, policy_id, auto_trigger=True,
+                operation_id=operation_id, slot_at=slot_at, run_id=run_id)
+    except CSBSError as exc:
+        with transaction(runtime.sessions) as session:
+            row = session.get(PolicyRun, run_id)
+            if row is not None and row.status == "running":
+                row.status = "skipped" if exc.code in (codes.AUTO_PLAN_EXECUTING, codes.POLICY_EXECUTING) else "error"
+                row.message, row.finished_at = f"{exc.error_code}: {exc.error_msg}", utcnow()
+        log.info("policy %s slot %s: %s", policy_id, slot_at, exc)
+    apply_retention(runtime, policy_id, now)
+
+
+def apply_retention(runtime: Runtime, policy_id: str, now: datetime | None = None) -> list[str]:
+    """Delete the automatic backups of ``policy_id`` that its retention rule does not keep (per server, see
+    ``core.retention``); returns the checkpoint_item ids whose delete was started. Manual backups and other
+    policies' backups are never touched. A policy without a scheduled operation keeps everything."""
+    now = now or utcnow()
+    with runtime.sessions() as session:
+        policy = session.get(Policy, policy_id)
+        if policy is None:
+            return []
+        op = session.scalars(select(ScheduledOperation).where(ScheduledOperation.policy_id == policy_id)).first()
+        if op is None:
+            return []
+        rule = RetentionRule.from_definition(op.operation_definition or {})
+        project_id = policy.project_id
+        rows = session.execute(
+            select(CheckpointItem.id, CheckpointItem.resource_id, CheckpointItem.created_at, CheckpointItem.status)
+            .where(CheckpointItem.policy_id == policy_id, CheckpointItem.auto_trigger.is_(True),
+                   CheckpointItem.project_id == project_id, CheckpointItem.status != "deleted")
+        ).all()
+    per_server: dict[str, list[BackupInfo]] = defaultdict(list)
+    for item_id, resource_id, created_at, status in rows:
+        per_server[resource_id].append(BackupInfo(item_id, created_at, status))
+    deleted: list[str] = []
+    for infos in per_server.values():
+        _keep, doomed = plan(infos, rule, now)
+        for item_id in sorted(doomed):
+            try:
+                backups.delete_backup(runtime, project_id, item_id)
+                deleted.append(item_id)
+            except CSBSError as exc:  # already going, or being restored: the next pass retries
+                log.info("retention of policy %s: backup %s not deleted: %s", policy_id, item_id, exc)
+    return deleted

@@ -1,0 +1,153 @@
+"""The ``opencsbs`` command: sandbox load|list|set|delete|write|hash and token create, through click's CliRunner
+and as a real subprocess."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from opencsbs.cli import main
+
+from conftest import EXAMPLE_INVENTORY
+
+WEB_1 = "6507cb66-90dc-4a12-a573-c9f3398f899d"
+WEB_1_DATA = "0a6c4e58-3a4b-4bde-9a0b-5d7d0f8e0a02"
+GIB = 1024**3
+
+
+@pytest.fixture
+def cli(tmp_path, database_url):
+    """``cli(*args, input=None) -> Result`` on a private data dir and the test's database."""
+    runner = CliRunner()
+    data = tmp_path / "cli-data"
+
+    def run(*args, input=None, ok=True):
+        result = runner.invoke(main, ["--data-dir", str(data), "--database-url", database_url, *args], input=input)
+        if ok:
+            assert result.exit_code == 0, (result.output, result.exception)
+        return result
+
+    run.data_dir = data
+    return run
+
+
+def test_sandbox_commands_end_to_end(cli, tmp_path):
+    assert "loaded 12 servers, 14 volumes" in cli("sandbox", "load", str(EXAMPLE_INVENTORY)).output
+    listing = cli("sandbox", "list", "--project", "demo").output
+    assert WEB_1 in listing and "web-1" in listing and "/dev/vda" in listing and "boot" in listing
+    assert "c3d4e5f6" not in listing
+    servers = json.loads(cli("sandbox", "list", "--json").output)
+    assert len(servers) == 12
+    web = next(s for s in servers if s["id"] == WEB_1)
+    assert web["status"] == "ACTIVE" and len(web["volumes"]) == 2
+
+    cli("sandbox", "set", WEB_1, "--status", "shutoff", "--task-state", "image_snapshot", "--az", "az2")
+    web = next(s for s in json.loads(cli("sandbox", "list", "--json").output) if s["id"] == WEB_1)
+    assert (web["status"], web["task_state"], web["availability_zone"]) == ("SHUTOFF", "image_snapshot", "az2")
+    cli("sandbox", "set", WEB_1, "--task-state", "")
+    web = next(s for s in json.loads(cli("sandbox", "list", "--json").output) if s["id"] == WEB_1)
+    assert web["task_state"] is None
+
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(b"hello volume" * 1000)
+    assert "wrote 12000 bytes" in cli("sandbox", "write", WEB_1_DATA, "--offset", "512", "--from", str(payload)).output
+    assert "wrote 5 bytes" in cli("sandbox", "write", WEB_1_DATA, "--offset", "0", input=b"stdin").output
+    digest = cli("sandbox", "hash", WEB_1_DATA).output.strip().splitlines()[-1]
+    img = cli.data_dir / "sandbox" / "volumes" / f"{WEB_1_DATA}.img"
+    assert digest == hashlib.sha256(img.read_bytes()).hexdigest()
+    with open(img, "rb") as fh:
+        assert fh.read(5) == b"stdin"
+        fh.seek(512)
+        assert fh.read(12) == b"hello volume"
+
+    assert f"server {WEB_1} deleted" in cli("sandbox", "delete", WEB_1).output
+    assert WEB_1 not in cli("sandbox", "list").output
+    assert f"volume {WEB_1_DATA} deleted" in cli("sandbox", "delete", WEB_1_DATA).output
+    assert not img.exists()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["sandbox", "set", "nope", "--status", "ACTIVE"], "no sandbox server nope"),
+    (["sandbox", "delete", "nope"], "no sandbox server or volume nope"),
+    (["sandbox", "hash", "nope"], "no sandbox volume nope"),
+    (["sandbox", "write", "nope", "--offset", "0"], "no sandbox volume nope"),
+    (["sandbox", "write", WEB_1_DATA, "--offset", str(GIB - 1)], "past its end"),
+    (["sandbox", "load", "/does/not/exist.yaml"], "does not exist"),
+    (["token", "create", "--project", "demo", "--role", "root"], "root"),
+    (["token", "create", "--project", " "], "project id must not be empty"),
+])
+def test_errors_exit_non_zero_with_a_message(cli, args, words):
+    cli("sandbox", "load", str(EXAMPLE_INVENTORY))
+    result = cli(*args, input=b"xx", ok=False)
+    assert result.exit_code != 0
+    assert words in result.output
+
+
+def test_invalid_inventory_file_exits_non_zero(cli, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("projects:\n  p:\n    servers:\n      - {id: s, colour: red}\n")
+    result = cli("sandbox", "load", str(bad), ok=False)
+    assert result.exit_code == 1 and "colour" in result.output
+
+
+def test_token_create_prints_the_token_last_and_stores_only_its_hash(tmp_path):
+    data = tmp_path / "tok"
+    result = CliRunner().invoke(main, ["token", "create", "--project", "demo", "--role", "reader",
+                                       "--data-dir", str(data)])
+    assert result.exit_code == 0, result.output
+    token = result.output.strip().splitlines()[-1]
+    assert len(token) >= 40 and " " not in token
+    stored = b"".join(p.read_bytes() for p in data.iterdir() if p.name.startswith("opencsbs.db"))
+    assert token.encode() not in stored
+    assert hashlib.sha256(token.encode()).hexdigest().encode() in stored
+
+    from opencsbs.auth.local import LocalAuthenticator
+    from opencsbs.config import Settings
+    from opencsbs.runtime import Runtime
+
+    rt = Runtime.from_settings(Settings(data_dir=data))
+    try:
+        principal = LocalAuthenticator(rt.sessions).authenticate(token)
+    finally:
+        rt.close()
+    assert principal.project_id == "demo" and principal.roles == frozenset({"reader"})
+
+
+# --- a real process -----------------------------------------------------------------------------------------
+
+
+def run_cli(*args, data_dir, input=None, env=None):
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCSBS_")}
+    child_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "opencsbs", "--data-dir", str(data_dir), *args],
+                          input=input, capture_output=True, timeout=120, env=child_env)
+
+
+def test_cli_as_a_subprocess(tmp_path):
+    data = tmp_path / "proc"
+    r = run_cli("token", "create", "--project", "demo", "--role", "admin", data_dir=data)
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.decode().strip().splitlines()) == 1, "stdout holds only the token"
+    r = run_cli("sandbox", "load", str(EXAMPLE_INVENTORY), data_dir=data)
+    assert r.returncode == 0 and b"loaded 12 servers, 14 volumes" in r.stdout, r.stderr
+    r = run_cli("sandbox", "set", WEB_1, "--status", "ERROR", data_dir=data)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("sandbox", "write", WEB_1_DATA, "--offset", "1048576", input=b"\x01" * 4096, data_dir=data)
+    assert r.returncode == 0 and b"wrote 4096 bytes" in r.stdout, r.stderr
+    r = run_cli("sandbox", "hash", WEB_1_DATA, data_dir=data)
+    img = data / "sandbox" / "volumes" / f"{WEB_1_DATA}.img"
+    assert r.stdout.decode().strip() == hashlib.sha256(img.read_bytes()).hexdigest()
+    r = run_cli("sandbox", "list", "--json", data_dir=data)
+    web = next(s for s in json.loads(r.stdout) if s["id"] == WEB_1)
+    assert web["status"] == "ERROR"
+    r = run_cli("sandbox", "delete", "nope", data_dir=data)
+    assert r.returncode == 1 and b"no sandbox server or volume nope" in r.stderr
+    r = run_cli("db", "upgrade", data_dir=data)
+    assert r.returncode == 0 and b"newest schema" in r.stdout

@@ -1,0 +1,41 @@
+"""``opencsbs policy ...`` and ``opencsbs scheduler --help`` through click's runner."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from conftest import EXAMPLE_INVENTORY
+from opencsbs.cli import main
+from policy_helpers import WEB1
+
+
+def test_policy_commands(settings):
+    runner = CliRunner()
+    base = ["--data-dir", str(settings.data_dir), "--database-url", settings.db_url]
+
+    def run(*args, ok=True):
+        result = runner.invoke(main, base + list(args), catch_exceptions=False)
+        assert (result.exit_code == 0) == ok, result.output
+        return result.output
+
+    run("sandbox", "load", str(EXAMPLE_INVENTORY))
+    created = json.loads(run("policy", "create", "--project", "demo", "--name", "cli-policy", "--server", WEB1,
+                             "--max-backups", "3"))
+    assert created["status"] == "suspended" and created["resources"][0]["id"] == WEB1
+    assert created["scheduled_operations"][0]["operation_definition"]["max_backups"] == "3"
+    pid = created["id"]
+    assert [p["id"] for p in json.loads(run("policy", "list", "--project", "demo"))] == [pid]
+    assert json.loads(run("policy", "show", "--project", "demo", pid))["name"] == "cli-policy"
+    updated = json.loads(run("policy", "update", "--project", "demo", pid, "--disable", "--name", "renamed"))
+    assert updated["status"] == "disabled" and updated["name"] == "renamed"
+    out = run("policy", "create", "--project", "demo", "--name", "bad", "--pattern", "nonsense", ok=False)
+    assert "CSBS.9001" in out
+    out = run("policy", "create", "--project", "demo", "--name", "renamed", ok=False)
+    assert "CSBS.9007" in out
+    cp = json.loads(run("policy", "run", "--project", "demo", pid))
+    assert cp["status"] == "protecting" and cp["protection_plan"]["id"] == pid
+    assert "deleted" in run("policy", "delete", "--project", "demo", pid)
+    assert "CSBS.3000" in run("policy", "show", "--project", "demo", pid, ok=False)
+    assert "scheduler" in run("scheduler", "--help")
