@@ -35,12 +35,13 @@ def connect(cloud: str):
 
 
 class World:
-    """Servers and volumes of project ``csbs-demo`` (made with its member user) plus admin-side changes."""
+    """Servers and volumes of project ``csbs-demo`` (or the project of ``member_cloud``), made with its member user,
+    plus admin-side changes."""
 
-    def __init__(self, tag: str | None = None):
+    def __init__(self, tag: str | None = None, member_cloud: str = "opencsbs-demo"):
         self.tag = tag or uuid.uuid4().hex[:6]
         self.admin = connect("opencsbs-admin")
-        self.demo = connect("opencsbs-demo")
+        self.demo = connect(member_cloud)
         self.project_id = self.demo.current_project_id
         self.admin_project_id = self.admin.current_project_id
         self.flavor = self.admin.compute.find_flavor("csbs.tiny")

@@ -141,7 +141,7 @@ def test_indexes_list_delete_and_bad_names(env):
 
 def test_restore_without_the_database(env):
     """Only the bank (folder or bucket) survives: a fresh process restores from it alone."""
-    bank = env.open()
+    bank = env.open(fsync=True)
     path = env.image("d.img", os.urandom(7 * MiB) + bytes(2 * MiB))
     env.backup(bank, path, "checkpoints/lost/vb")
     bank.close()

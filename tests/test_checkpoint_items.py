@@ -208,7 +208,10 @@ def test_protect_refusals(demo, runtime):
 
 
 def test_delete_lifecycle(demo, runtime):
+    from engine_helpers import DB1_SYS, MIB, random_bytes, write
+
     client, headers = demo
+    write(runtime, DB1_SYS, 0, random_bytes(5 * MIB, 9))
     item = _backup(client, headers, DB1)
     name = f"checkpoints/{item['checkpoint_id']}/{item['extend_info']['volume_backups'][0]['id']}"
     assert runtime.bank.read_index(name).size > 0
@@ -240,7 +243,10 @@ def test_delete_lifecycle(demo, runtime):
     assert client.delete(base, params={"checkpoint_items": busy["id"]}, headers=headers).status_code == 200
     run_jobs(runtime)
     assert _count(client, headers, status="deleted") == 2
-    assert runtime.bank.list_indexes("checkpoints/") == []  # every index dropped: GC may reclaim the chunks
+    assert runtime.bank.list_indexes("checkpoints/") == []  # every index dropped: GC reclaims the chunks
+    report = runtime.bank.gc(grace_seconds=0)
+    assert report.skipped_reason is None and report.deleted_chunks > 0
+    assert runtime.bank.verify().ok
 
 
 def test_quotas(demo, runtime, make_token):

@@ -166,3 +166,11 @@ def test_workers_killed_at_random_steps(demo, runtime, tmp_path):
         assert session.scalars(select(ResourceLock)).all() == []
     snapshots = runtime.driver.snapshots_dir
     assert not snapshots.exists() or list(snapshots.iterdir()) == []
+
+    # `opencsbs bank gc` reclaims what the killed backups left unreferenced, `opencsbs bank verify` is clean
+    for args in (["bank", "gc", "--grace", "0"], ["bank", "verify"]):
+        done = subprocess.run([sys.executable, "-m", "opencsbs", "--config", str(config), *args],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+    report = runtime.bank.verify()
+    assert report.ok and report.unreferenced_chunks == 0 and report.indexes_checked >= 3

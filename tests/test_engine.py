@@ -148,19 +148,34 @@ def test_snapshot_freezes_writers_and_tracks_changes(runtime, inventory):
         assert reader.read(0, 4) == b"aaaa" and reader.read(8 * MIB, 3) == b"bbb"
         assert reader.allocated_ranges()[0][0] == 0
         assert sum(n for _, n in reader.allocated_ranges()) < 64 * MIB  # holes stay holes
+        # copy-on-write: later writes, and a restore writer, do not change what the snapshot reads
+        write(runtime, WEB1_SYS, 8 * MIB - 2, b"X" * 10)
+        writer = driver.open_volume_writer(ctx, WEB1_SYS)
+        writer.write(0, b"z")
+        writer.write_zeroes(MIB // 2, MIB)
+        writer.flush()
+        writer.close()
+        assert reader.read(8 * MIB - 4, 8) == b"\0\0\0\0bbbb"
+        assert reader.read(0, 4) == b"aaaa" and reader.read(MIB // 2, 4) == b"aaaa"
+        assert reader.read(MIB, 4) == b"\0\0\0\0"
+        assert len(reader.read(sys2.size - 3, 10)) == 3
     finally:
         reader.close()
+    live = driver.open_snapshot(driver.snapshot_server(ctx, WEB1, "snap-live").volume(WEB1_SYS))
+    assert live.read(0, 2) == b"za" and live.read(8 * MIB - 2, 3) == b"XXX"
+    live.close()
+    driver.delete_snapshot(driver.snapshot_server(ctx, WEB1, "snap-live"))
     # a restore writer invalidates the change log: the next incremental reads everything
-    writer = driver.open_volume_writer(ctx, WEB1_SYS)
-    writer.write(0, b"z")
-    writer.write_zeroes(MIB, MIB)
-    writer.flush()
-    writer.close()
-    third = driver.snapshot_server(ctx, WEB1, "snap-3", since={WEB1_SYS: "snap-2"})
+    third = driver.snapshot_server(ctx, WEB1, "snap-3", since={WEB1_SYS: "snap-live"})
+    assert driver.changed_ranges(third.volume(WEB1_SYS)) == []
+    third = driver.snapshot_server(ctx, WEB1, "snap-4", since={WEB1_SYS: "snap-2"})
     assert driver.changed_ranges(third.volume(WEB1_SYS)) is None
     driver.delete_snapshot(first)
     driver.delete_snapshot(first)  # idempotent
     assert not (driver.snapshots_dir / "snap-1").exists()
+    for snap in ("snap-2", "snap-3", "snap-4"):
+        driver.delete_snapshot(driver.snapshot_server(ctx, WEB1, snap))
+    assert not any(vf.cow_dir(runtime.settings.volumes_dir, WEB1_SYS).iterdir())  # no copy-on-write left
     assert driver.power_off(ctx, WEB1) is True and driver.power_off(ctx, WEB1) is False
     driver.power_on(ctx, WEB1)
     from opencsbs.core.errors import CSBSError

@@ -336,3 +336,96 @@ def test_unknown_cloud_entry_answers_503(settings, tmp_path):
     r = _answer_with(settings, "nope", path)
     assert (r.status_code, r.json()["error_code"]) == (503, "CSBS.9999")
     assert "nope" in r.json()["error_msg"]
+
+
+# --- bare-metal servers: a real Ironic with fake hardware ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bare_metal(world):
+    """Two deployed Ironic nodes leased to csbs-demo: one whose instance has a boot and a data volume (volume
+    targets), one without volumes."""
+    require_component(ow.IRONIC, "Ironic not started by scripts/services/openstack.sh")
+    bm = world.admin.baremetal
+    nodes = []
+    try:
+        made = {}
+        for what in ("bms", "bms-novol"):
+            node = bm.create_node(name=world.name(what), driver="fake-hardware", storage_interface="fake",
+                                  lessee=world.project_id)
+            nodes.append(node)
+            made[what] = node
+        boot = world.volume("bms-boot", bootable=True)
+        data = world.volume("bms-data")
+        for index, vol in ((0, boot), (1, data)):
+            bm.create_volume_target(node_id=made["bms"].id, volume_type="iscsi", volume_id=vol.id, boot_index=index)
+        instances = {}
+        for what, node in made.items():
+            bm.set_node_provision_state(node, "manage", wait=True, timeout=120)
+            bm.set_node_provision_state(node, "provide", wait=True, timeout=120)
+            instances[what] = str(uuid.uuid4())
+            bm.update_node(node, instance_id=instances[what],
+                           instance_info={"image_source": "http://127.0.0.1:9292/csbs-stub-image",
+                                          "display_name": world.name(what)})
+            bm.set_node_provision_state(node, "active", wait=True, timeout=120)
+            bm.set_node_power_state(node, "power on", wait=True, timeout=60)
+        world.bms = {"nodes": made, "instances": instances, "boot": boot.id, "data": data.id}
+        yield world
+    finally:
+        for node in nodes:
+            try:
+                bm.unset_node_maintenance(node)
+                bm.update_node(node, instance_id=None)
+                bm.set_node_provision_state(node, "deleted", wait=True, timeout=120)
+            except Exception:  # noqa: BLE001 - still delete it
+                pass
+            try:
+                bm.delete_node(node)
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def _bms_verdicts(client, world, headers):
+    inst = world.bms["instances"]
+    return _verdicts(client, world.project_id, headers, [inst["bms"], inst["bms-novol"]], rtype=BMS)
+
+
+def test_bare_metal_servers_from_ironic(bare_metal, client, make_token, runtime):
+    w = bare_metal
+    inst = w.bms["instances"]
+    headers = {"X-Auth-Token": make_token(w.project_id, "member")}
+    v = _bms_verdicts(client, w, headers)
+    assert v[inst["bms"]] == {"resource_id": inst["bms"], "resource_type": BMS, "result": True}
+    assert v[inst["bms-novol"]]["error_code"] == "CSBS.6007"
+    facts = runtime.driver.get_servers(
+        __import__("opencsbs.clouds.base", fromlist=["CloudContext"]).CloudContext(project_id=w.project_id),
+        [inst["bms"]])[inst["bms"]]
+    assert [(v.id, v.bootable) for v in facts.volumes] == [(w.bms["boot"], True), (w.bms["data"], False)]
+    # the same instance asked as a virtual server: not found (the type must match)
+    r = _check(client, w.project_id, headers, [(inst["bms"], SERVER)])
+    assert r.json()["protectable"][0]["error_code"] == "CSBS.6000"
+    bm = w.admin.baremetal
+    node = w.bms["nodes"]["bms"]
+    bm.set_node_power_state(node, "power off", wait=True, timeout=60)
+    assert _bms_verdicts(client, w, headers)[inst["bms"]]["result"] is True  # stopped: SHUTOFF is fine
+    bm.set_node_maintenance(node, reason="disk replacement")
+    try:
+        v = _bms_verdicts(client, w, headers)[inst["bms"]]
+        assert (v["error_code"], v["error_msg"]) == (
+            "CSBS.6006", f"Server ({inst['bms']}) status (ERROR(maintenance)) is not allowed to protect.")
+    finally:
+        bm.unset_node_maintenance(node)
+        bm.set_node_power_state(node, "power on", wait=True, timeout=60)
+
+
+def test_bare_metal_servers_with_the_callers_token(bare_metal, keystone_client):
+    """The member sees the nodes leased to its project (Ironic's own project scoping)."""
+    client, _rt = keystone_client
+    w = bare_metal
+    inst = w.bms["instances"]
+    v = _bms_verdicts(client, w, {"X-Auth-Token": w.demo.session.get_token()})
+    assert v[inst["bms"]]["result"] is True
+    assert v[inst["bms-novol"]]["error_code"] == "CSBS.6007"
+    # another project's token sees neither
+    v = _verdicts(client, w.admin_project_id, {"X-Auth-Token": w.admin.session.get_token()},
+                  [inst["bms"]], rtype=BMS)
+    assert v[inst["bms"]]["error_code"] == "CSBS.6000"

@@ -332,3 +332,34 @@ def test_update_validation(demo):
                                                                    "provider_id": PROVIDER}}]}
     r = client.put(url, json={"policy": {"resources": [], "description": "now empty"}}, headers=headers)
     assert r.json()["policy"]["resources"] == [] and r.json()["policy"]["description"] == "now empty"
+
+
+def test_update_rebinds_servers_in_order(demo):
+    client, headers = demo
+    p = create(client, headers, body("rebind", resources=(WEB1,))).json()["policy"]
+    url = f"/v1/demo/policies/{p['id']}"
+    both = [{"id": DB1, "type": "OS::Nova::Server", "name": "db"},
+            {"id": WEB1, "type": "OS::Nova::Server", "name": "web", "extra_info": {"k": "v"}}]
+    r = client.put(url, json={"policy": {"resources": both}}, headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["policy"]["resources"] == both
+    assert client.get(url, headers=headers).json()["policy"]["resources"] == both
+
+
+def test_concurrent_creates_bind_a_server_once(demo, runtime):
+    import threading
+
+    client, headers = demo
+    results = []
+
+    def go(i):
+        results.append(create(client, headers, body(f"race{i}", resources=(WEB1,))).json())
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ok = [r for r in results if "policy" in r]
+    assert len(ok) == 1
+    assert sorted(r["error_code"] for r in results if "policy" not in r) == ["CSBS.6004"] * 3

@@ -99,21 +99,21 @@ def test_policy_file_overrides_reach_the_api(settings, inventory, tmp_path):
         rt.close()
 
 
-def test_cli_policy_show_round_trips(tmp_path, monkeypatch):
+def test_cli_rules_show_round_trips(tmp_path, monkeypatch):
     from opencsbs.cli import main
 
     monkeypatch.delenv("OPENCSBS_CONFIG", raising=False)
-    out = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "authz", "show"])
+    out = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "rules", "show"])
     assert out.exit_code == 0, out.output
     f = tmp_path / "p.yaml"
     f.write_text(out.output)
     assert Enforcer.from_file(f).rules == DEFAULT_RULES
     f.write_text('"csbs:tags:write": "role:admin"\n')
     monkeypatch.setenv("OPENCSBS_AUTH__POLICY_FILE", str(f))
-    out = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "authz", "show"])
+    out = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "rules", "show"])
     assert '"csbs:tags:write": "role:admin"' in out.output
     f.write_text('"csbs:tag:write": "role:admin"\n')
-    out = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "authz", "show"])
+    out = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "rules", "show"])
     assert out.exit_code != 0 and "unknown rule" in out.output
 
 

@@ -68,6 +68,8 @@ def test_execute_refusals(demo, runtime):
     pid = create(client, headers, body("web", resources=(WEB1,))).json()["policy"]["id"]
     r = execute(client, headers, pid, resources=[DB1])
     assert r.status_code == 400 and r.json()["error_code"] == "CSBS.9001"
+    r = execute(client, headers, empty, resources=[])
+    assert r.status_code == 500 and r.json()["error_code"] == "CSBS.6032"
     r = execute(client, headers, "00000000-0000-0000-0000-000000000000")
     assert r.status_code == 404 and r.json()["error_code"] == "CSBS.3000"
     r = execute(client, headers, pid, provider="other")

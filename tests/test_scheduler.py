@@ -3,10 +3,10 @@ schedulers on one PostgreSQL firing each slot exactly once, and automatic backup
 
 from __future__ import annotations
 
-import threading
+import multiprocessing
 import uuid
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import select
@@ -131,6 +131,26 @@ def test_disable_and_enable_through_the_api(demo, runtime):
     assert nxt.weekday() in (0, 3) and (nxt.hour, nxt.minute) == (12, 0)
 
 
+def _scheduler_process(pg_url, n, steps, barrier, now, results) -> None:
+    """One scheduler process of the exactly-once test: a pass per step of the shared clock ``now``."""
+    fired: list[str] = []
+    error = None
+    engine = make_engine(pg_url)
+    try:
+        clock = lambda: datetime.fromtimestamp(now.value, timezone.utc).replace(tzinfo=None)  # noqa: E731
+        scheduler = Scheduler(make_sessionmaker(engine), fired.append, clock=clock, name=f"s{n}")
+        for _ in range(steps):
+            barrier.wait(timeout=120)  # the clock moved
+            scheduler.tick()
+            barrier.wait(timeout=120)  # every scheduler finished this pass
+    except BaseException as exc:  # noqa: BLE001 - reported to the test
+        error = repr(exc)
+        barrier.abort()
+    finally:
+        engine.dispose()
+    results.put((n, fired, error))
+
+
 @pytest.fixture
 def pg_url():
     """A fresh PostgreSQL database at the newest schema (whatever OPENCSBS_TEST_DB says)."""
@@ -171,37 +191,38 @@ def test_three_schedulers_on_postgresql_fire_each_slot_exactly_once(pg_url, tmp_
     finally:
         runtime.close()
 
-    clock = Clock(T0)
-    steps = 7 * 24 * 2  # a week in half hours
-    barrier = threading.Barrier(4)
-    engines = [make_engine(pg_url) for _ in range(3)]
-    fired_by: list[list[str]] = [[] for _ in range(3)]
-    errors: list[BaseException] = []
-
-    def loop(n: int) -> None:
-        scheduler = Scheduler(make_sessionmaker(engines[n]), fired_by[n].append, clock=clock, name=f"s{n}")
-        try:
-            for _ in range(steps):
-                barrier.wait(timeout=60)  # the clock moved
-                scheduler.tick()
-                barrier.wait(timeout=60)  # every scheduler finished this pass
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-            barrier.abort()
-
-    threads = [threading.Thread(target=loop, args=(n,)) for n in range(3)]
-    for t in threads:
-        t.start()
+    # three scheduler processes, each with its own connections, stepping one shared clock through a week in
+    # half hours; each step every process runs one pass at the same clock time
+    ctx = multiprocessing.get_context("fork")
+    steps = 7 * 24 * 2
+    barrier = ctx.Barrier(4)
+    now = ctx.Value("d", T0.replace(tzinfo=timezone.utc).timestamp())
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_scheduler_process, args=(pg_url, n, steps, barrier, now, results))
+             for n in range(3)]
+    for proc in procs:
+        proc.start()
     try:
-        for _ in range(steps):
-            clock.now += timedelta(minutes=30)
-            barrier.wait(timeout=60)
-            barrier.wait(timeout=60)
+        for step in range(1, steps + 1):
+            now.value = (T0 + timedelta(minutes=30 * step)).replace(tzinfo=timezone.utc).timestamp()
+            barrier.wait(timeout=120)
+            barrier.wait(timeout=120)
+        fired_by = [[] for _ in range(3)]
+        errors = []
+        for _ in procs:
+            n, fired, error = results.get(timeout=120)
+            fired_by[n] = fired
+            if error:
+                errors.append(error)
     finally:
-        for t in threads:
-            t.join(60)
+        for proc in procs:
+            proc.join(30)
+            if proc.is_alive():
+                proc.kill()
     assert not errors, errors
+    assert all(proc.exitcode == 0 for proc in procs)
 
+    engines = [make_engine(pg_url)]
     sessions = make_sessionmaker(engines[0])
     with sessions() as session:
         runs = list(session.scalars(select(PolicyRun)))

@@ -54,6 +54,10 @@ clouds:
     auth: {auth_url: "http://127.0.0.1:5000/v3", username: csbs-demo, password: s3cret, project_name: csbs-demo,
            user_domain_id: default, project_domain_id: default}
     region_name: RegionOne
+  opencsbs-bench:
+    auth: {auth_url: "http://127.0.0.1:5000/v3", username: csbs-demo, password: s3cret, project_name: csbs-bench,
+           user_domain_id: default, project_domain_id: default}
+    region_name: RegionOne
 YAML
   cat > "$ENV_FILE" <<ENV
 export OPENCSBS_TEST_OS_CLOUDS_YAML=$OSW/clouds.yaml
@@ -92,7 +96,13 @@ svc() {  # name command...   (own process group, so stop can signal the whole tr
 
 start() {
   if healthy; then write_env; ts "already running"; return 0; fi
+  if [ "$(id -u)" != 0 ]; then echo "openstack.sh: needs root (su postgres for its PostgreSQL cluster)" >&2; exit 1; fi
   [ -e "$S" ] && stop
+  if [ -z "$PGBIN" ] || ! command -v psql >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null; }
+    PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  fi
   [ -n "$PGBIN" ] || { echo "PostgreSQL server binaries not found (apt-get install postgresql)" >&2; exit 1; }
   command -v psql >/dev/null || { echo "psql not found" >&2; exit 1; }
   "$CONF/install-venvs.sh" "$VENVS"

@@ -306,19 +306,19 @@ def token_create(ctx: Ctx, project: str, role: str, user: str | None, data_dir_o
     click.echo(value)
 
 
-# --- authorization rules ----------------------------------------------------------------------------------
+# --- authorization rules ------------------------------------------------------------------------------------
 
 
 @main.group()
-def authz() -> None:
-    """API authorization rules: who may call which operation (auth.policy_file, docs/keystone.md)."""
+def rules() -> None:
+    """API authorization rules (auth.policy_file). Backup policies are ``opencsbs policy``."""
 
 
-@authz.command("show")
+@rules.command("show")
 @config_option
 @click.option("--defaults", is_flag=True, help="the built-in defaults, ignoring auth.policy_file")
 @pass_ctx
-def authz_show(ctx: Ctx, defaults: bool) -> None:
+def rules_show(ctx: Ctx, defaults: bool) -> None:
     """Print the effective rules as a policy file (YAML)."""
     from opencsbs.auth.policy import Enforcer, PolicyFileError, render_rules
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +20,9 @@ from opencsbs import PROVIDER_ID
 class AuthSettings(BaseModel):
     """``mode``: ``local`` (tokens made by ``opencsbs token create``) or ``keystone``."""
 
+    #: ``local``: tokens made by ``opencsbs token create``; ``keystone``: tokens validated by Keystone
     mode: Literal["local", "keystone"] = "local"
+    #: Keystone's identity URL (keystone mode), e.g. ``http://127.0.0.1:5000/v3``
     keystone_url: str | None = None
     #: service credentials for validating tokens (keystone mode)
     service_username: str | None = None
@@ -40,6 +43,7 @@ class AuthSettings(BaseModel):
 class CloudSettings(BaseModel):
     """``driver``: ``sandbox`` (built in), ``libvirt`` or ``openstack``."""
 
+    #: ``sandbox`` (built in), ``libvirt`` or ``openstack``
     driver: Literal["sandbox", "libvirt", "openstack"] = "sandbox"
     #: sandbox: YAML inventory loaded at start-up (see examples/sandbox.yaml)
     inventory: Path | None = None
@@ -77,6 +81,7 @@ class BankSettings(BaseModel):
 
     backend: Literal["local", "s3"] = "local"
     path: Path | None = None  # local: default <data_dir>/bank
+    #: s3: endpoint URL, bucket, credentials, region and key prefix of the bank
     s3_endpoint: str | None = None
     s3_bucket: str = "opencsbs"
     s3_access_key: str | None = None
@@ -85,10 +90,11 @@ class BankSettings(BaseModel):
     s3_prefix: str = ""
     #: AES-256-GCM key file (32 raw bytes or 64 hex chars); None disables encryption
     encryption_key_file: Path | None = None
+    #: zstd level of stored chunks
     compression_level: int = 1
     #: worker threads hashing/compressing chunks (S3 uses at least 8 for its network waits)
     threads: int = 2
-    #: local backend: fsync every object before it gets its name (durable across power loss)
+    #: local backend: make new chunks, and each index, durable (fsync) before the index is written
     fsync: bool = True
 
 
@@ -128,12 +134,17 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="OPENCSBS_", env_nested_delimiter="__", extra="ignore")
 
+    #: listen address of ``opencsbs serve``
     host: str = "127.0.0.1"
+    #: listen port of ``opencsbs serve``
     port: int = 8799
+    #: state directory: SQLite database, local bank, sandbox volume files
     data_dir: Path = Path(os.path.expanduser("~/.local/share/opencsbs"))
     #: SQLAlchemy URL; default ``sqlite:///<data_dir>/opencsbs.db``
     database_url: str | None = None
+    #: the one backup provider's id (the reference fixes it for CSBS)
     provider_id: str = PROVIDER_ID
+    #: region reported in documents that name one
     region: str = "RegionOne"
     #: most items one check_protectable / check_restorable request may carry
     batch_limit: int = 1000
@@ -157,8 +168,10 @@ class Settings(BaseSettings):
     policy_quota: int = 32
     #: most servers bound to one policy (user guide: 64)
     policy_max_resources: int = 64
+    #: PEM certificate and key: ``serve`` speaks HTTPS when both are set
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: uvicorn/log level: critical, error, warning, info, debug
     log_level: str = "info"
 
     auth: AuthSettings = Field(default_factory=AuthSettings)
@@ -194,14 +207,18 @@ class Settings(BaseSettings):
         return self.bank.path or self.data_dir / "bank"
 
 
+_CONFIG_FILE: ContextVar[str | None] = ContextVar("opencsbs_config_file", default=None)
+
+
 class _YamlFileSource(PydanticBaseSettingsSource):
-    """Reads the YAML file named by ``OPENCSBS_CONFIG`` (set by ``--config``)."""
+    """Reads the YAML file given to :func:`load_settings` (``--config``), else the one named by
+    ``OPENCSBS_CONFIG``."""
 
     def get_field_value(self, field, field_name):  # pragma: no cover - unused by __call__
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        path = os.environ.get("OPENCSBS_CONFIG")
+        path = _CONFIG_FILE.get() or os.environ.get("OPENCSBS_CONFIG")
         if not path:
             return {}
         with open(path, encoding="utf-8") as fh:
@@ -214,7 +231,11 @@ class _YamlFileSource(PydanticBaseSettingsSource):
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
     """Settings from ``config_file`` (or ``$OPENCSBS_CONFIG``), the environment and ``overrides``
     (None values in ``overrides`` are ignored)."""
-    if config_file is not None:
-        os.environ["OPENCSBS_CONFIG"] = str(config_file)
     clean = {k: v for k, v in overrides.items() if v is not None}
-    return Settings(**clean)
+    # The file is handed to the YAML source through a context variable, not the process environment, so one
+    # call's --config never leaks into later settings of the same process.
+    token = _CONFIG_FILE.set(str(config_file) if config_file is not None else None)
+    try:
+        return Settings(**clean)
+    finally:
+        _CONFIG_FILE.reset(token)

@@ -4,9 +4,10 @@ Creates: project ``service`` with users nova/cinder/placement/ironic (roles admi
 token to Cinder, and keystonemiddleware requires the ``service`` role on it); the opencsbs service user
 ``opencsbs`` (roles admin + service in project ``service``: it lists servers and volumes of every project and
 validates tokens); project
-``csbs-demo`` with user ``csbs-demo`` (role member: the token pass-through mode); the catalog (compute, volumev3,
+``csbs-demo`` with user ``csbs-demo`` (role member: the token pass-through mode; also member of ``csbs-bench``, the
+benchmark's project); the catalog (compute, volumev3,
 block-storage, placement, network and image (stubs.py), baremetal); the flavor ``csbs.tiny``, volume types
-``multiattach`` (extra spec multiattach), ``ssd`` and ``dss``, unlimited quotas for ``csbs-demo`` and ``admin``, and host aggregates: AZ ``az1`` = ci-host, AZ
+``multiattach`` (extra spec multiattach), ``ssd`` and ``dss``, unlimited quotas for ``csbs-demo``, ``csbs-bench`` and ``admin``, and host aggregates: AZ ``az1`` = ci-host, AZ
 ``az-nobackup`` = ci-host-2.
 
     python bootstrap.py identity      # before the nova services start (they read the catalog once)
@@ -32,6 +33,7 @@ def identity(conn):
     idn = conn.identity
     service = idn.find_project("service") or idn.create_project(name="service", domain_id="default")
     demo = idn.find_project("csbs-demo") or idn.create_project(name="csbs-demo", domain_id="default")
+    bench = idn.find_project("csbs-bench") or idn.create_project(name="csbs-bench", domain_id="default")
     admin_role = idn.find_role("admin")
     member_role = idn.find_role("member") or idn.create_role(name="member")
     svc_role = idn.find_role("service") or idn.create_role(name="service")
@@ -47,7 +49,9 @@ def identity(conn):
     opencsbs = user("opencsbs", service)
     for role in (admin_role, svc_role):  # admin: list every project's servers; service: validate tokens
         idn.assign_project_role_to_user(service, opencsbs, role)
-    idn.assign_project_role_to_user(demo, user("csbs-demo", demo), member_role)
+    member = user("csbs-demo", demo)
+    idn.assign_project_role_to_user(demo, member, member_role)
+    idn.assign_project_role_to_user(bench, member, member_role)
     for name, typ, url in (("cinderv3", "volumev3", "http://127.0.0.1:8776/v3/$(project_id)s"),
                            ("cinder", "block-storage", "http://127.0.0.1:8776/v3/$(project_id)s"),
                            ("nova", "compute", "http://127.0.0.1:8774/v2.1"),
@@ -74,7 +78,7 @@ def fixtures(conn):
         if name not in types:
             bs.create_type(name=name)
     # no quota in the way of tests and benchmarks that make many servers and volumes
-    for project in ("csbs-demo", "admin"):
+    for project in ("csbs-demo", "csbs-bench", "admin"):
         pid = conn.identity.find_project(project).id
         conn.set_compute_quotas(pid, instances=-1, cores=-1, ram=-1)
         conn.set_volume_quotas(pid, volumes=-1, gigabytes=-1, snapshots=-1)

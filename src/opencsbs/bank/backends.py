@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from opencsbs.bank._writeback import start_writeback
 from opencsbs.bank.errors import BankConfigError, BankError, ObjectNotFound
 
 TMP_PREFIX = ".tmp-"
@@ -34,9 +35,13 @@ class ObjectStore:
     #: a human-readable location, for reports
     location: str = ""
 
-    def put(self, key: str, data: bytes) -> None:
-        """Store ``data`` under ``key`` atomically (replacing any old object)."""
+    def put(self, key: str, data: bytes, sync: bool = True) -> None:
+        """Store ``data`` under ``key`` atomically (replacing any old object). ``sync=False`` lets a backend
+        defer durability until :meth:`sync` is called for the key."""
         raise BankError("backend does not implement put")  # pragma: no cover
+
+    def sync(self, keys: list[str]) -> None:
+        """Make the objects ``keys``, stored with ``sync=False``, durable (no-op where every put is)."""
 
     def get(self, key: str) -> bytes:
         """The object's bytes; raises :class:`ObjectNotFound`."""
@@ -79,7 +84,7 @@ class LocalStore(ObjectStore):
     def _path(self, key: str) -> Path:
         return self.root / key
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, sync: bool = True) -> None:
         path = self._path(key)
         parent = str(path.parent)
         if parent not in self._made:
@@ -92,14 +97,43 @@ class LocalStore(ObjectStore):
             while view:
                 n = os.write(fd, view)
                 view = view[n:]
-            if self.fsync:
+            if self.fsync and sync:
                 os.fsync(fd)
+            elif self.fsync:
+                start_writeback(fd)  # the later sync() then finds it (mostly) on disk
         except BaseException:
             os.close(fd)
             os.unlink(tmp)
             raise
         os.close(fd)
         os.replace(tmp, path)
+        if self.fsync and sync:
+            self._fsync_dir(parent)
+
+    @staticmethod
+    def _fsync_dir(path: str) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def sync(self, keys: list[str]) -> None:
+        """fsync the files (their data was written with ``sync=False``; the kernel has been writing it back
+        meanwhile), then their folders (the renames)."""
+        if not self.fsync:
+            return
+        dirs = set()
+        for key in keys:
+            path = self._path(key)
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            dirs.add(str(path.parent))
+        for d in dirs:
+            self._fsync_dir(d)
 
     def get(self, key: str) -> bytes:
         try:
@@ -212,7 +246,7 @@ class S3Store(ObjectStore):
         code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
         return code in ("404", "NoSuchKey", "NotFound")
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, sync: bool = True) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=data)
 
     def get(self, key: str) -> bytes:

@@ -20,8 +20,6 @@ from pathlib import Path
 
 import zstandard
 from blake3 import blake3
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from opencsbs.bank.errors import BankConfigError, ChunkDamaged
 
@@ -31,6 +29,7 @@ F_ZSTD = 1
 F_AESGCM = 2
 NONCE_LEN = 12
 HEADER_LEN = 5
+_SAMPLE = 64 << 10
 
 _ENC_CONTEXT = "opencsbs bank v1 chunk and index encryption"
 _MAC_CONTEXT = "opencsbs bank v1 keyed chunk address"
@@ -68,6 +67,8 @@ class Codec:
         self.level = level
         self._tls = threading.local()
         if key is not None:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # only encrypted banks pay its import
+
             if len(key) != 32:
                 raise BankConfigError("the bank key must be 32 bytes")
             self._mac_key = blake3(key, derive_key_context=_MAC_CONTEXT).digest()
@@ -111,11 +112,18 @@ class Codec:
         flags = 0
         payload: bytes = data
         if compress:
-            packed = self._cctx().compress(data)
-            # incompressible data (random, already compressed) is kept raw: restores skip a useless pass
-            if len(packed) < len(data) - len(data) // 32:
-                payload = packed
-                flags |= F_ZSTD
+            cctx = self._cctx()
+            # incompressible data (random, already compressed) is kept raw: three 64 KiB samples (start,
+            # middle, end) tell, so such chunks cost no compression pass on backup and none on restore
+            n = len(data)
+            worth = n <= _SAMPLE * 8 or any(
+                len(cctx.compress(data[o:o + _SAMPLE])) < _SAMPLE - _SAMPLE // 32
+                for o in (0, (n // 2) - _SAMPLE // 2, n - _SAMPLE))
+            if worth:
+                packed = cctx.compress(data)
+                if len(packed) < len(data) - len(data) // 32:
+                    payload = packed
+                    flags |= F_ZSTD
         if self._aead is not None:
             flags |= F_AESGCM
             header = magic + bytes([flags])
@@ -134,6 +142,8 @@ class Codec:
                 raise ChunkDamaged(name, "encrypted, but the bank is opened without a key")
             if len(payload) < NONCE_LEN + 16:
                 raise ChunkDamaged(name, "truncated ciphertext")
+            from cryptography.exceptions import InvalidTag
+
             try:
                 payload = self._aead.decrypt(bytes(payload[:NONCE_LEN]), bytes(payload[NONCE_LEN:]), header + bind)
             except InvalidTag:

@@ -11,11 +11,13 @@ import errno
 import os
 import stat
 
+from opencsbs.bank._writeback import start_writeback
 from opencsbs.core.blocks import Range
 
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
 _ZERO_BLOCK = bytes(4 << 20)
+_WRITEBACK_MIN = 1 << 20
 
 try:  # fallocate(2) with PUNCH_HOLE is not in the os module
     _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -124,6 +126,8 @@ class FileBlockWriter:
             view = view[n:]
             pos += n
         self._high = max(self._high, pos)
+        if len(data) >= _WRITEBACK_MIN:
+            start_writeback(self._fd, offset, len(data))  # overlap disk writes with the rest of the restore
 
     def write_zeroes(self, offset: int, length: int) -> None:
         length = max(0, min(length, self.size - offset))

@@ -215,6 +215,7 @@ class _BackupContext:
     def __init__(self, known: set[str], lease_time: float):
         self.known = known
         self.lease_time = lease_time
+        self.new_keys: list[str] = []
         self._lock = threading.Lock()
         self._claims: dict[str, threading.Event] = {}
 
@@ -350,7 +351,8 @@ class Bank:
         key = f"leases/{lease_id}.json"
         doc = {"index": index_name, "base_index": base_index, "host": socket.gethostname(), "pid": os.getpid(),
                "started_at": _utcnow_iso()}
-        self.store.put(key, json.dumps(doc).encode())
+        # a lease only matters while its process lives: visible is enough, durable is not needed
+        self.store.put(key, json.dumps(doc).encode(), sync=False)
         info = self.store.head(key)
         return key, (info.mtime if info else time.time())
 
@@ -468,6 +470,11 @@ class Bank:
                         if self.store.head(chunk_key(a)) is None]
                 if gone:
                     raise ChunkMissing(chunk_key(gone[0]))
+            # the new chunks reach stable storage before the index that references them
+            keys = ctx.new_keys
+            step = max(1, -(-len(keys) // self.workers))
+            for fut in [pool.submit(self.store.sync, keys[i:i + step]) for i in range(0, len(keys), step)]:
+                fut.result()
             stats.seconds = time.monotonic() - started
             idx = VolumeIndex(name=index_name, size=size, chunk_size=cs, chunks=chunks,
                               volume_hash=vhash.hexdigest(), hash=self.codec.hash_name, created_at=_utcnow_iso(),
@@ -520,7 +527,8 @@ class Bank:
                     ctx.known.add(addr)
                     return ("reused", digest, 0, 0)
             blob = self.codec.encode_chunk(digest, data)
-            self.store.put(key, blob)
+            self.store.put(key, blob, sync=False)  # made durable in one pass before the index is written
+            ctx.new_keys.append(key)
             ctx.known.add(addr)
             return ("new", digest, len(blob), len(data))
         finally:
@@ -639,7 +647,7 @@ class Bank:
         report = GCReport()
         marker = f"gc/running/{uuid.uuid4().hex}"
         self.store.put(marker, json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                                           "started_at": _utcnow_iso()}).encode())
+                                           "started_at": _utcnow_iso()}).encode(), sync=False)
         try:
             info = self.store.head(marker)
             t0 = info.mtime if info else time.time()
@@ -669,7 +677,7 @@ class Bank:
                 self._sweep(marked, cutoff, report)
                 report.temporary_removed = self.store.cleanup_temporary(min(cutoff, time.time() - SAFETY))
         finally:
-            self.store.put("gc/finished", json.dumps({"finished_at": _utcnow_iso()}).encode())
+            self.store.put("gc/finished", json.dumps({"finished_at": _utcnow_iso()}).encode(), sync=False)
             self.store.delete(marker)
         report.seconds = time.monotonic() - started
         return report

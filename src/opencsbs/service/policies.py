@@ -159,10 +159,10 @@ def _check_resources(runtime: Runtime, principal: Principal, project_id: str, re
     from opencsbs.service.protection import check_protectable
 
     verdicts = check_protectable(runtime, principal, project_id, [(r["id"], r["type"]) for r in resources])
+    refused = {codes.TYPE_NOT_PROTECTABLE.code, codes.SERVER_NOT_FOUND.code, codes.SERVER_TERMINATED.code}
     for v in verdicts:
-        if v.error_code in (codes.TYPE_NOT_PROTECTABLE.code, codes.SERVER_NOT_FOUND.code, codes.SERVER_TERMINATED.code):
-            code = {c.code: c for c in (codes.TYPE_NOT_PROTECTABLE, codes.SERVER_NOT_FOUND, codes.SERVER_TERMINATED)}
-            raise CSBSError(code[v.error_code], message=v.error_msg)
+        if v.error_code in refused:
+            raise CSBSError(codes.lookup(v.error_code), message=v.error_msg)
 
 
 def _bind_resources(session: Session, policy: Policy, resources: list[dict]) -> None:

@@ -79,7 +79,7 @@ def execute(
         policy = find_policy(session, principal, project_id, policy_id)
         bound = [(r.resource_id, r.resource_type, r.name) for r in policy.resources]
         tags = load_tags(session, POLICY_KIND, [policy.id])[policy.id]
-    if resources is not None:
+    if resources:  # None or [] = every server of the policy
         wanted = list(dict.fromkeys(resources))
         known = {rid for rid, _, _ in bound}
         unknown = [rid for rid in wanted if rid not in known]

@@ -6,18 +6,28 @@ Cost per batch, whatever its size: one driver ``get_servers`` call, one query fo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from opencsbs.auth.base import Principal
 from opencsbs.clouds.base import CloudContext
 from opencsbs.core.facts import ProtectionState
 from opencsbs.core.protectable import Verdict, check_many
+from opencsbs.db.base import RawQuery, in_ids
 from opencsbs.db.models import Policy, PolicyResource, ResourceLock
 from opencsbs.runtime import Runtime
 
-_IN_CHUNK = 900
+
+#: running jobs and policy bindings of a batch (ids as one JSON array; see db.base.in_ids / RawQuery)
+_LOCKS = RawQuery(lambda d: select(ResourceLock.resource_id, ResourceLock.operation).where(
+    in_ids(ResourceLock.resource_id, bindparam("ids"), d)))
+_BINDINGS = RawQuery(lambda d: (
+    select(PolicyResource.resource_id, Policy.id, Policy.name)
+    .join(Policy, Policy.id == PolicyResource.policy_id)
+    .where(in_ids(PolicyResource.resource_id, bindparam("ids"), d))
+))
 
 
 def protection_states(runtime: Runtime, resource_ids: Sequence[str]) -> dict[str, ProtectionState]:
@@ -25,18 +35,15 @@ def protection_states(runtime: Runtime, resource_ids: Sequence[str]) -> dict[str
     ids = list(dict.fromkeys(resource_ids))
     busy: dict[str, str] = {}
     bound: dict[str, tuple[str, str]] = {}
+    if not ids:
+        return {}
+    payload = json.dumps(ids)
     with runtime.sessions() as session:
-        for start in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[start : start + _IN_CHUNK]
-            for lock in session.scalars(select(ResourceLock).where(ResourceLock.resource_id.in_(chunk))):
-                busy[lock.resource_id] = lock.operation
-            rows = session.execute(
-                select(PolicyResource.resource_id, Policy.id, Policy.name)
-                .join(Policy, Policy.id == PolicyResource.policy_id)
-                .where(PolicyResource.resource_id.in_(chunk))
-            )
-            for rid, pid, pname in rows:
-                bound[rid] = (pid, pname)
+        conn = session.connection()
+        for rid, operation in _LOCKS.rows(conn, ids=payload):
+            busy[rid] = operation
+        for rid, pid, pname in _BINDINGS.rows(conn, ids=payload):
+            bound[rid] = (pid, pname)
     states = {}
     for rid in set(busy) | set(bound):
         pid, pname = bound.get(rid, (None, None))

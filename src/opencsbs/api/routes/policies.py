@@ -11,7 +11,14 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from opencsbs.api.deps import Caller, check_provider, project_caller
 from opencsbs.api.schemas.common import ERRORS, MAX_QUERY_INT
-from opencsbs.api.schemas.policies import CheckpointCreateRequest, PolicyCreateRequest, PolicyUpdateRequest
+from opencsbs.api.schemas.backups import CheckpointEnvelope
+from opencsbs.api.schemas.policies import (
+    CheckpointCreateRequest,
+    PolicyCreateRequest,
+    PolicyEnvelope,
+    PolicyList,
+    PolicyUpdateRequest,
+)
 from opencsbs.core.errors import invalid
 from opencsbs.service import policies, policy_runs
 
@@ -20,7 +27,8 @@ router = APIRouter(tags=["policies"], responses=ERRORS)
 PolicyId = Path(..., min_length=1, max_length=64, description="Backup policy ID")
 
 
-@router.post("/v1/{project_id}/policies", summary="Create a backup policy")
+@router.post("/v1/{project_id}/policies", response_model=PolicyEnvelope, response_model_exclude_unset=True,
+             summary="Create a backup policy")
 def create_policy(body: PolicyCreateRequest, caller: Caller = Depends(project_caller)) -> dict:
     """200 ``{"policy": policy_resp}`` (status ``suspended``; numbers of ``operation_definition`` as strings)."""
     caller.enforce("csbs:policies:write")
@@ -39,7 +47,8 @@ def _bool(value: str | None, name: str) -> bool:
     raise invalid(f"Invalid request parameters: {name} must be true or false")
 
 
-@router.get("/v1/{project_id}/policies", summary="List backup policies")
+@router.get("/v1/{project_id}/policies", response_model=PolicyList, response_model_exclude_unset=True,
+            summary="List backup policies")
 def list_policies(
     request: Request,
     caller: Caller = Depends(project_caller),
@@ -66,14 +75,16 @@ def list_policies(
     return body
 
 
-@router.get("/v1/{project_id}/policies/{policy_id}", summary="Show a backup policy")
+@router.get("/v1/{project_id}/policies/{policy_id}", response_model=PolicyEnvelope,
+            response_model_exclude_unset=True, summary="Show a backup policy")
 def show_policy(policy_id: str = PolicyId, caller: Caller = Depends(project_caller)) -> dict:
     """``{"policy": policy_resp}``; 404 CSBS.3000 when unknown."""
     caller.enforce("csbs:policies:read")
     return {"policy": policies.show_policy(caller.runtime, caller.principal, caller.project_id, policy_id)}
 
 
-@router.put("/v1/{project_id}/policies/{policy_id}", summary="Update a backup policy")
+@router.put("/v1/{project_id}/policies/{policy_id}", response_model=PolicyEnvelope,
+            response_model_exclude_unset=True, summary="Update a backup policy")
 def update_policy(body: PolicyUpdateRequest, policy_id: str = PolicyId,
                   caller: Caller = Depends(project_caller)) -> dict:
     """200 ``{"policy": policy_resp}`` with the fields given changed."""
@@ -82,7 +93,8 @@ def update_policy(body: PolicyUpdateRequest, policy_id: str = PolicyId,
     return {"policy": policies.update_policy(caller.runtime, caller.principal, caller.project_id, policy_id, spec)}
 
 
-@router.delete("/v1/{project_id}/policies/{policy_id}", summary="Delete a backup policy")
+@router.delete("/v1/{project_id}/policies/{policy_id}", response_class=Response,
+               summary="Delete a backup policy")
 def delete_policy(policy_id: str = PolicyId, caller: Caller = Depends(project_caller)) -> Response:
     """200 with an empty body; the policy's backups stay."""
     caller.enforce("csbs:policies:write")
@@ -90,7 +102,8 @@ def delete_policy(policy_id: str = PolicyId, caller: Caller = Depends(project_ca
     return Response(status_code=200)
 
 
-@router.post("/v1/{project_id}/providers/{provider_id}/checkpoints", summary="Execute a backup policy")
+@router.post("/v1/{project_id}/providers/{provider_id}/checkpoints", response_model=CheckpointEnvelope,
+             summary="Execute a backup policy")
 def execute_policy(body: CheckpointCreateRequest, _provider: str = Depends(check_provider),
                    caller: Caller = Depends(project_caller)) -> dict:
     """200 ``{"checkpoint": checkpoint_resp}`` (status ``protecting``). Refusals: CSBS.3000, 1001, 6030, 2004,

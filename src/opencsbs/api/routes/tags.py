@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Depends, Path, Response
 
 from opencsbs.api.deps import Caller, project_caller
 from opencsbs.api.schemas.common import ERRORS
+from opencsbs.api.schemas.policies import ProjectTagsResp, TagListResp, TagQueryResp
 from opencsbs.core.errors import invalid
 from opencsbs.service import tags
 
@@ -25,17 +26,20 @@ def _register(prefix: str, kind: str) -> None:
     base = "/v1/{project_id}/" + prefix
     noun = "backup policy" if kind == tags.POLICY else "backup"
 
-    @router.get(base + "/tags", summary=f"Query the {noun} tags of a project", name=f"{kind}_project_tags")
+    @router.get(base + "/tags", response_model=ProjectTagsResp, summary=f"Query the {noun} tags of a project",
+                name=f"{kind}_project_tags")
     def project_tags(caller: Caller = Depends(project_caller)) -> dict:
         caller.enforce("csbs:tags:read")
         return tags.project_tags(caller.runtime, caller.project_id, kind)
 
-    @router.post(base + "/resource_instances/action", summary=f"Query {noun}s by tag", name=f"{kind}_query")
+    @router.post(base + "/resource_instances/action", response_model=TagQueryResp, response_model_exclude_unset=True,
+                 summary=f"Query {noun}s by tag", name=f"{kind}_query")
     def query(body: dict = Body(...), caller: Caller = Depends(project_caller)) -> dict:
         caller.enforce("csbs:tags:read")
         return tags.query(caller.runtime, caller.project_id, kind, body)
 
-    @router.get(base + "/{resource_id}/tags", summary=f"Query the tags of a {noun}", name=f"{kind}_tags")
+    @router.get(base + "/{resource_id}/tags", response_model=TagListResp, summary=f"Query the tags of a {noun}",
+                name=f"{kind}_tags")
     def resource_tags(resource_id: str = ResourceId, caller: Caller = Depends(project_caller)) -> dict:
         caller.enforce("csbs:tags:read")
         return tags.resource_tags(caller.runtime, caller.project_id, kind, resource_id)

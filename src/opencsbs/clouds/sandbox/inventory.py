@@ -36,7 +36,7 @@ import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from opencsbs.clouds.sandbox.volumes import changes_dir, change_log, record_change, volume_file
+from opencsbs.clouds.sandbox.volumes import changes_dir, change_log, cow_dir, record_change, volume_file, write_at
 from opencsbs.core.facts import BAREMETAL_SERVER, SERVER
 from opencsbs.db.base import new_id
 from opencsbs.db.models import SandboxAttachment, SandboxServer, SandboxVolume
@@ -227,6 +227,7 @@ def delete_resource(session: Session, resource_id: str, volumes_dir: Path) -> st
         volume_file(volumes_dir, resource_id).unlink(missing_ok=True)
         change_log(volumes_dir, resource_id).unlink(missing_ok=True)
         shutil.rmtree(changes_dir(volumes_dir, resource_id), ignore_errors=True)
+        shutil.rmtree(cow_dir(volumes_dir, resource_id), ignore_errors=True)
         return "volume"
     raise InventoryError(f"no sandbox server or volume {resource_id}")
 
@@ -234,8 +235,9 @@ def delete_resource(session: Session, resource_id: str, volumes_dir: Path) -> st
 def write_volume(volumes_dir: Path, volume: SandboxVolume, offset: int, source: BinaryIO) -> int:
     """Copy ``source`` into the volume at byte ``offset``. Returns bytes written.
 
-    Holds the volume's shared lock while writing (a snapshot in progress makes it wait) and records the written
-    range for change tracking. Raises :class:`InventoryError` if the data would run past the volume's end.
+    Holds the volume's exclusive lock while writing (a snapshot being taken makes it wait), copies the old bytes
+    into live snapshots first and records the written range for change tracking. Raises :class:`InventoryError`
+    if the data would run past the volume's end.
     """
     path = ensure_volume_file(volumes_dir, volume)
     size = volume.size_gb * GIB
@@ -243,18 +245,15 @@ def write_volume(volumes_dir: Path, volume: SandboxVolume, offset: int, source: 
         raise InventoryError(f"volume {volume.id}: offset must not be negative")
     written = 0
     with open(path, "r+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_SH)
-        fh.seek(offset)
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         while True:
             block = source.read(4 * 1024 * 1024)
             if not block:
                 break
             if offset + written + len(block) > size:
                 raise InventoryError(f"volume {volume.id}: write past its end ({size} bytes)")
-            fh.write(block)
-            record_change(volumes_dir, volume.id, offset + written, len(block))
+            write_at(volumes_dir, volume.id, fh.fileno(), offset + written, block)
             written += len(block)
-        fh.flush()
         os.fsync(fh.fileno())
     return written
 

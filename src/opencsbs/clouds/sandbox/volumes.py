@@ -3,8 +3,14 @@
 A volume's bytes live in the sparse file ``<volumes_dir>/<volume_id>.img``.
 
 - **Locking** (``flock`` on the volume file itself, so it works across threads and processes): writers
-  (``opencsbs sandbox write``, restores) hold a shared lock while they write; a snapshot holds an exclusive lock
-  on every disk of the server while it copies them, so writers wait and all disks are captured at one instant.
+  (``opencsbs sandbox write``, restores), snapshot readers (per read) and snapshot creation hold the exclusive
+  lock; a snapshot takes it on every disk of the server at once, so all disks are captured at one instant.
+- **Snapshots are copy-on-write**: taking one only registers it (``cow/<volume_id>/<name>`` points at the
+  snapshot folder, which holds ``<volume_id>.cow``, sparse, and ``<volume_id>.map``, the saved ranges). Before a
+  writer changes a range of a volume, the range's old bytes are copied into the ``.cow`` file of every snapshot
+  registered on the volume that has not saved them yet, then the range is appended to its ``.map``. A snapshot
+  reader takes saved ranges from the ``.cow`` file and everything else from the volume itself. Taking a snapshot
+  costs the same whatever the disk size; writes pay for it while it lives.
 - **Change tracking**: every write appends ``"<offset> <length>"`` to ``<volume_id>.changes``; a restore or a
   resize appends ``reset``. A snapshot moves that log to ``changes/<volume_id>/<snapshot name>.log`` and appends
   the name to ``changes/<volume_id>/chain``: the changes between two snapshots are the union of the logs after
@@ -44,6 +50,97 @@ def change_log(volumes_dir: Path, volume_id: str) -> Path:
 def changes_dir(volumes_dir: Path, volume_id: str) -> Path:
     """Where the per-snapshot change logs and the chain of a volume live."""
     return Path(volumes_dir) / "changes" / volume_id
+
+
+def cow_dir(volumes_dir: Path, volume_id: str) -> Path:
+    """The registry of live snapshots of a volume (one file per snapshot, holding its folder)."""
+    return Path(volumes_dir) / "cow" / volume_id
+
+
+def register_snapshot(volumes_dir: Path, volume_id: str, name: str, folder: Path, size: int) -> None:
+    """Start copy-on-write for snapshot ``name`` of ``volume_id`` (volume exclusively locked)."""
+    cow = Path(folder) / f"{volume_id}.cow"
+    with open(cow, "wb") as fh:
+        fh.truncate(size)
+    (Path(folder) / f"{volume_id}.map").write_bytes(b"")
+    reg = cow_dir(volumes_dir, volume_id)
+    reg.mkdir(parents=True, exist_ok=True)
+    (reg / name).write_text(str(folder))
+
+
+def unregister_snapshot(volumes_dir: Path, volume_id: str, name: str) -> None:
+    """Stop copy-on-write for snapshot ``name`` of ``volume_id`` (idempotent)."""
+    (cow_dir(volumes_dir, volume_id) / name).unlink(missing_ok=True)
+
+
+def _uncovered(saved: list[Range], offset: int, length: int) -> list[Range]:
+    """Parts of ``[offset, offset+length)`` not in ``saved`` (sorted, merged)."""
+    out = []
+    pos, end = offset, offset + length
+    for off, n in saved:
+        if off + n <= pos:
+            continue
+        if off >= end:
+            break
+        if off > pos:
+            out.append((pos, off - pos))
+        pos = max(pos, off + n)
+        if pos >= end:
+            break
+    if pos < end:
+        out.append((pos, end - pos))
+    return out
+
+
+def preserve(volumes_dir: Path, volume_id: str, fd: int, offset: int, length: int) -> None:
+    """Before ``[offset, offset+length)`` of the volume open as ``fd`` is overwritten (exclusive lock held): save
+    its old bytes into every live snapshot of the volume that has not saved them yet."""
+    reg = cow_dir(volumes_dir, volume_id)
+    if not reg.exists():
+        return
+    for entry in sorted(reg.iterdir()):
+        try:
+            folder = Path(entry.read_text())
+        except FileNotFoundError:
+            continue
+        cow, map_file = folder / f"{volume_id}.cow", folder / f"{volume_id}.map"
+        if not cow.exists() or not map_file.exists():
+            continue
+        saved = merge_ranges(read_log(map_file) or [])
+        todo = _uncovered(saved, offset, length)
+        if not todo:
+            continue
+        cfd = os.open(cow, os.O_WRONLY)
+        try:
+            size = os.fstat(cfd).st_size
+            for off, n in todo:
+                n = max(0, min(n, size - off))
+                pos = off
+                while pos < off + n:
+                    step = min(4 * 1024 * 1024, off + n - pos)
+                    data = os.pread(fd, step, pos)
+                    if len(data) < step:
+                        data += bytes(step - len(data))
+                    if data.count(0) != len(data):
+                        os.pwrite(cfd, data, pos)
+                    pos += step
+        finally:
+            os.close(cfd)
+        with open(map_file, "a") as fh:
+            fh.write("".join(f"{off} {n}\n" for off, n in todo))
+
+
+def write_at(volumes_dir: Path, volume_id: str, fd: int, offset: int, data: bytes) -> None:
+    """Write ``data`` into the volume (exclusive lock held): copy-on-write for live snapshots, the write itself,
+    and the change-log record."""
+    preserve(volumes_dir, volume_id, fd, offset, len(data))
+    view = memoryview(data)
+    pos = offset
+    while view:
+        n = os.pwrite(fd, view, pos)
+        view = view[n:]
+        pos += n
+    record_change(volumes_dir, volume_id, offset, len(data))
 
 
 def record_change(volumes_dir: Path, volume_id: str, offset: int | None = None, length: int | None = None) -> None:
@@ -193,44 +290,78 @@ def changes_between(volumes_dir: Path, volume_id: str, since: str, until: str) -
     return merge_ranges(ranges)
 
 
-class FileSnapshotReader:
-    """:class:`~opencsbs.core.blocks.BlockReader` of a sparse snapshot file."""
+class CowSnapshotReader:
+    """:class:`~opencsbs.core.blocks.BlockReader` of a copy-on-write snapshot: saved ranges from the ``.cow``
+    file, the rest from the live volume (read under the volume's exclusive lock, so no write is half-seen)."""
 
-    def __init__(self, path: Path, size: int):
-        self.path = Path(path)
+    def __init__(self, volume_path: Path, folder: Path, volume_id: str, size: int):
         self.size = size
-        self._fd = os.open(self.path, os.O_RDONLY)
+        self._vfd = os.open(volume_path, os.O_RDONLY)
+        self._cfd = os.open(Path(folder) / f"{volume_id}.cow", os.O_RDONLY)
+        self._map = Path(folder) / f"{volume_id}.map"
+        self._saved: list[Range] = []
+        self._map_len = -1
+
+    def _saved_ranges(self) -> list[Range]:
+        length = self._map.stat().st_size
+        if length != self._map_len:
+            self._saved = merge_ranges(read_log(self._map) or [])
+            self._map_len = length
+        return self._saved
 
     def read(self, offset: int, length: int) -> bytes:
         length = max(0, min(length, self.size - offset))
-        return os.pread(self._fd, length, offset)
+        fcntl.flock(self._vfd, fcntl.LOCK_EX)
+        try:
+            data = os.pread(self._vfd, length, offset)
+            if len(data) < length:
+                data += bytes(length - len(data))
+            overlaps = [(max(off, offset), min(off + n, offset + length)) for off, n in self._saved_ranges()
+                        if off < offset + length and off + n > offset]
+            if not overlaps:
+                return data
+            buf = bytearray(data)
+            for lo, hi in overlaps:
+                buf[lo - offset:hi - offset] = os.pread(self._cfd, hi - lo, lo).ljust(hi - lo, b"\0")
+        finally:
+            fcntl.flock(self._vfd, fcntl.LOCK_UN)
+        return bytes(buf)
 
     def allocated_ranges(self) -> Sequence[Range] | None:
-        return data_extents(self._fd, self.size)
+        fcntl.flock(self._vfd, fcntl.LOCK_EX)
+        try:
+            live = data_extents(self._vfd, self.size)
+            return merge_ranges(live + self._saved_ranges())
+        finally:
+            fcntl.flock(self._vfd, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        for fd in (self._vfd, self._cfd):
+            if fd >= 0:
+                os.close(fd)
+        self._vfd = self._cfd = -1
 
 
 class VolumeWriter:
     """:class:`~opencsbs.core.blocks.BlockWriter` over a sandbox volume file for a restore.
 
-    Holds the volume's shared lock until closed (a snapshot waits), and marks the change log ``reset`` (every
-    byte may change, so the next incremental backup re-reads the volume).
+    Holds the volume's exclusive lock until closed (a snapshot waits), copies on write for live snapshots, and
+    marks the change log ``reset`` (every byte may change, so the next incremental backup re-reads the volume).
     """
 
     def __init__(self, volumes_dir: Path, volume_id: str, size: int):
+        self.volumes_dir = Path(volumes_dir)
+        self.volume_id = volume_id
         self.path = volume_file(volumes_dir, volume_id)
         self.size = size
         self._fd = os.open(self.path, os.O_RDWR)
-        fcntl.flock(self._fd, fcntl.LOCK_SH)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
         record_change(volumes_dir, volume_id)
 
     def write(self, offset: int, data: bytes) -> None:
         if offset + len(data) > self.size:
             raise ValueError(f"write past the end of {self.path.name} ({self.size} bytes)")
+        preserve(self.volumes_dir, self.volume_id, self._fd, offset, len(data))
         view = memoryview(data)
         while view:
             n = os.pwrite(self._fd, view, offset)
@@ -239,6 +370,8 @@ class VolumeWriter:
 
     def write_zeroes(self, offset: int, length: int) -> None:
         length = max(0, min(length, self.size - offset))
+        if length:
+            preserve(self.volumes_dir, self.volume_id, self._fd, offset, length)
         if length and not punch_hole(self._fd, offset, length):
             zero = bytes(min(length, 4 * 1024 * 1024))
             end = offset + length
