@@ -68,7 +68,7 @@ def ks_server(settings, tmp_path):
     rt = Runtime.from_settings(settings, migrate=False)
     with transaction(rt.sessions) as session:
         load_inventory_file(session, path, rt.settings.volumes_dir)
-    port = int(env.get("OPENCSBS_TEST_KEYSTONE_CSBS_PORT", "18799"))
+    port = int(env.get("OPENCSBS_TEST_KEYSTONE_CSBS_PORT", "35399"))
     server = uvicorn.Server(uvicorn.Config(create_app(rt), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
