@@ -11,7 +11,7 @@ from bank_helpers import MiB, env, sha  # noqa: F401 - env is a fixture
 from blake3 import blake3
 from click.testing import CliRunner
 
-from opencsbs.bank import CHUNK_SIZE, BankKeyError, ChunkDamaged, ChunkMissing, Codec, FileBlockReader
+from opencsbs.bank import CHUNK_SIZE, BankKeyError, ChunkDamaged, ChunkMissing, Codec, FileBlockReader, ObjectNotFound
 from opencsbs.bank.store import chunk_key, index_key
 
 
@@ -307,3 +307,17 @@ def test_cli_verify_and_gc(env, tmp_path):
     cfg.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "data"), "bank": bs}))
     wrong = runner.invoke(main, ["--config", str(cfg), "bank", "verify"])
     assert wrong.exit_code == 1 and "key" in wrong.output
+
+
+def test_backend_touch_renews_a_chunk(env):
+    """GC safety relies on renewing reused chunks: the backend's touch must move the mtime and keep the data."""
+    bank = env.open()
+    bank.store.put("chunks/zz/probe", b"payload")
+    before = bank.store.head("chunks/zz/probe").mtime
+    time.sleep(1.1 if env.backend == "s3" else 0.05)
+    bank.store.touch("chunks/zz/probe")
+    assert bank.store.head("chunks/zz/probe").mtime > before
+    assert bank.store.get("chunks/zz/probe") == b"payload"
+    bank.store.delete("chunks/zz/probe")
+    with pytest.raises(ObjectNotFound):
+        bank.store.touch("chunks/zz/probe")
