@@ -81,19 +81,25 @@ def main(ctx: click.Context, config: str | None, data_dir: str | None, database_
 @click.option("--data-dir", "data_dir_opt", type=click.Path(file_okay=False), default=None, help="state directory")
 @click.option("--inventory", type=click.Path(exists=True, dir_okay=False), default=None,
               help="sandbox inventory YAML to load at start-up")
-@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None)
-@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="PEM certificate (chain) to serve HTTPS with; needs --tls-key")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None, help="PEM private key")
+@click.option("--forwarded-allow-ips", default=None,
+              help="reverse proxies whose X-Forwarded-For/-Proto are trusted (default 127.0.0.1; '*': any)")
 @config_option
 @pass_ctx
-def serve(ctx: Ctx, host, port, data_dir_opt, inventory, tls_cert, tls_key) -> None:
-    """Run the CSBS v1 API (and its workers and scheduler)."""
+def serve(ctx: Ctx, host, port, data_dir_opt, inventory, tls_cert, tls_key, forwarded_allow_ips) -> None:
+    """Run the CSBS v1 API (and its workers and scheduler). See docs/deployment.md for TLS and proxies."""
     import uvicorn
 
     from opencsbs.api.app import create_app
 
     if data_dir_opt:
         ctx.data_dir = data_dir_opt
-    settings = ctx.settings(host=host, port=port, tls_cert=tls_cert, tls_key=tls_key)
+    settings = ctx.settings(host=host, port=port, tls_cert=tls_cert, tls_key=tls_key,
+                            forwarded_allow_ips=forwarded_allow_ips)
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
     if inventory:
         settings.cloud.inventory = Path(inventory)
     from opencsbs.runtime import Runtime
@@ -108,7 +114,9 @@ def serve(ctx: Ctx, host, port, data_dir_opt, inventory, tls_cert, tls_key) -> N
     try:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                     ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
-                    ssl_keyfile=str(settings.tls_key) if settings.tls_key else None)
+                    ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+                    timeout_keep_alive=int(settings.keepalive_timeout), proxy_headers=True,
+                    forwarded_allow_ips=settings.forwarded_allow_ips)
     finally:
         runtime.close()
 
@@ -307,6 +315,7 @@ def rules() -> None:
 
 
 @rules.command("show")
+@config_option
 @click.option("--defaults", is_flag=True, help="the built-in defaults, ignoring auth.policy_file")
 @pass_ctx
 def rules_show(ctx: Ctx, defaults: bool) -> None:

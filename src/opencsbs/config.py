@@ -150,6 +150,12 @@ class Settings(BaseSettings):
     batch_limit: int = 1000
     #: largest request body in bytes
     max_body_bytes: int = 1024 * 1024
+    #: seconds a client has to send a whole request body (408 after that)
+    body_timeout: float = 60.0
+    #: seconds an idle keep-alive connection stays open
+    keepalive_timeout: float = 5.0
+    #: addresses of reverse proxies whose X-Forwarded-For/-Proto headers are trusted (comma-separated, "*": any)
+    forwarded_allow_ips: str = "127.0.0.1"
     #: backup/restore worker threads inside ``serve`` (0: run ``opencsbs worker`` processes instead)
     workers: int = 2
     #: run the policy scheduler inside ``serve``

@@ -1,13 +1,15 @@
 """The ASGI application: ``create_app(runtime)``.
 
 Routers are mounted from ``opencsbs.api.routes``; errors leave as CSBS JSON bodies (``api.errors``); request
-bodies over ``max_body_bytes`` are refused with 413 before they are read whole; a request body is read as JSON
-whatever its declared ``Content-Type`` (:class:`JsonBody`); ``/openapi.json`` lists exactly the statuses and
-bodies the server sends (:func:`wire_openapi`).
+bodies over ``max_body_bytes`` are refused with 413 before they are read whole, bodies slower than
+``body_timeout`` with 408; a request body is read as JSON whatever its declared ``Content-Type``
+(:class:`JsonBody`); ``/openapi.json`` lists exactly the statuses and bodies the server sends
+(:func:`wire_openapi`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from fastapi import FastAPI
@@ -24,50 +26,81 @@ ROUTERS = [versions.router, providers.router, resources.router, backups.router, 
 
 
 class BodyLimit:
-    """ASGI middleware: 413 with the JSON error body once a request body passes ``limit`` bytes."""
+    """ASGI middleware bounding request bodies in size and time.
 
-    def __init__(self, app, limit: int):
+    - over ``limit`` bytes (declared in ``Content-Length`` or counted while streaming): 413 APIGW.0201;
+    - not received whole within ``timeout`` seconds of the first read: 408 APIGW.0201, so a client trickling a
+      body cannot hold a request open for ever (other tenants are not stalled either way: bodies are read on the
+      event loop, not in a worker thread).
+
+    The refusal is sent from here; whatever the application answers to the aborted read is dropped.
+    """
+
+    def __init__(self, app, limit: int, timeout: float | None = None):
         self.app = app
         self.limit = limit
+        self.timeout = timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None:
-            if declared.isdigit() and int(declared) > self.limit:
-                return await self._refuse(send)
-            # the server (h11/httptools) never delivers more than the declared length
-            return await self.app(scope, receive, send)
-        # No length declared (chunked): read up to the limit here, then replay the body to the app.
-        messages = []
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(send, codes.REQUEST_TOO_LARGE, f"more than {self.limit} bytes")
         seen = 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                break
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                return await self._refuse(send)
-            if not message.get("more_body", False):
-                break
+        started = False
+        refused = False
+        deadline = None
 
-        async def replay():
-            if messages:
-                return messages.pop(0)
-            return await receive()
+        async def refuse(code, why):
+            nonlocal refused
+            if not started and not refused:
+                refused = True
+                await self._refuse(send, code, why)
+            raise _Refused()
 
-        await self.app(scope, replay, send)
+        async def limited_receive():
+            nonlocal seen, deadline
+            if self.timeout is None:
+                message = await receive()
+            else:
+                loop = asyncio.get_running_loop()
+                if deadline is None:
+                    deadline = loop.time() + self.timeout
+                try:
+                    message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+                except TimeoutError:
+                    await refuse(codes.REQUEST_TIMEOUT, f"request body not received within {self.timeout:g} s")
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    await refuse(codes.REQUEST_TOO_LARGE, f"more than {self.limit} bytes")
+            return message
 
-    async def _refuse(self, send):
-        body = json.dumps(
-            {"error_code": codes.REQUEST_TOO_LARGE.code,
-             "error_msg": codes.REQUEST_TOO_LARGE.format(f"more than {self.limit} bytes")}
-        ).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        async def guarded_send(message):
+            nonlocal started
+            if refused:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except _Refused:
+            pass
+
+    @staticmethod
+    async def _refuse(send, code: codes.Code, why: str):
+        body = json.dumps({"error_code": code.code, "error_msg": code.format(why)}).encode()
+        await send({"type": "http.response.start", "status": code.status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
+
+
+class _Refused(Exception):
+    pass
 
 
 class JsonBody:
@@ -133,6 +166,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(JsonBody)
-    app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes, timeout=runtime.settings.body_timeout)
     app.openapi = lambda: wire_openapi(app)
     return app

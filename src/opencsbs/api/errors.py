@@ -4,6 +4,7 @@
 - request validation (malformed JSON, wrong types, missing fields) → 400 CSBS.9001 naming the field, but only
   once the caller is known: on a project's route a bad token still answers 401 and a foreign project 403 first;
 - unknown route → 404 APIGW.0101, wrong method → 405 APIGW.0101 (``docs/errors.md``);
+- other HTTP errors raised by the framework (a body that is not UTF-8, ...) → CSBS.9001 with their status;
 - anything else → 500 CSBS.9999 (a real server fault; logged with its traceback, never shown to the client).
 """
 
@@ -82,10 +83,20 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(CSBSError(codes.ROUTE_NOT_FOUND))
         if exc.status_code == 405:
             return error_response(CSBSError(codes.METHOD_NOT_ALLOWED, request.method), exc.headers)
-        if exc.status_code == 400:
-            return error_response(CSBSError(codes.INVALID_PARAMETER, f"Invalid request parameters: {exc.detail}"))
-        code = codes.Code(f"HTTP.{exc.status_code}", exc.status_code, "%s")
-        return error_response(CSBSError(code, exc.detail))
+        if exc.status_code == 401:
+            return error_response(CSBSError(codes.AUTH_FAILED, "token missing or invalid"),
+                                  {"WWW-Authenticate": "X-Auth-Token"})
+        if exc.status_code == 403:
+            return error_response(CSBSError(codes.FORBIDDEN, "not allowed"))
+        if exc.status_code == 413:
+            return error_response(CSBSError(codes.REQUEST_TOO_LARGE, "request body"))
+        if exc.status_code < 500:
+            # e.g. a body that is not UTF-8 / not JSON ("There was an error parsing the body"): the client's mistake
+            detail = "request body is not valid JSON" if exc.status_code == 400 else str(exc.detail)
+            return error_response(CSBSError(codes.INVALID_PARAMETER, f"Invalid request parameters: {detail}",
+                                            status=exc.status_code), exc.headers)
+        log.error("HTTP %s raised on %s %s", exc.status_code, request.method, request.url.path)
+        return error_response(CSBSError(codes.INTERNAL_ERROR, "request", status=exc.status_code))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -105,6 +105,7 @@ FORBIDDEN = _c("APIGW.0302", 403, "The IAM user is not authorized to access the 
 ROUTE_NOT_FOUND = _c("APIGW.0101", 404, "The API does not exist or has not been published in the environment")
 METHOD_NOT_ALLOWED = _c("APIGW.0101", 405, "The API does not support the method %s")
 REQUEST_TOO_LARGE = _c("APIGW.0201", 413, "Request entity too large: %s")
+REQUEST_TIMEOUT = _c("APIGW.0201", 408, "Request timeout: %s")
 
 
 def lookup(code: str) -> Code:

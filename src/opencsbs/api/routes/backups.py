@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Path, Query
 
 from opencsbs.api.deps import Caller, check_provider, require
 from opencsbs.api.schemas.backups import CheckpointItemEnvelope, CheckpointItemList, Count, QuotaEnvelope
-from opencsbs.api.schemas.common import ERRORS
+from opencsbs.api.schemas.common import ERRORS, MAX_QUERY_INT
 from opencsbs.service import backups
 
 router = APIRouter(tags=["backups"], responses=ERRORS)
@@ -47,9 +47,9 @@ def _tenants(caller: Caller, q: backups.ItemQuery) -> None:
 def list_checkpoint_items(
     q: backups.ItemQuery = Depends(item_query),
     sort: str | None = Query(None, max_length=1024),
-    limit: int | None = Query(None),
+    limit: int | None = Query(None, le=MAX_QUERY_INT),
     marker: str | None = Query(None, max_length=64),
-    offset: int | None = Query(None),
+    offset: int | None = Query(None, le=MAX_QUERY_INT),
     caller: Caller = Depends(require("csbs:checkpoint_items:read")),
 ) -> dict:
     """Backups matching the filters, ``sort`` ``key[:asc|desc],...`` (default ``created_at:desc``), after

@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from opencsbs.api.deps import Caller, check_provider, project_caller
-from opencsbs.api.schemas.common import ERRORS
+from opencsbs.api.schemas.common import ERRORS, MAX_QUERY_INT
 from opencsbs.api.schemas.backups import CheckpointEnvelope
 from opencsbs.api.schemas.policies import (
     CheckpointCreateRequest,
@@ -53,11 +53,11 @@ def list_policies(
     request: Request,
     caller: Caller = Depends(project_caller),
     marker: str | None = Query(None, max_length=64),
-    limit: int | None = Query(None, ge=1),
+    limit: int | None = Query(None, ge=1, le=MAX_QUERY_INT),
     sort: str | None = Query(None, max_length=255),
     name: str | None = Query(None, max_length=255),
     status: str | None = Query(None, max_length=16),
-    offset: int | None = Query(None, ge=0),
+    offset: int | None = Query(None, ge=0, le=MAX_QUERY_INT),
     all_tenants: str | None = Query(None, max_length=8),
 ) -> dict:
     """``{"policies": [...]}`` newest first unless ``sort`` says otherwise; ``policies_links`` with a ``next``

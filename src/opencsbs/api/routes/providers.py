@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel
 
 from opencsbs.api.deps import Caller, get_runtime, require
-from opencsbs.api.schemas.common import ERRORS
+from opencsbs.api.schemas.common import ERRORS, MAX_QUERY_INT
 from opencsbs.core import codes
 from opencsbs.core.errors import CSBSError
 from opencsbs.core.facts import SERVER_TYPES
@@ -49,7 +49,7 @@ def describe(runtime: Runtime) -> dict:
 def list_providers(
     caller: Caller = Depends(require("csbs:providers:read")),
     marker: str | None = Query(None, max_length=64),
-    limit: int | None = Query(None, ge=0),
+    limit: int | None = Query(None, ge=0, le=MAX_QUERY_INT),
 ) -> dict:
     """The single CSBS provider; ``marker``/``limit`` honoured (a marker at or past it gives an empty list)."""
     providers = [describe(caller.runtime)]
@@ -65,7 +65,7 @@ def list_providers(
 
 @router.get("/v1/{project_id}/providers/{provider_id}", response_model=ProviderOne, summary="Show a provider")
 def show_provider(
-    provider_id: str,
+    provider_id: str = Path(..., max_length=64, description="Backup provider ID"),
     caller: Caller = Depends(require("csbs:providers:read")),
     runtime: Runtime = Depends(get_runtime),
 ) -> dict:

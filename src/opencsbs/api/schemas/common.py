@@ -18,5 +18,8 @@ class WireModel(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
 
+#: upper bound of integer query parameters (limit, offset): what every database's integer columns can hold
+MAX_QUERY_INT = 2**31 - 1
+
 #: ``responses=`` entry documenting the error body on the usual statuses.
 ERRORS = {status: {"model": ErrorBody} for status in (400, 401, 403, 404, 500, 503)}
