@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from opencsbs import __version__
 from opencsbs.api.errors import install_error_handlers
-from opencsbs.api.nul import NoNul
+from opencsbs.api.input_guard import InputGuard
 from opencsbs.api.routes import backups, policies, providers, resources, restores, tags, versions
 from opencsbs.api.schemas.common import ErrorBody
 from opencsbs.core import codes
@@ -167,7 +167,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(JsonBody)
-    app.add_middleware(NoNul)
+    app.add_middleware(InputGuard)
     app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes, timeout=runtime.settings.body_timeout)
     app.openapi = lambda: wire_openapi(app)
     return app

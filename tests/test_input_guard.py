@@ -1,5 +1,6 @@
-"""A NUL character anywhere in a request (path, query, JSON body) is a client's mistake: 400 CSBS.9001 on every
-database, never a 500 (PostgreSQL cannot compare text with a string holding U+0000), and nothing is written."""
+"""Input no CSBS call can mean is refused with 400 CSBS.9001 before any route runs, on every database, never a
+500, and nothing is written: a NUL character anywhere in a request (path, query, JSON body; PostgreSQL cannot
+compare text with a string holding U+0000), a JSON body nested absurdly deep."""
 
 from __future__ import annotations
 
@@ -82,3 +83,33 @@ def test_an_escaped_backslash_before_u0000_is_not_a_nul(demo):
     r = client.post(f"/v1/demo/providers/{PROVIDER}/resources/action", content=raw, headers=headers)
     assert r.status_code == 200, r.text
     assert r.json()["protectable"][0]["error_code"] == "CSBS.6000"
+
+
+def _nested(levels: int) -> dict:
+    value: dict = {"a": 1}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+def test_deeply_nested_extra_info_is_400_and_no_backup_starts(demo):
+    """A protect whose extra_info nests 500 deep used to start the backup and then answer 500 (its response could
+    not be serialized)."""
+    client, headers = demo
+    url = f"/v1/demo/providers/{PROVIDER}/resources/{WEB1}/action"
+    for levels in (40, 500):
+        _invalid(client.post(url, json={"protect": {"extra_info": _nested(levels)}}, headers=headers))
+    assert client.get("/v1/demo/checkpoint_items/count", headers=headers).json() == {"count": 0}
+    r = client.post(url, json={"protect": {"extra_info": _nested(20)}}, headers=headers)
+    assert r.status_code == 200, r.text
+
+
+def test_deeply_nested_policy_parameters_are_400_and_no_policy_is_made(demo):
+    client, headers = demo
+    b = policy_body()
+    b["policy"]["parameters"] = {"common": _nested(600)}
+    _invalid(client.post("/v1/demo/policies", json=b, headers=headers))
+    b["policy"]["parameters"] = {"common": {}}
+    b["policy"]["resources"][0]["extra_info"] = _nested(100)
+    _invalid(client.post("/v1/demo/policies", json=b, headers=headers))
+    assert client.get("/v1/demo/policies", headers=headers).json() == {"policies": []}
