@@ -36,21 +36,17 @@ def holds_nul(value) -> bool:
     return False
 
 
-def depth(value) -> int:
-    """How many objects/arrays are nested in a parsed JSON value (a scalar is 0, ``{}`` and ``[1]`` are 1)."""
-    deepest = 0
-    stack = [(value, 1)]
-    while stack:
-        v, level = stack.pop()
-        if isinstance(v, dict):
-            children = v.values()
-        elif isinstance(v, list):
-            children = v
-        else:
-            continue
-        deepest = max(deepest, level)
-        stack.extend((c, level + 1) for c in children if isinstance(c, (dict, list)))
-    return deepest
+def deeper_than(value, levels: int) -> bool:
+    """Whether a parsed JSON value nests more than ``levels`` objects/arrays (a scalar nests 0, ``{}`` and
+    ``[1]`` nest 1). Stops descending once ``levels`` is exceeded."""
+    if type(value) is not dict and type(value) is not list:
+        return False
+    if levels == 0:
+        return True
+    for child in value.values() if type(value) is dict else value:
+        if (type(child) is dict or type(child) is list) and deeper_than(child, levels - 1):
+            return True
+    return False
 
 
 def body_problem(body: bytes) -> str | None:
@@ -65,7 +61,7 @@ def body_problem(body: bytes) -> str | None:
         parsed = json.loads(body)
     except (ValueError, RecursionError):
         return None
-    if deep and depth(parsed) > MAX_JSON_DEPTH:
+    if deep and deeper_than(parsed, MAX_JSON_DEPTH):
         return f"the request body nests objects/arrays deeper than {MAX_JSON_DEPTH} levels"
     if nul and holds_nul(parsed):
         return "the request body holds a NUL character"
