@@ -123,3 +123,31 @@ def test_retention_duration_uses_the_given_now(demo, runtime):
     now = utcnow()
     assert apply_retention(runtime, pid, now + timedelta(days=6)) == []
     assert len(apply_retention(runtime, pid, now + timedelta(days=8))) == 1
+
+
+def test_a_run_racing_another_run_of_the_policy_gets_1001_not_2004(demo, runtime, monkeypatch):
+    """Two simultaneous runs of one policy: the loser passed the "is the policy running" check before the winner
+    committed its backups, then finds the servers locked. It must answer CSBS.1001 like a later run does, not
+    CSBS.2004 (which means another backup or restore holds the servers). The race is replayed by hiding the
+    winner's backups from the loser's first check only."""
+    from opencsbs.service import policy_runs
+
+    client, headers = demo
+    pid = create(client, headers, body("web", resources=(WEB1,))).json()["policy"]["id"]
+    assert execute(client, headers, pid).status_code == 200  # the winner, still protecting
+    real, calls = policy_runs._running_kind, []
+
+    def first_check_misses_the_winner(rt, policy_id):
+        calls.append(policy_id)
+        return None if len(calls) == 1 else real(rt, policy_id)
+
+    monkeypatch.setattr(policy_runs, "_running_kind", first_check_misses_the_winner)
+    r = execute(client, headers, pid)
+    assert r.status_code == 500 and r.json()["error_code"] == "CSBS.1001", r.text
+    calls.clear()
+    # a server locked by something else than the policy (a manual protect) is still CSBS.2004
+    run_jobs(runtime)
+    assert protect(client, headers, WEB1).status_code == 200
+    r = execute(client, headers, pid)
+    assert r.status_code == 400 and r.json()["error_code"] == "CSBS.2004", r.text
+    run_jobs(runtime)

@@ -60,6 +60,16 @@ def _running_kind(runtime: Runtime, policy_id: str) -> bool | None:
     return any(auto for (auto,) in rows)
 
 
+def _busy_refusal(runtime: Runtime, policy_id: str) -> CSBSError:
+    """The refusal for a run whose servers are locked: CSBS.1001 / 6030 when the locks turn out to be this
+    policy's own backups (a concurrent run of it started them after this run's first check), else CSBS.2004
+    (another backup or restore holds them)."""
+    running = _running_kind(runtime, policy_id)
+    if running is not None:
+        return CSBSError(codes.AUTO_PLAN_EXECUTING if running else codes.POLICY_EXECUTING)
+    return CSBSError(codes.ITEM_IN_PLAN_EXECUTING)
+
+
 def execute(
     runtime: Runtime,
     principal: Principal,
@@ -95,7 +105,7 @@ def execute(
     with runtime.sessions() as session:
         busy = set(session.scalars(select(ResourceLock.resource_id).where(ResourceLock.resource_id.in_(ids))))
     if busy and not auto_trigger:
-        raise CSBSError(codes.ITEM_IN_PLAN_EXECUTING)
+        raise _busy_refusal(runtime, policy_id)
     wire_tags = [{"key": k, "value": v} for k, v in tags.items()] or None
     started: list[dict] = []
     refusals: list[CSBSError] = []
@@ -117,7 +127,7 @@ def execute(
     if not started:
         if refusals and all(e.error_code in (codes.ITEM_IN_PLAN_EXECUTING.code, codes.SERVER_BUSY.code)
                             for e in refusals):
-            raise CSBSError(codes.ITEM_IN_PLAN_EXECUTING)
+            raise _busy_refusal(runtime, policy_id)
         quota = next((e for e in refusals if e.error_code == codes.QUOTA_EXCEEDED.code), None)
         if quota is not None:
             raise quota
