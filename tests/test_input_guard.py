@@ -113,3 +113,20 @@ def test_deeply_nested_policy_parameters_are_400_and_no_policy_is_made(demo):
     b["policy"]["resources"][0]["extra_info"] = _nested(100)
     _invalid(client.post("/v1/demo/policies", json=b, headers=headers))
     assert client.get("/v1/demo/policies", headers=headers).json() == {"policies": []}
+
+
+def test_who_are_you_comes_before_the_input_guard(demo, make_token):
+    """As for any other bad input, a missing/bad token answers 401 and another project's token 403 first."""
+    client, headers = demo
+    url = f"/v1/demo/providers/{PROVIDER}/resources/{WEB1}/action"
+    deep = {"protect": {"extra_info": _nested(100)}}
+    for h in ({}, {"X-Auth-Token": "bogus"}):
+        r = client.post(url, json=deep, headers=h)
+        assert r.status_code == 401 and r.json()["error_code"] == "APIGW.0301", r.text
+        assert r.headers["www-authenticate"] == "X-Auth-Token"
+        r = client.get("/v1/demo/checkpoint_items?name=%00", headers=h)
+        assert r.status_code == 401, r.text
+    other = {"X-Auth-Token": make_token("other-project", "member")}
+    r = client.post(url, json=deep, headers=other)
+    assert r.status_code == 403 and r.json()["error_code"] == "APIGW.0302", r.text
+    _invalid(client.post(url, json=deep, headers=headers))

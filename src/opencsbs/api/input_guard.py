@@ -8,14 +8,22 @@
   ``parameters``) nested hundreds deep were accepted, stored, and then could not be serialized back (a 500 after
   the backup had started).
 
-Both answer 400 CSBS.9001 ``Invalid request parameters: ...`` on every database alike.
+Both answer 400 CSBS.9001 ``Invalid request parameters: ...`` on every database alike, but only once the caller
+is known, as for any other bad input (``api.errors``): on a project's route a bad token still answers 401 and a
+token of another project 403 first.
 """
 
 from __future__ import annotations
 
 import json
+import re
 
+from starlette.requests import Request
+
+from opencsbs.api.errors import auth_denial
 from opencsbs.core import codes
+
+PROJECT_ROUTE = re.compile(r"^/v1/([^/]+)/")
 
 MAX_JSON_DEPTH = 32
 
@@ -83,7 +91,7 @@ class InputGuard:
             return await self.app(scope, receive, send)
         query = scope.get("query_string") or b""
         if "\x00" in scope.get("path", "") or b"%00" in query or b"\x00" in query:
-            return await self._refuse(send, "the URL holds a NUL character")
+            return await self._refuse(scope, send, "the URL holds a NUL character")
         if scope["method"] not in ("POST", "PUT", "PATCH", "DELETE"):
             return await self.app(scope, receive, send)
         messages, chunks = [], []
@@ -97,7 +105,7 @@ class InputGuard:
                 break
         problem = body_problem(b"".join(chunks))
         if problem is not None:
-            return await self._refuse(send, problem)
+            return await self._refuse(scope, send, problem)
         pending = iter(messages)
 
         async def replay():
@@ -107,9 +115,18 @@ class InputGuard:
         await self.app(scope, replay, send)
 
     @staticmethod
-    async def _refuse(send, why: str):
-        body = json.dumps({"error_code": codes.INVALID_PARAMETER.code,
-                           "error_msg": f"Invalid request parameters: {why}"}).encode()
-        await send({"type": "http.response.start", "status": codes.INVALID_PARAMETER.status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    async def _refuse(scope, send, why: str):
+        status, headers = codes.INVALID_PARAMETER.status, []
+        answer = {"error_code": codes.INVALID_PARAMETER.code, "error_msg": f"Invalid request parameters: {why}"}
+        project = PROJECT_ROUTE.match(scope.get("path", ""))
+        if project is not None and "app" in scope:
+            denied = auth_denial(Request(dict(scope, path_params={"project_id": project.group(1)})))
+            if denied is not None:
+                status, answer = denied.status, denied.body()
+                if status == 401:
+                    headers = [(b"www-authenticate", b"X-Auth-Token")]
+        body = json.dumps(answer).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                *headers]})
         await send({"type": "http.response.body", "body": body})
