@@ -1,7 +1,7 @@
 """Crash test: ``opencsbs worker`` processes SIGKILLed at random moments while they back up and restore.
 
 Each job is hit while it runs: the test waits until a worker process has claimed it (its pid is in the job's
-``owner``), lets it run for a random 0-0.3 s (snapshot, copy, commit or cleanup step) and SIGKILLs the process;
+``owner``), lets it run for a random 0-0.1 s (snapshot, copy, commit or cleanup step) and SIGKILLs the process;
 another worker takes the job over once its lease expires. Invariants, checked while workers die and at the end:
 - no checkpoint_item reads ``available`` unless every one of its volume backups is ``available`` and its bank index
   is readable (no half-written data is referenced);
@@ -85,10 +85,12 @@ def _hit(runtime, workers: Workers, kind: str, target_id: str, max_kills: int) -
         pid = _owner_pid(job)
         if kills < max_kills and job.status == "running" and pid in workers.procs \
                 and job.lease_until is not None and workers.procs[pid].poll() is None:
-            time.sleep(workers.rng.uniform(0.0, 0.3))
-            workers.kill(pid)
-            kills += 1
-            _check_invariants(runtime)
+            time.sleep(workers.rng.uniform(0.0, 0.1))
+            job = _job(runtime, kind, target_id)
+            if job.status == "running" and _owner_pid(job) == pid:  # still at work: this kill interrupts it
+                workers.kill(pid)
+                kills += 1
+                _check_invariants(runtime)
         time.sleep(0.05)
 
 
@@ -156,13 +158,13 @@ def test_workers_killed_at_random_steps(demo, runtime, tmp_path):
         workers.stop()
         log.close()
 
-    assert workers.kills >= 8
+    assert workers.kills >= 6
     statuses = _check_invariants(runtime)
     assert set(statuses.values()) <= {"available", "error"}, statuses
     with runtime.sessions() as session:
         jobs = session.scalars(select(Job)).all()
         assert {j.status for j in jobs} <= {"done", "failed"}
-        assert sum(1 for j in jobs if j.attempts > 1) >= 4, [(j.kind, j.status, j.attempts) for j in jobs]
+        assert sum(1 for j in jobs if j.attempts > 1) >= 3, [(j.kind, j.status, j.attempts) for j in jobs]
         assert session.scalars(select(ResourceLock)).all() == []
     snapshots = runtime.driver.snapshots_dir
     assert not snapshots.exists() or list(snapshots.iterdir()) == []

@@ -17,8 +17,7 @@ import re
 
 import pytest
 
-schemathesis = pytest.importorskip("schemathesis")
-
+import schemathesis
 from hypothesis import HealthCheck, given  # noqa: E402
 from hypothesis import settings as hsettings  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402

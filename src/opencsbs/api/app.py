@@ -126,6 +126,29 @@ class JsonBody:
         await self.app(scope, receive, send)
 
 
+class TrailingSlash:
+    """ASGI middleware: ``/v1/{project_id}/policies/`` is served as ``/v1/{project_id}/policies``.
+
+    Clients build URLs by joining an endpoint and a path, and some leave a trailing slash; the CSBS routes have
+    none. Without this, the framework would answer a 307 redirect with an empty body (which clients do not all
+    follow for POST/PUT); with it, both spellings reach the same route.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            path = scope.get("path", "")
+            if len(path) > 1 and path.endswith("/"):
+                stripped = path.rstrip("/") or "/"
+                raw = scope.get("raw_path")
+                scope = dict(scope, path=stripped)
+                if raw:
+                    scope["raw_path"] = raw.rstrip(b"/") or b"/"
+        await self.app(scope, receive, send)
+
+
 def wire_openapi(app: FastAPI) -> dict:
     """The OpenAPI document of what the server really does: FastAPI's, without the 422 responses it never
     sends (validation failures are 400 CSBS.9001), with 413 where a body is taken and 400 wherever input is
@@ -161,12 +184,14 @@ def create_app(runtime: Runtime) -> FastAPI:
         description="Cloud Server Backup Service (CSBS) v1 API, wire-compatible with the public reference.",
         docs_url=None,
         redoc_url=None,
+        redirect_slashes=False,
     )
     app.state.runtime = runtime
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(JsonBody)
+    app.add_middleware(TrailingSlash)
     app.add_middleware(InputGuard)
     app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes, timeout=runtime.settings.body_timeout)
     app.openapi = lambda: wire_openapi(app)
