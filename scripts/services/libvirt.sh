@@ -15,6 +15,16 @@ URI=qemu:///system
 RUN=$WORK/libvirt
 mkdir -p "$WORK/env" "$RUN"
 
+# true when something accepts connections on the unix socket $1
+answers() {
+  python3 - "$1" <<'PY' 2>/dev/null
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(2)
+s.connect(sys.argv[1])
+PY
+}
+
 start() {
   if [ "$(id -u)" != 0 ]; then echo "libvirt.sh: needs root (apt-get, libvirtd)" >&2; exit 1; fi
   local pkgs="libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config gcc qemu-system-x86 qemu-utils"
@@ -34,8 +44,13 @@ start() {
   if [ "$(cat /etc/libvirt/qemu.conf 2>/dev/null)" != "$(printf "$conf")" ]; then
     printf "$conf" > /etc/libvirt/qemu.conf
   fi
-  if [ ! -S /run/libvirt/virtlogd-sock ]; then
+  # a socket file can outlive its daemon (a killed session, a reboot without tmpfs): only an answering socket counts
+  if ! answers /run/libvirt/virtlogd-sock; then
+    rm -f /run/libvirt/virtlogd-sock /run/libvirt/virtlogd-admin-sock
     /usr/sbin/virtlogd -d --pid-file "$RUN/virtlogd.pid"
+    local up=0
+    for _ in $(seq 1 40); do answers /run/libvirt/virtlogd-sock && { up=1; break; }; sleep 0.25; done
+    [ $up = 1 ] || { echo "virtlogd did not answer on /run/libvirt/virtlogd-sock" >&2; exit 1; }
   fi
   if ! virsh -c $URI version >/dev/null 2>&1; then
     LIBVIRT_LOG_OUTPUTS="3:file:$RUN/libvirtd.log" /usr/sbin/libvirtd -d --pid-file "$RUN/libvirtd.pid"
