@@ -145,3 +145,40 @@ def test_restore_onto_another_server(demo, runtime):
     assert r.status_code == 400
     r = client.post("/v1/demo/restores", json={"restore": {"checkpoint_id": "x"}}, headers=headers)
     assert r.status_code == 400 and r.json()["error_code"] == "CSBS.9001"
+
+
+def test_unknown_ids_answer_not_found_before_any_rule(demo, runtime, make_token):
+    """POST /restores: a wrong checkpoint_id or checkpoint_item_id is 404 CSBS.3001 whatever else is wrong
+    (a bogus mapping would be CSBS.6017, an unknown target CSBS.6000); check_restorable likewise."""
+    client, headers = demo
+    first = protect(client, headers, WEB1).json()["checkpoint"]
+    second = protect(client, headers, DB1).json()["checkpoint"]
+    run_jobs(runtime)
+    item, other = item_of(client, headers, first["id"]), item_of(client, headers, second["id"])
+    bogus = [{"backup_id": "no-such-disk-backup", "volume_id": "no-such-volume"}]
+
+    def post(checkpoint_id, item_id, target=WEB1, volumes=bogus, h=headers, project="demo"):
+        return client.post(f"/v1/{project}/restores", headers=h, json={"restore": {
+            "provider_id": PROVIDER, "checkpoint_id": checkpoint_id,
+            "parameters": {"checkpoint_item_id": item_id, "power_on": True,
+                           "targets": {"server_id": target, "volumes": volumes}}}})
+
+    # the mapping alone is wrong: the rule's code
+    assert post(item["checkpoint_id"], item["id"]).json()["error_code"] == "CSBS.6017"
+    unknown = "00000000-0000-4000-8000-00000000dead"
+    r = post(unknown, item["id"])
+    assert (r.status_code, r.json()) == (404, {"error_code": "CSBS.3001",
+                                               "error_msg": f"Checkpoint_item ({unknown}) is not found."})
+    r = post(item["checkpoint_id"], unknown, target="no-such-server")
+    assert r.status_code == 404 and r.json()["error_msg"] == f"Checkpoint_item ({unknown}) is not found."
+    # an item of another checkpoint of the project
+    r = post(item["checkpoint_id"], other["id"])
+    assert r.status_code == 404 and r.json()["error_code"] == "CSBS.3001" and other["id"] in r.json()["error_msg"]
+    # another project's checkpoint is unknown here
+    stranger = {"X-Auth-Token": make_token("other-project", "member")}
+    r = post(item["checkpoint_id"], item["id"], h=stranger, project="other-project")
+    assert r.status_code == 404 and r.json()["error_code"] == "CSBS.3001"
+    # nothing was started
+    assert item_of(client, headers, first["id"])["status"] == "available"
+    # check_restorable: an unknown item is 3001 before the target and mapping rules
+    assert _check(client, headers, unknown, "no-such-server", bogus, "OS::Cinder::Volume")["error_code"] == "CSBS.3001"

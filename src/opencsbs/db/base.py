@@ -123,3 +123,32 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+#: PostgreSQL advisory-lock namespaces (first key of ``pg_advisory_xact_lock(int4, int4)``) per purpose.
+PROJECT_LOCKS = {"backup_quota": 0x43534201, "policy_quota": 0x43534202}
+
+
+def lock_project(session: Session, project_id: str, purpose: str) -> None:
+    """Serialise, per project and ``purpose`` (a key of :data:`PROJECT_LOCKS`), the rest of ``session``'s
+    transaction with every other transaction that took the same lock: a quota check and the insert it guards
+    then act as one step (no two concurrent creates can both pass the check on the same counts).
+
+    PostgreSQL: ``pg_advisory_xact_lock(namespace, hashtext(project_id))``, held until commit/rollback; READ
+    COMMITTED statements after it see every transaction that held it before. SQLite: ``BEGIN IMMEDIATE`` takes
+    the database's write lock now (waiting up to the busy timeout), so the reads that follow see the newest
+    data and no other writer commits until this transaction ends. On SQLite this must be the first statement
+    of the transaction (raises RuntimeError otherwise).
+    """
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy import func, select
+
+        session.execute(select(func.pg_advisory_xact_lock(PROJECT_LOCKS[purpose], func.hashtext(project_id))))
+    elif dialect == "sqlite":
+        conn = session.connection()
+        if conn.connection.dbapi_connection.in_transaction:
+            raise RuntimeError("lock_project must start its transaction on SQLite")
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise RuntimeError(f"lock_project: unsupported database {dialect}")

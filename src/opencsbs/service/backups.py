@@ -34,7 +34,7 @@ from opencsbs.core.errors import CSBSError, invalid
 from opencsbs.core.facts import SERVER, ServerFacts
 from opencsbs.core.quotas import QuotaUsage, check_new_backup
 from opencsbs.core.timeutil import parse_wire_ts, utcnow, wire_ts
-from opencsbs.db.base import new_id, transaction
+from opencsbs.db.base import lock_project, new_id, transaction
 from opencsbs.db.models import Checkpoint, CheckpointItem, Policy, ResourceLock, VolumeBackup
 from opencsbs.engine.jobs import enqueue
 from opencsbs.engine.steps import saving_ratio
@@ -235,6 +235,7 @@ def create_backup(
     policy_name = None
     try:
         with transaction(runtime.sessions) as session:
+            lock_project(session, project_id, "backup_quota")  # check and insert as one step per project
             check_new_backup(quota_usage(session, runtime, project_id))
             if policy_id:
                 policy = session.get(Policy, policy_id)

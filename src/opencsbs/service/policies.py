@@ -33,7 +33,7 @@ from opencsbs.core.errors import CSBSError, invalid
 from opencsbs.core.retention import RetentionRule, validate_rule
 from opencsbs.core.schedule import parse_pattern
 from opencsbs.core.timeutil import utcnow, wire_ts
-from opencsbs.db.base import transaction
+from opencsbs.db.base import lock_project, transaction
 from opencsbs.db.models import Policy, PolicyResource, ScheduledOperation, Tag
 from opencsbs.runtime import Runtime
 
@@ -226,6 +226,7 @@ def create_policy(runtime: Runtime, principal: Principal, project_id: str, spec:
         ops.append((item, _clean_definition(runtime, item["operation_definition"]), start))
     try:
         with transaction(runtime.sessions) as session:
+            lock_project(session, project_id, "policy_quota")  # count and insert as one step per project
             count = session.scalar(select(func.count()).select_from(Policy).where(Policy.project_id == project_id))
             if count >= runtime.settings.policy_quota:
                 raise CSBSError(codes.POLICY_OVER_LIMIT)

@@ -25,7 +25,7 @@ from opencsbs.core.facts import ProtectionState
 from opencsbs.core.restorable import BackupFacts, DiskBackupFacts, RestoreVerdict, check_restorable as rule
 from opencsbs.core.timeutil import wire_ts
 from opencsbs.db.base import new_id, transaction
-from opencsbs.db.models import CheckpointItem, ResourceLock, Restore
+from opencsbs.db.models import Checkpoint, CheckpointItem, ResourceLock, Restore
 from opencsbs.engine.jobs import enqueue
 from opencsbs.runtime import Runtime
 from opencsbs.service.protection import protection_states
@@ -104,9 +104,24 @@ def create_restore(runtime: Runtime, principal: Principal, project_id: str, *, c
     """Start restoring ``request.checkpoint_item_id`` onto ``request.target_id``; returns the ``restore`` wire
     dict (status ``in_progress``). The item reads ``waiting_restore`` until the job starts.
 
-    Raises CSBSError: 404 CSBS.3001 (unknown item, or not in ``checkpoint_id``), or the first restore rule that
-    fails (core/restorable.py), or 503.
+    Raises CSBSError, in this order: 404 CSBS.3001 naming ``checkpoint_id`` when the project has no such
+    checkpoint, 404 CSBS.3001 naming the item when the project has no such checkpoint_item or it is not in
+    ``checkpoint_id``; then the first restore rule that fails (core/restorable.py); 503 when the cloud cannot be
+    asked. The ids are checked first so a wrong id never hides behind a mapping error (CSBS.6017 and the like).
     """
+    with runtime.sessions() as session:
+        checkpoint = session.scalars(
+            select(Checkpoint.id).where(Checkpoint.id == checkpoint_id, Checkpoint.project_id == project_id)
+        ).first()
+        if checkpoint is None:
+            raise CSBSError(codes.CHECKPOINT_ITEM_NOT_FOUND, checkpoint_id)
+        in_checkpoint = session.scalars(
+            select(CheckpointItem.id).where(CheckpointItem.id == request.checkpoint_item_id,
+                                            CheckpointItem.project_id == project_id,
+                                            CheckpointItem.checkpoint_id == checkpoint_id)
+        ).first()
+        if in_checkpoint is None:
+            raise CSBSError(codes.CHECKPOINT_ITEM_NOT_FOUND, request.checkpoint_item_id)
     verdict = check_restorable(runtime, principal, project_id, [request])[0]
     if not verdict.result:
         raise CSBSError(codes.lookup(verdict.error_code), message=verdict.error_msg)
