@@ -343,3 +343,57 @@ def test_libvirtd_unreachable(world, client, headers, runtime, settings, tmp_pat
     r = restore(client, headers, item, sid, power_on=False)
     assert r.status_code == 503 and r.json()["error_code"] == "CSBS.9999", r.text
     assert item_of(client, headers, item["checkpoint_id"])["status"] == "available"
+
+
+def test_a_retried_snapshot_replaces_a_partial_one_and_a_lost_base_reads_whole(world, runtime):
+    """The engine names a snapshot after its job and may ask again after a crash: a complete snapshot is found,
+    a partial one (backup job still running, checkpoint made, copies half done) is replaced without leaking."""
+    from opencsbs.clouds.base import CloudContext
+
+    qcow = world.disk("retry-a", "qcow2", "vda", "16M")
+    qcow.write_offline(0, 2 * MIB, 31)
+    dom = world.define("retry", [qcow])
+    dom.create()
+    driver, ctx, sid = runtime.driver, CloudContext(project_id="demo"), dom.UUIDString()
+    vid = str(qcow.path)
+
+    first = driver.snapshot_server(ctx, sid, "csbs-job-1")
+    assert driver.snapshot_server(ctx, sid, "csbs-job-1") == first  # found, not taken again
+    assert [c.getName() for c in dom.listAllCheckpoints()] == ["csbs-job-1"]
+    driver.delete_snapshot(first)
+    driver.delete_snapshot(first)  # idempotent
+    assert not (driver.scratch_dir / "csbs-job-1").exists()
+
+    # an interrupted attempt of job 2: its pull job still runs and its checkpoint exists
+    folder = driver.scratch_dir / "csbs-job-2"
+    folder.mkdir(parents=True)
+    (folder / "vda.raw").write_bytes(b"half")
+    from opencsbs.clouds.libvirt import data
+
+    dom.backupBegin(data.pull_backup_xml(driver._nbd_socket(folder), [("vda", str(folder / "f.qcow2"), None)]),
+                    data.checkpoint_xml("csbs-job-2", [("vda", True)], "opencsbs"), 0)
+    write_live(dom, qcow, 4 * MIB, MIB, 32)
+    snap = driver.snapshot_server(ctx, sid, "csbs-job-2", since={vid: "csbs-job-1"})
+    vs = snap.volume(vid)
+    assert vs.since == "csbs-job-1" and vs.change_token == "csbs-job-2"
+    assert driver.changed_ranges(vs) == [(4 * MIB, MIB)]
+    reader = driver.open_snapshot(vs)
+    try:
+        assert reader.read(4 * MIB, MIB) == random.Random(32).randbytes(MIB)
+        assert reader.read(0, 2 * MIB) == random.Random(31).randbytes(2 * MIB)
+    finally:
+        reader.close()
+    import libvirt
+
+    with pytest.raises(libvirt.libvirtError):
+        dom.backupGetXMLDesc(0)  # no backup job left running
+    # the checkpoint used as base is kept, older ones are pruned
+    assert sorted(c.getName() for c in dom.listAllCheckpoints()) == ["csbs-job-1", "csbs-job-2"]
+    driver.delete_snapshot(snap)
+
+    # a base checkpoint that no longer exists: the disk is read whole (no changed ranges), never a wrong delta
+    snap3 = driver.snapshot_server(ctx, sid, "csbs-job-3", since={vid: "csbs-gone"})
+    assert snap3.volume(vid).since is None and driver.changed_ranges(snap3.volume(vid)) is None
+    assert sorted(c.getName() for c in dom.listAllCheckpoints()) == ["csbs-job-3"]
+    driver.delete_snapshot(snap3)
+    assert list(driver.scratch_dir.iterdir()) == []
