@@ -385,8 +385,11 @@ def test_a_retried_snapshot_replaces_a_partial_one_and_a_lost_base_reads_whole(w
         reader.close()
     import libvirt
 
-    with pytest.raises(libvirt.libvirtError):
-        dom.backupGetXMLDesc(0)  # no backup job left running
+    try:
+        left = dom.backupGetXMLDesc(0)
+    except libvirt.libvirtError:
+        left = None
+    assert left is None, (left, dom.jobInfo())  # no backup job left running
     # the checkpoint used as base is kept, older ones are pruned
     assert sorted(c.getName() for c in dom.listAllCheckpoints()) == ["csbs-job-1", "csbs-job-2"]
     driver.delete_snapshot(snap)

@@ -40,6 +40,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -275,10 +276,25 @@ class LibvirtDriver(CloudDriver):
         except libvirt.libvirtError:
             return  # no backup job
         if socket in xml:
+            self._abort_backup_job(dom)
+
+    def _abort_backup_job(self, dom, timeout: float = 60.0) -> None:
+        """End the domain's backup job and wait until it is gone (libvirt ends it asynchronously, once QEMU's
+        block jobs are cancelled); the checkpoint it made stays."""
+        libvirt = _libvirt()
+        self.count_call()
+        try:
+            dom.abortJob()
+        except libvirt.libvirtError:
+            log.debug("backup job of %s already ended", dom.UUIDString(), exc_info=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
             try:
-                dom.abortJob()
+                dom.backupGetXMLDesc(0)
             except libvirt.libvirtError:
-                log.debug("backup job of %s already ended", dom.UUIDString(), exc_info=True)
+                return
+            time.sleep(0.05)
+        log.warning("backup job of %s still running %.0f s after it was aborted", dom.UUIDString(), timeout)
 
     def _checkpoints(self, dom) -> dict[str, tuple[str, frozenset[str]]]:
         """name -> (description, targets with a bitmap) of every checkpoint of ``dom``."""
@@ -393,10 +409,7 @@ class LibvirtDriver(CloudDriver):
                 snaps.append(self._volume_snapshot(info, vid, d, name, raw, name if bitmap[d.target] else None,
                                                    incremental.get(d.target), changes))
         finally:
-            try:
-                dom.abortJob()  # ends the pull-mode job; the checkpoint stays
-            except libvirt.libvirtError:
-                log.debug("backup job of %s already ended", info.uuid, exc_info=True)
+            self._abort_backup_job(dom)  # ends the pull-mode job; the checkpoint stays
         keep = {name, *since.values()}
         for old, (description, _disks) in checkpoints.items():
             if description == CHECKPOINT_DESCRIPTION and old not in keep:
