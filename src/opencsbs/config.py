@@ -51,6 +51,10 @@ class CloudSettings(BaseModel):
     libvirt_uri: str = "qemu:///system"
     libvirt_az: str = "nova"
     libvirt_project_id: str | None = None
+    #: libvirt: where backups stage each disk's point-in-time copy (a sparse raw file) and QEMU's copy-before-write
+    #: scratch image, both deleted once the copy is in the bank, and where restores of qcow2 disks stage the raw
+    #: image; default ``<data_dir>/libvirt-scratch``. Needs room for the allocated data of a server's disks.
+    libvirt_scratch_dir: Path | None = None
     #: openstack: clouds.yaml entry used as the service user (needs the admin role: it lists every project's
     #: servers and volumes); file from ``openstack_clouds_yaml`` or openstacksdk's search path
     openstack_cloud: str | None = None

@@ -83,6 +83,10 @@ class DiskInfo:
     serial: str | None
     shareable: bool
     boot_order: int | None
+    #: ``<driver type>`` (image format: ``raw``, ``qcow2``...), None when not given
+    format: str | None = None
+    #: ``<disk type>``: ``file``, ``block``, ``network``, ``volume``...
+    source_type: str = "file"
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,8 @@ def parse_domain_xml(xml: str) -> DomainInfo:
                 serial=(disk.findtext("serial") or "").strip() or None,
                 shareable=disk.find("shareable") is not None,
                 boot_order=int(order) if order and order.isdigit() else None,
+                format=(disk.find("driver").get("type") if disk.find("driver") is not None else None),
+                source_type=disk.get("type", "file"),
             )
         )
     project = az = None
@@ -180,6 +186,12 @@ def system_disk(info: DomainInfo) -> str | None:
     return None
 
 
+def volume_id(info: DomainInfo, disk: DiskInfo) -> str:
+    """The volume id of one disk: its ``<serial>`` (Nova puts the Cinder volume id there), else its source (path,
+    ``pool/volume`` or network name), else ``<uuid>:<target>``. Inventory and data side use this one rule."""
+    return disk.serial or disk.source or f"{info.uuid}:{disk.target}"
+
+
 def block_capacities(stats: dict) -> dict[str, int]:
     """Disk target -> capacity in bytes, from ``block.<n>.name``/``block.<n>.capacity`` stats."""
     out = {}
@@ -208,7 +220,7 @@ def server_facts(
     boot = system_disk(info)
     volumes = tuple(
         VolumeFacts(
-            id=d.serial or d.source or f"{info.uuid}:{d.target}",
+            id=volume_id(info, d),
             name=d.target,
             size_gb=math.ceil(caps.get(d.target, 0) / GIB),
             bootable=d.target == boot,

@@ -6,25 +6,61 @@ domain XML, which is cached per domain and dropped on libvirt's domain events (l
 metadata changed) and whenever the stats' disk list differs from the cached XML; a cache miss costs one
 ``virDomainGetXMLDesc`` (counted). In steady state a batch is one call.
 
-The connection is read-only (``virConnectOpenReadOnly``); it is opened lazily and reopened after libvirt reports
-it closed. Errors: libvirtd unreachable, or any libvirt error other than "no such domain", raises
+The inventory connection is read-only (``virConnectOpenReadOnly``); it is opened lazily and reopened after libvirt
+reports it closed. Errors: libvirtd unreachable, or any libvirt error other than "no such domain", raises
 :class:`CloudUnavailable` (HTTP 503, CSBS.9999).
+
+Data side (a second, read-write connection, opened lazily; see docs/clouds.md):
+
+- **Running domain**: one pull-mode ``backupBegin`` over every disk, with a ``domaincheckpoint`` (a persistent
+  dirty bitmap on every qcow2 disk) named after the snapshot: QEMU exports each disk's point-in-time image over
+  NBD on a unix socket (copy-before-write into a scratch qcow2 per disk). Each export is copied with
+  ``qemu-img convert`` into a sparse raw file under ``<scratch>/<snapshot name>/``; a qcow2 disk whose ``since``
+  token names a checkpoint that still has its bitmap on that disk is exported incrementally, and its dirty
+  extents (``qemu-img map`` with ``x-dirty-bitmap``) are saved as the changed ranges. Then the job is ended;
+  the checkpoint stays as the base of the next incremental backup (change token = checkpoint name). Older
+  checkpoints made by opencsbs (``<description>opencsbs</description>``) other than the new one and the ``since``
+  ones are deleted. If libvirt refuses the incremental export (bitmap lost), the disk is read whole.
+- **Shut-off domain**: each disk image is copied with ``qemu-img convert`` (its lock keeps QEMU from starting on
+  it meanwhile); no change token (the bank de-duplicates by content).
+- ``snapshot.json`` written last marks a snapshot complete; a retry of the same name ends a leftover backup job,
+  deletes a leftover checkpoint of that name and starts over.
+- **Restores** write raw images in place and qcow2 images through a raw scratch file converted to qcow2 and
+  renamed over the image; every checkpoint of the domain is deleted first (its bitmaps would not show the
+  restore's writes, so no later incremental may rest on them). The domain must be shut off (the engine powers it
+  off; ``power_off`` is a hard ``destroy``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
-from opencsbs.clouds.base import CloudContext, CloudDriver, CloudUnavailable
-from opencsbs.clouds.libvirt.domain import DomainInfo, block_capacities, parse_domain_xml, server_facts
+from opencsbs.clouds.base import (CloudContext, CloudDriver, CloudUnavailable, DataPathUnsupported, ServerSnapshot,
+                                  VolumeSnapshot)
+from opencsbs.clouds.libvirt import data
+from opencsbs.clouds.libvirt.domain import (DiskInfo, DomainInfo, block_capacities, parse_domain_xml, server_facts,
+                                            system_disk, volume_id)
+from opencsbs.core import codes
+from opencsbs.core.blocks import BlockReader, BlockWriter, Range
+from opencsbs.core.errors import CSBSError
 from opencsbs.core.facts import SERVER, ServerFacts
 
 log = logging.getLogger(__name__)
 
+#: ``<description>`` of the checkpoints opencsbs makes (only those are pruned)
+CHECKPOINT_DESCRIPTION = "opencsbs"
+
 _event_loop_lock = threading.Lock()
 _event_loop_started = False
+_quiet = False
 
 
 def _libvirt():
@@ -33,6 +69,10 @@ def _libvirt():
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise CloudUnavailable("libvirt driver: the libvirt-python binding is not installed (pip install "
                                "'opencsbs[libvirt]')") from exc
+    global _quiet
+    if not _quiet:  # libvirt prints every error on stderr by default; they are raised (and logged) instead
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+        _quiet = True
     return libvirt
 
 
@@ -55,7 +95,8 @@ def _ensure_event_loop(libvirt) -> None:
 class LibvirtDriver(CloudDriver):
     """Servers of one libvirt host. Settings read: ``cloud.libvirt_uri`` (e.g. ``qemu:///system``,
     ``qemu+ssh://backup@host/system``), ``cloud.libvirt_az`` (the host's availability zone) and
-    ``cloud.libvirt_project_id`` (owner of domains without project metadata; None: such domains are invisible)."""
+    ``cloud.libvirt_project_id`` (owner of domains without project metadata; None: such domains are invisible)
+    and ``cloud.libvirt_scratch_dir`` (data side: point-in-time copies and restore scratch files)."""
 
     name = "libvirt"
     protectable_types = frozenset({SERVER})
@@ -71,6 +112,8 @@ class LibvirtDriver(CloudDriver):
         self._callbacks: list[int] = []
         self._xml_cache: dict[str, DomainInfo] = {}
         self._generation: dict[str, int] = {}
+        self.scratch_dir = Path(cloud.libvirt_scratch_dir or Path(settings.data_dir) / "libvirt-scratch")
+        self._rw_conn = None
 
     # -- connection and cache -------------------------------------------------------------------------------
     def _connection(self):
@@ -166,10 +209,304 @@ class LibvirtDriver(CloudDriver):
         # answer under the ids as asked (UUIDs may come in upper case)
         return {sid: found[sid.lower()] for sid in server_ids if sid.lower() in found}
 
+    # -- data side (see the module docstring) -----------------------------------------------------------------
+    def _rw(self):
+        """The read-write connection (opened lazily). Raises :class:`CloudUnavailable`."""
+        libvirt = _libvirt()
+        with self._lock:
+            if self._rw_conn is not None:
+                try:
+                    if self._rw_conn.isAlive():
+                        return self._rw_conn
+                except libvirt.libvirtError:
+                    pass
+                self._rw_conn = None
+            _ensure_event_loop(libvirt)
+            try:
+                conn = libvirt.open(self.uri)
+                conn.setKeepAlive(5, 3)
+            except libvirt.libvirtError as exc:
+                raise CloudUnavailable(f"libvirt {self.uri}: {exc.get_error_message()}") from exc
+            self._rw_conn = conn
+            return conn
+
+    def _error(self, exc) -> CSBSError:
+        """A libvirt error as the CSBS error to raise: no such domain → CSBS.6000; connection trouble →
+        :class:`CloudUnavailable` (and the connection is dropped); anything else → CSBS.9999 (500)."""
+        libvirt = _libvirt()
+        code = exc.get_error_code()
+        if code == libvirt.VIR_ERR_NO_DOMAIN:
+            return CSBSError(codes.SERVER_NOT_FOUND)
+        conn, alive = self._rw_conn, False
+        try:
+            alive = conn is not None and conn.isAlive()
+        except libvirt.libvirtError:
+            pass
+        if not alive or code in (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_RPC, libvirt.VIR_ERR_NO_CONNECT,
+                                 libvirt.VIR_ERR_AUTH_FAILED, libvirt.VIR_ERR_OPERATION_TIMEOUT):
+            with self._lock:
+                if self._rw_conn is conn:
+                    self._rw_conn = None
+            return CloudUnavailable(f"libvirt {self.uri}: {exc.get_error_message()}")
+        return CSBSError(codes.INTERNAL_ERROR, message=f"libvirt: {exc.get_error_message()}")
+
+    def _visible(self, ctx: CloudContext, info: DomainInfo) -> bool:
+        return ctx.all_tenants or (info.project_id or self.default_project) == ctx.project_id
+
+    def _domain(self, conn, ctx: CloudContext, server_id: str):
+        """``(virDomain, DomainInfo)`` of ``server_id`` if ``ctx`` may see it; else ``CSBSError(SERVER_NOT_FOUND)``."""
+        self.count_call(2)
+        dom = conn.lookupByUUIDString(server_id)
+        info = parse_domain_xml(dom.XMLDesc(0))
+        if not self._visible(ctx, info):
+            raise CSBSError(codes.SERVER_NOT_FOUND)
+        return dom, info
+
+    def _nbd_socket(self, folder: Path) -> str:
+        # unix socket paths are limited to 107 bytes: a short name in the temp dir, unique per snapshot folder
+        digest = hashlib.sha256(str(folder).encode()).hexdigest()[:20]
+        return str(Path(tempfile.gettempdir()) / f"opencsbs-nbd-{digest}.sock")
+
+    def _end_backup_job(self, dom, socket: str) -> None:
+        """End the domain's backup job if it is the one serving ``socket`` (a leftover of an interrupted run)."""
+        libvirt = _libvirt()
+        try:
+            xml = dom.backupGetXMLDesc(0)
+        except libvirt.libvirtError:
+            return  # no backup job
+        if socket in xml:
+            try:
+                dom.abortJob()
+            except libvirt.libvirtError:
+                log.debug("backup job of %s already ended", dom.UUIDString(), exc_info=True)
+
+    def _checkpoints(self, dom) -> dict[str, tuple[str, frozenset[str]]]:
+        """name -> (description, targets with a bitmap) of every checkpoint of ``dom``."""
+        self.count_call()
+        out = {}
+        for cp in dom.listAllCheckpoints(0):
+            try:
+                out[cp.getName()] = data.checkpoint_bitmap_disks(cp.getXMLDesc(0))
+            except Exception:  # noqa: BLE001 - a checkpoint deleted meanwhile, or XML we cannot read
+                continue
+        return out
+
+    def _delete_checkpoint(self, dom, name: str) -> None:
+        """Delete checkpoint ``name`` of ``dom`` with its bitmaps (only its metadata if libvirt cannot reach the
+        bitmaps); a missing checkpoint is fine."""
+        libvirt = _libvirt()
+        try:
+            cp = dom.checkpointLookupByName(name, 0)
+        except libvirt.libvirtError:
+            return
+        self.count_call()
+        try:
+            cp.delete(0)
+        except libvirt.libvirtError:
+            log.info("checkpoint %s of %s: deleting its metadata only", name, dom.UUIDString(), exc_info=True)
+            cp.delete(libvirt.VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY)
+
+    def snapshot_server(
+        self, ctx: CloudContext, server_id: str, name: str, since: dict[str, str] | None = None
+    ) -> ServerSnapshot:
+        libvirt = _libvirt()
+        folder = self.scratch_dir / name
+        meta = folder / "snapshot.json"
+        if meta.exists():
+            return ServerSnapshot.from_dict(json.loads(meta.read_text()))
+        conn = self._rw()
+        try:
+            dom, info = self._domain(conn, ctx, server_id)
+            disks = [(volume_id(info, d), d) for d in info.disks]
+            for _vid, d in disks:
+                if not d.source or d.source_type not in ("file", "block"):
+                    raise DataPathUnsupported(self.name, f"back up disk {d.target} of type {d.source_type}")
+            socket = self._nbd_socket(folder)
+            self._end_backup_job(dom, socket)  # an interrupted earlier attempt of the same name
+            self._delete_checkpoint(dom, name)
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            if dom.isActive():
+                snaps = self._snapshot_running(dom, info, disks, name, folder, socket, since or {})
+            else:
+                snaps = self._snapshot_stopped(info, disks, name, folder)
+        except libvirt.libvirtError as exc:
+            raise self._error(exc) from exc
+        snapshot = ServerSnapshot(server_id=server_id, name=name, volumes=tuple(snaps), handle={"dir": str(folder)})
+        tmp = folder / "snapshot.json.tmp"
+        tmp.write_text(json.dumps(snapshot.to_dict()))
+        os.replace(tmp, meta)
+        return snapshot
+
+    def _volume_snapshot(self, info: DomainInfo, vid: str, d: DiskInfo, name: str, raw: Path,
+                         token: str | None, since: str | None, changes: Path | None) -> VolumeSnapshot:
+        return VolumeSnapshot(
+            volume_id=vid,
+            snapshot_id=f"{name}:{d.target}",
+            size=os.stat(raw).st_size,
+            device=f"/dev/{d.target}",
+            bootable=d.target == system_disk(info),
+            change_token=token,
+            since=since,
+            handle={"path": str(raw), "changes": str(changes) if changes else None},
+        )
+
+    def _snapshot_running(self, dom, info: DomainInfo, disks, name: str, folder: Path, socket: str,
+                          since: dict[str, str]) -> list[VolumeSnapshot]:
+        libvirt = _libvirt()
+        checkpoints = self._checkpoints(dom)
+        bitmap = {d.target: d.format == "qcow2" for _, d in disks}
+        incremental = {}
+        for vid, d in disks:
+            token = since.get(vid)
+            if bitmap[d.target] and token in checkpoints and d.target in checkpoints[token][1]:
+                incremental[d.target] = token
+        cp_xml = (data.checkpoint_xml(name, [(d.target, bitmap[d.target]) for _, d in disks], CHECKPOINT_DESCRIPTION)
+                  if any(bitmap.values()) else None)
+
+        def backup_xml(inc: dict[str, str]) -> str:
+            return data.pull_backup_xml(socket, [(d.target, str(folder / f"{d.target}.fleece.qcow2"),
+                                                  inc.get(d.target)) for _, d in disks])
+
+        self.count_call()
+        try:
+            dom.backupBegin(backup_xml(incremental), cp_xml, 0)
+        except libvirt.libvirtError as exc:
+            if not incremental:
+                raise
+            log.warning("incremental backup of %s refused (%s); reading every disk whole", info.uuid,
+                        exc.get_error_message())
+            incremental = {}
+            self._delete_checkpoint(dom, name)
+            self.count_call()
+            dom.backupBegin(backup_xml(incremental), cp_xml, 0)
+        try:
+            snaps = []
+            for vid, d in disks:
+                raw = folder / f"{d.target}.raw"
+                data.copy_to_raw(data.nbd_url(socket, d.target), "raw", raw)
+                changes = None
+                if d.target in incremental:
+                    changes = folder / f"{d.target}.changes.json"
+                    extents = data.dirty_extents(socket, d.target, f"backup-{d.target}")
+                    changes.write_text(json.dumps(extents))
+                snaps.append(self._volume_snapshot(info, vid, d, name, raw, name if bitmap[d.target] else None,
+                                                   incremental.get(d.target), changes))
+        finally:
+            try:
+                dom.abortJob()  # ends the pull-mode job; the checkpoint stays
+            except libvirt.libvirtError:
+                log.debug("backup job of %s already ended", info.uuid, exc_info=True)
+        keep = {name, *since.values()}
+        for old, (description, _disks) in checkpoints.items():
+            if description == CHECKPOINT_DESCRIPTION and old not in keep:
+                try:
+                    self._delete_checkpoint(dom, old)
+                except libvirt.libvirtError:
+                    log.warning("could not delete old checkpoint %s of %s", old, info.uuid, exc_info=True)
+        return snaps
+
+    def _snapshot_stopped(self, info: DomainInfo, disks, name: str, folder: Path) -> list[VolumeSnapshot]:
+        snaps = []
+        for vid, d in disks:
+            raw = folder / f"{d.target}.raw"
+            data.copy_to_raw(d.source, d.format or "raw", raw)
+            snaps.append(self._volume_snapshot(info, vid, d, name, raw, None, None, None))
+        return snaps
+
+    def open_snapshot(self, snapshot: VolumeSnapshot) -> BlockReader:
+        try:
+            return data.RawFileReader(Path(snapshot.handle["path"]), snapshot.size)
+        except FileNotFoundError as exc:
+            raise CSBSError(codes.INTERNAL_ERROR, message=f"snapshot {snapshot.snapshot_id} is gone") from exc
+
+    def changed_ranges(self, snapshot: VolumeSnapshot) -> Sequence[Range] | None:
+        path = snapshot.handle.get("changes")
+        if not snapshot.since or not path or not os.path.exists(path):
+            return None
+        return [tuple(r) for r in json.loads(Path(path).read_text())]
+
+    def delete_snapshot(self, snapshot: ServerSnapshot) -> None:
+        folder = Path(snapshot.handle.get("dir") or self.scratch_dir / snapshot.name)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def _find_disk(self, conn, ctx: CloudContext, vid: str):
+        """``(virDomain, DomainInfo, DiskInfo)`` of the disk whose volume id is ``vid``, among the domains ``ctx``
+        may see; else ``CSBSError(VOLUMES_NOT_IN_TARGET)``."""
+        self.count_call()
+        for dom in conn.listAllDomains(0):
+            self.count_call()
+            info = parse_domain_xml(dom.XMLDesc(0))
+            if not self._visible(ctx, info):
+                continue
+            for d in info.disks:
+                if volume_id(info, d) == vid:
+                    return dom, info, d
+        raise CSBSError(codes.VOLUMES_NOT_IN_TARGET, vid)
+
+    def open_volume_writer(self, ctx: CloudContext, volume_id: str) -> BlockWriter:
+        libvirt = _libvirt()
+        conn = self._rw()
+        try:
+            dom, info, disk = self._find_disk(conn, ctx, volume_id)
+            if not disk.source or disk.source_type not in ("file", "block") or (
+                    disk.format == "qcow2" and disk.source_type != "file"):
+                raise DataPathUnsupported(self.name, f"restore disk {disk.target} of type {disk.source_type}")
+            if dom.isActive():
+                raise CSBSError(codes.INTERNAL_ERROR,
+                                message=f"disk {volume_id} is in use by the running domain {info.name}")
+            # its bitmaps will not see the restore's writes: no later incremental may rest on them
+            for cp in self._checkpoints(dom):
+                self._delete_checkpoint(dom, cp)
+        except libvirt.libvirtError as exc:
+            raise self._error(exc) from exc
+        fmt = disk.format or "raw"
+        details = data.image_info(disk.source, fmt)
+        size = int(details["virtual-size"])
+        if fmt == "qcow2":
+            return data.Qcow2Writer(Path(disk.source), size, self.scratch_dir, details.get("cluster-size"))
+        if fmt != "raw":
+            raise DataPathUnsupported(self.name, f"restore {fmt} images")
+        return data.RawFileWriter(Path(disk.source), size)
+
+    def power_off(self, ctx: CloudContext, server_id: str) -> bool:
+        libvirt = _libvirt()
+        conn = self._rw()
+        try:
+            dom, _info = self._domain(conn, ctx, server_id)
+            if not dom.isActive():
+                return False
+            self.count_call()
+            try:
+                dom.destroy()
+            except libvirt.libvirtError:
+                if dom.isActive():
+                    raise
+            return True
+        except libvirt.libvirtError as exc:
+            raise self._error(exc) from exc
+
+    def power_on(self, ctx: CloudContext, server_id: str) -> None:
+        libvirt = _libvirt()
+        conn = self._rw()
+        try:
+            dom, _info = self._domain(conn, ctx, server_id)
+            if not dom.isActive():
+                self.count_call()
+                dom.create()
+        except libvirt.libvirtError as exc:
+            raise self._error(exc) from exc
+
     def close(self) -> None:
         with self._lock:
             conn, callbacks = self._conn, self._callbacks
             self._conn, self._callbacks = None, []
+            rw, self._rw_conn = self._rw_conn, None
+        if rw is not None:
+            try:
+                rw.close()
+            except Exception:  # noqa: BLE001
+                pass
         if conn is not None:
             for cb in callbacks:
                 try:

@@ -20,21 +20,16 @@ A volume's bytes live in the sparse file ``<volumes_dir>/<volume_id>.img``.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import errno
 import fcntl
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from opencsbs.clouds.sparse import data_extents, merge_ranges, punch_hole  # noqa: F401 - also used by callers
 from opencsbs.core.blocks import Range
 
 RESET = "reset"
-_FALLOC_FL_KEEP_SIZE = 0x01
-_FALLOC_FL_PUNCH_HOLE = 0x02
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 
 
 def volume_file(volumes_dir: Path, volume_id: str) -> Path:
@@ -165,25 +160,6 @@ def locked_volumes(paths: Sequence[Path], exclusive: bool) -> Iterator[None]:
         yield
 
 
-def data_extents(fd: int, size: int) -> list[Range]:
-    """The allocated ``(offset, length)`` extents of an open file up to ``size`` (SEEK_DATA/SEEK_HOLE)."""
-    extents: list[Range] = []
-    pos = 0
-    while pos < size:
-        try:
-            start = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:
-                break
-            raise
-        if start >= size:
-            break
-        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-        extents.append((start, end - start))
-        pos = end
-    return extents
-
-
 def sparse_copy(src: Path, dst: Path) -> int:
     """Copy ``src`` to ``dst`` keeping holes (only allocated extents are copied, in-kernel). Returns bytes copied."""
     copied = 0
@@ -209,13 +185,6 @@ def sparse_copy(src: Path, dst: Path) -> int:
     return copied
 
 
-def punch_hole(fd: int, offset: int, length: int) -> bool:
-    """Deallocate a range so it reads as zeros; False when the filesystem cannot."""
-    res = _libc.fallocate(ctypes.c_int(fd), ctypes.c_int(_FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE),
-                          ctypes.c_longlong(offset), ctypes.c_longlong(length))
-    return res == 0
-
-
 def read_log(path: Path) -> list[Range] | None:
     """Ranges recorded in one change log; None when it holds a ``reset``."""
     ranges: list[Range] = []
@@ -228,19 +197,6 @@ def read_log(path: Path) -> list[Range] | None:
         off, length = line.split()
         ranges.append((int(off), int(length)))
     return ranges
-
-
-def merge_ranges(ranges: list[Range]) -> list[Range]:
-    """Sorted, non-overlapping union of ``ranges``."""
-    merged: list[list[int]] = []
-    for off, length in sorted(ranges):
-        if length <= 0:
-            continue
-        if merged and off <= merged[-1][0] + merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], off + length - merged[-1][0])
-        else:
-            merged.append([off, length])
-    return [(o, n) for o, n in merged]
 
 
 def rotate_change_log(volumes_dir: Path, volume_id: str, name: str) -> None:
