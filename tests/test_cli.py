@@ -151,3 +151,19 @@ def test_cli_as_a_subprocess(tmp_path):
     assert r.returncode == 1 and b"no sandbox server or volume nope" in r.stderr
     r = run_cli("db", "upgrade", data_dir=data)
     assert r.returncode == 0 and b"newest schema" in r.stdout
+
+
+def test_sandbox_set_accepts_only_nova_vocabulary(cli):
+    cli("sandbox", "load", str(EXAMPLE_INVENTORY))
+    before = next(s for s in json.loads(cli("sandbox", "list", "--json").output) if s["id"] == WEB_1)
+    for args, option in ((("--status", "RUNNING"), "--status"), (("--status", "active!"), "--status"),
+                         (("--task-state", "making_coffee"), "--task-state")):
+        r = cli("sandbox", "set", WEB_1, *args, ok=False)
+        assert r.exit_code == 2, r.output
+        assert f"Invalid value for '{option}'" in r.output
+        assert ("shutoff" if option == "--status" else "resize_migrating") in r.output.lower()
+    after = next(s for s in json.loads(cli("sandbox", "list", "--json").output) if s["id"] == WEB_1)
+    assert after == before  # nothing changed
+    cli("sandbox", "set", WEB_1, "--status", "Verify_Resize", "--task-state", "RESIZE_FINISH")
+    web = next(s for s in json.loads(cli("sandbox", "list", "--json").output) if s["id"] == WEB_1)
+    assert (web["status"], web["task_state"]) == ("VERIFY_RESIZE", "resize_finish")

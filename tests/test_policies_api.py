@@ -363,3 +363,41 @@ def test_concurrent_creates_bind_a_server_once(demo, runtime):
     ok = [r for r in results if "policy" in r]
     assert len(ok) == 1
     assert sorted(r["error_code"] for r in results if "policy" not in r) == ["CSBS.6004"] * 3
+
+
+def test_unknown_fields_are_ignored_by_create_and_update_alike(demo):
+    """Create and update both ignore keys the reference does not define, at every level (real clients send
+    extras: Terraform-style bodies repeat create-only fields such as provider_id/operation_type on update);
+    the known fields beside them still apply and the extras are never stored or echoed."""
+    client, headers = demo
+    b = body("extras")
+    b["policy"]["colour"] = "blue"
+    b["policy"]["parameters"]["unknown_param"] = 1
+    b["policy"]["scheduled_operations"][0]["bogus"] = True
+    b["policy"]["scheduled_operations"][0]["operation_definition"]["speed"] = 9
+    b["policy"]["resources"][0]["weight"] = 3
+    r = create(client, headers, b)
+    assert r.status_code == 200, r.text
+    p = r.json()["policy"]
+    url = f"/v1/demo/policies/{p['id']}"
+    op_id = p["scheduled_operations"][0]["id"]
+    upd = {"policy": {
+        "name": "extras-2", "colour": "red", "provider_id": PROVIDER, "tags": [{"key": "k", "value": "v"}],
+        "parameters": {"common": {}, "unknown_param": 2},
+        "resources": [{"id": DB1, "type": "OS::Nova::Server", "name": "db", "weight": 1}],
+        "scheduled_operations": [{"id": op_id, "operation_type": "backup", "bogus": 1, "enabled": False,
+                                  "operation_definition": {"max_backups": 5, "speed": 1},
+                                  "trigger": {"type": "time", "properties": {"pattern": PATTERN, "x": 1}}}],
+    }}
+    r = client.put(url, json=upd, headers=headers)
+    assert r.status_code == 200, r.text
+    shown = client.get(url, headers=headers).json()["policy"]
+    assert shown["name"] == "extras-2" and shown["status"] == "disabled"
+    assert shown["parameters"] == {"common": {}}
+    assert shown["resources"] == [{"id": DB1, "type": "OS::Nova::Server", "name": "db"}]
+    assert shown["tags"] == []  # tags change through the tag calls only
+    op = shown["scheduled_operations"][0]
+    assert op["enabled"] is False and op["operation_definition"] == {"max_backups": 5, "plan_id": p["id"],
+                                                                     "provider_id": PROVIDER}
+    text = json.dumps(shown)
+    assert all(word not in text for word in ("colour", "unknown_param", "bogus", "speed", "weight"))

@@ -264,3 +264,20 @@ def test_example_yaml_is_valid_yaml_with_every_outcome_commented():
     yaml.safe_load(text)
     for code in ("6000", "6001", "6003", "6006", "6007", "6010", "6027", "6033", "result true"):
         assert code in text
+
+
+def test_status_and_task_state_vocabulary(runtime, inventory):
+    """The inventory loader and set_server take Nova's statuses and task states only."""
+    with runtime.sessions() as s:
+        with pytest.raises(InventoryError, match="status must be one of"):
+            set_server(s, WEB_1, status="RUNNING")
+        with pytest.raises(InventoryError, match="task_state must be one of"):
+            set_server(s, WEB_1, task_state="making_coffee")
+        bad = {"projects": {"p": {"servers": [{"name": "x", "status": "running", "volumes": []}]}}}
+        with pytest.raises(InventoryError, match="status must be one of"):
+            load_inventory(s, bad, runtime.settings.volumes_dir)
+        bad = {"projects": {"p": {"servers": [{"name": "x", "task_state": "nap", "volumes": []}]}}}
+        with pytest.raises(InventoryError, match="task_state must be one of"):
+            load_inventory(s, bad, runtime.settings.volumes_dir)
+        s.rollback()
+    assert facts(runtime, "demo", WEB_1)[WEB_1].status == "ACTIVE"

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from opencsbs.config import Settings, load_settings
+from opencsbs.core.facts import NOVA_STATUSES, NOVA_TASK_STATES
 
 
 class Ctx:
@@ -419,8 +420,10 @@ def sandbox_list(ctx: Ctx, project: str | None, as_json: bool) -> None:
 @data_dir_option
 @config_option
 @click.argument("server_id")
-@click.option("--status", default=None, help="Nova status, e.g. ACTIVE, SHUTOFF, ERROR")
-@click.option("--task-state", default=None, help="Nova task state; '' clears it")
+@click.option("--status", default=None, type=click.Choice(NOVA_STATUSES, case_sensitive=False),
+              help="Nova status (any case)")
+@click.option("--task-state", default=None, type=click.Choice(("",) + NOVA_TASK_STATES, case_sensitive=False),
+              help="Nova task state; '' clears it")
 @click.option("--az", "availability_zone", default=None)
 @click.option("--name", default=None)
 @pass_ctx

@@ -3,7 +3,7 @@
 Routers are mounted from ``opencsbs.api.routes``; errors leave as CSBS JSON bodies (``api.errors``); request
 bodies over ``max_body_bytes`` are refused with 413 before they are read whole, bodies slower than
 ``body_timeout`` with 408; a request body is read as JSON whatever its declared ``Content-Type``
-(:class:`JsonBody`); ``/openapi.json`` lists exactly the statuses and bodies the server sends
+(:class:`JsonBody`); ``HEAD`` works on every ``GET`` route (:class:`HeadAsGet`); ``/openapi.json`` lists exactly the statuses and bodies the server sends
 (:func:`wire_openapi`).
 """
 
@@ -149,6 +149,30 @@ class TrailingSlash:
         await self.app(scope, receive, send)
 
 
+class HeadAsGet:
+    """ASGI middleware: ``HEAD`` is answered on every ``GET`` route (RFC 9110 section 9.3.2): the request is
+    served as a ``GET`` (same authentication, status and headers, ``Content-Length`` included) and the body is
+    dropped. On a path without ``GET`` it answers 405 like any other method the path lacks; the original method
+    stays in ``scope["opencsbs.method"]`` for the error message.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+        scope = dict(scope, method="GET")
+        scope["opencsbs.method"] = "HEAD"
+
+        async def bodiless_send(message):
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app(scope, receive, bodiless_send)
+
+
 def wire_openapi(app: FastAPI) -> dict:
     """The OpenAPI document of what the server really does: FastAPI's, without the 422 responses it never
     sends (validation failures are 400 CSBS.9001), with 413 where a body is taken and 400 wherever input is
@@ -194,5 +218,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.add_middleware(TrailingSlash)
     app.add_middleware(InputGuard)
     app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes, timeout=runtime.settings.body_timeout)
+    app.add_middleware(HeadAsGet)
     app.openapi = lambda: wire_openapi(app)
     return app

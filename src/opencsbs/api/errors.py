@@ -82,7 +82,12 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             return error_response(CSBSError(codes.ROUTE_NOT_FOUND))
         if exc.status_code == 405:
-            return error_response(CSBSError(codes.METHOD_NOT_ALLOWED, request.method), exc.headers)
+            headers = dict(exc.headers or {})
+            allow = [m.strip() for m in headers.get("Allow", "").split(",") if m.strip()]
+            if "GET" in allow and "HEAD" not in allow:  # api.app.HeadAsGet answers HEAD wherever GET is
+                headers["Allow"] = ", ".join(allow + ["HEAD"])
+            method = request.scope.get("opencsbs.method", request.method)
+            return error_response(CSBSError(codes.METHOD_NOT_ALLOWED, method), headers)
         if exc.status_code == 401:
             return error_response(CSBSError(codes.AUTH_FAILED, "token missing or invalid"),
                                   {"WWW-Authenticate": "X-Auth-Token"})

@@ -20,6 +20,25 @@ VOLUME = "OS::Cinder::Volume"
 SERVER_TYPES = frozenset({SERVER, BAREMETAL_SERVER})
 
 
+#: Nova's server ``status`` values (compute API reference, "Show Server Details": server status).
+NOVA_STATUSES = (
+    "ACTIVE", "BUILD", "DELETED", "ERROR", "HARD_REBOOT", "MIGRATING", "PASSWORD", "PAUSED", "REBOOT", "REBUILD",
+    "RESCUE", "RESIZE", "REVERT_RESIZE", "SHELVED", "SHELVED_OFFLOADED", "SHUTOFF", "SOFT_DELETED", "SUSPENDED",
+    "UNKNOWN", "VERIFY_RESIZE",
+)
+
+#: Nova's ``OS-EXT-STS:task_state`` values (``nova/compute/task_states.py``); None means no task runs.
+NOVA_TASK_STATES = (
+    "scheduling", "block_device_mapping", "networking", "spawning", "image_snapshot", "image_snapshot_pending",
+    "image_pending_upload", "image_uploading", "image_backup", "updating_password", "resize_prep",
+    "resize_migrating", "resize_migrated", "resize_finish", "resize_reverting", "resize_confirming", "rebooting",
+    "reboot_pending", "reboot_started", "rebooting_hard", "reboot_pending_hard", "reboot_started_hard", "pausing",
+    "unpausing", "suspending", "resuming", "powering-off", "powering-on", "rescuing", "unrescuing", "rebuilding",
+    "rebuild_block_device_mapping", "rebuild_spawning", "migrating", "deleting", "soft-deleting", "restoring",
+    "shelving", "shelving_image_pending_upload", "shelving_image_uploading", "shelving_offloading", "unshelving",
+)
+
+
 @dataclass(frozen=True)
 class VolumeFacts:
     """One disk attached to a server.

@@ -8,8 +8,8 @@ Inventory YAML (see ``examples/sandbox.yaml``)::
           - id: <uuid>            # optional: a new UUID4 when absent
             name: web-1
             type: OS::Nova::Server        # or OS::Ironic::BareMetalServer
-            status: ACTIVE                # Nova vocabulary
-            task_state: null              # e.g. resize_migrating
+            status: ACTIVE                # Nova vocabulary (core.facts.NOVA_STATUSES)
+            task_state: null              # e.g. resize_migrating (core.facts.NOVA_TASK_STATES)
             availability_zone: az1
             volumes:                      # attached in this order: /dev/vda, /dev/vdb, ...
               - {id: <uuid>, name: sys, size_gb: 1, bootable: true}
@@ -37,7 +37,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from opencsbs.clouds.sandbox.volumes import changes_dir, change_log, cow_dir, record_change, volume_file, write_at
-from opencsbs.core.facts import BAREMETAL_SERVER, SERVER
+from opencsbs.core.facts import BAREMETAL_SERVER, NOVA_STATUSES, NOVA_TASK_STATES, SERVER
 from opencsbs.db.base import new_id
 from opencsbs.db.models import SandboxAttachment, SandboxServer, SandboxVolume
 
@@ -69,6 +69,24 @@ def ensure_volume_file(volumes_dir: Path, volume: SandboxVolume) -> Path:
 
 def _device(index: int) -> str:
     return "/dev/vd" + "abcdefghijklmnopqrstuvwxyz"[index] if index < 26 else f"/dev/vd{index}"
+
+
+def check_status(value: Any, where: str) -> str:
+    """``value`` upper-cased if it is one of Nova's server statuses, else :class:`InventoryError`."""
+    status = str(value).upper()
+    if status not in NOVA_STATUSES:
+        raise InventoryError(f"{where}: status must be one of {', '.join(NOVA_STATUSES)}, got {value!r}")
+    return status
+
+
+def check_task_state(value: Any, where: str) -> str | None:
+    """``value`` if it is None or one of Nova's task states (lower case), else :class:`InventoryError`."""
+    if value is None:
+        return None
+    state = str(value).lower()
+    if state not in NOVA_TASK_STATES:
+        raise InventoryError(f"{where}: task_state must be one of {', '.join(NOVA_TASK_STATES)}, got {value!r}")
+    return state
 
 
 def _check_keys(entry: dict, allowed: set[str], what: str) -> None:
@@ -122,8 +140,8 @@ def _upsert_server(session: Session, project_id: str, spec: dict, volumes_dir: P
         raise InventoryError(f"server {sid}: type must be one of {SERVER_TYPES}, got {rtype!r}")
     server.resource_type = rtype
     server.name = spec.get("name", server.name or "")
-    server.status = str(spec.get("status", server.status or "ACTIVE")).upper()
-    server.task_state = spec.get("task_state", None)
+    server.status = check_status(spec.get("status", server.status or "ACTIVE"), f"server {sid}")
+    server.task_state = check_task_state(spec.get("task_state", None), f"server {sid}")
     server.availability_zone = spec.get("availability_zone", server.availability_zone)
     server.flavor = spec.get("flavor", server.flavor)
     session.flush()
@@ -194,7 +212,8 @@ def list_volumes(session: Session, project_id: str | None = None) -> list[Sandbo
 def set_server(session: Session, server_id: str, **changes: Any) -> SandboxServer:
     """Change a server's ``status``, ``task_state``, ``availability_zone`` or ``name``.
 
-    ``task_state=""`` clears the task. Raises :class:`InventoryError` for an unknown id or key.
+    ``task_state=""`` clears the task. Raises :class:`InventoryError` for an unknown id or key, a status outside
+    Nova's (``core.facts.NOVA_STATUSES``, any case) or a task state outside Nova's (``NOVA_TASK_STATES``).
     """
     server = session.get(SandboxServer, server_id)
     if server is None:
@@ -205,9 +224,9 @@ def set_server(session: Session, server_id: str, **changes: Any) -> SandboxServe
         if key not in {"status", "task_state", "availability_zone", "name"}:
             raise InventoryError(f"cannot change {key}")
         if key == "status":
-            value = str(value).upper()
-        if key == "task_state" and value == "":
-            value = None
+            value = check_status(value, f"server {server_id}")
+        if key == "task_state":
+            value = check_task_state(value or None, f"server {server_id}")
         setattr(server, key, value)
     return server
 
