@@ -124,13 +124,18 @@ class EngineSettings(BaseModel):
 
     ``lease_seconds``: how long a worker owns a job without a heartbeat (a crashed worker's job is taken over
     after this); ``poll_seconds``: idle workers look for new jobs this often; ``max_attempts``: claims of one job
-    before it is failed; ``progress_seconds``: how often progress is written to the database.
+    before it is failed; ``progress_seconds``: how often progress is written to the database;
+    ``job_retention_days``: finished (done/failed) jobs older than this are deleted by the scheduler's
+    housekeeping (0 or less: kept for ever); ``housekeeping_seconds``: time between two housekeeping passes
+    (finished jobs, the sandbox's unneeded change logs; docs/engine.md).
     """
 
     lease_seconds: float = 30.0
     poll_seconds: float = 0.5
     max_attempts: int = 3
     progress_seconds: float = 1.0
+    job_retention_days: float = 7.0
+    housekeeping_seconds: float = 3600.0
 
 
 class Settings(BaseSettings):

@@ -88,6 +88,7 @@ class Runtime:
         from datetime import timedelta
 
         from opencsbs.core.timeutil import utcnow
+        from opencsbs.engine import housekeeping
         from opencsbs.engine.scheduler import Scheduler
         from opencsbs.service import policy_runs
 
@@ -99,6 +100,8 @@ class Runtime:
             interval=self.settings.scheduler_interval,
             retention_every=timedelta(hours=self.settings.retention_interval_hours),
             name=name,
+            housekeep=lambda: housekeeping.housekeep(self),
+            housekeeping_every=self.settings.engine.housekeeping_seconds,
         )
 
     def start_scheduler(self) -> Any:

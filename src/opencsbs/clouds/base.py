@@ -171,6 +171,14 @@ class CloudDriver(ABC):
         """Drop the snapshot's data; idempotent (a missing snapshot is fine). Change tokens stay usable."""
         raise DataPathUnsupported(self.name, "delete snapshots")
 
+    def prune_change_tracking(self, needed: dict[str, set[str]]) -> int:
+        """Drop change-tracking data no future :meth:`changed_ranges` call can need. ``needed``: for each volume
+        id, the change tokens still usable as ``since`` (tokens of kept backups and of unfinished jobs); a volume
+        absent from it has none. Returns how many pieces (e.g. log files) were dropped; default: nothing to do.
+        Dropping too much must only ever make :meth:`changed_ranges` answer None (a full read), never a wrong
+        answer."""
+        return 0
+
     def open_volume_writer(self, ctx: CloudContext, volume_id: str) -> BlockWriter:
         """A writer over the whole of volume ``volume_id`` for a restore (the server should be powered off)."""
         raise DataPathUnsupported(self.name, "write volumes")

@@ -8,6 +8,8 @@ transaction, inserts the ``policy_runs`` row whose ``(operation_id, slot_at)`` i
 processes share the database, exactly one fires a slot. The claimed run is then handed to ``fire(run_id)``.
 
 Retention is claimed the same way through ``retention_due_at`` and handed to ``retain(policy_id)``.
+Every ``housekeeping_every`` seconds (first on the first pass) a pass also calls ``housekeep()`` (the runtime
+passes ``engine.housekeeping.housekeep``: finished jobs, unneeded change logs).
 
 The clock is injectable (``clock`` returns naive UTC), so tests drive weeks of schedule through ``tick``.
 The scheduler reads and writes only its own columns and rows; what a run does is the caller's (the runtime
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -50,7 +53,8 @@ class Scheduler:
 
     ``fire(run_id)`` runs a claimed slot; ``retain(policy_id)`` applies a policy's retention (optional);
     ``clock()`` is the current naive UTC time; ``interval`` seconds between passes of :meth:`run_forever`;
-    ``retention_every`` between two retention passes of one operation.
+    ``retention_every`` between two retention passes of one operation; ``housekeep()`` runs every
+    ``housekeeping_every`` seconds of real time (optional).
     """
 
     def __init__(
@@ -62,6 +66,8 @@ class Scheduler:
         interval: float = 20.0,
         retention_every: timedelta = timedelta(hours=1),
         name: str = "scheduler",
+        housekeep: Callable[[], object] | None = None,
+        housekeeping_every: float = 3600.0,
     ):
         self.sessions = sessions
         self.fire = fire
@@ -70,6 +76,9 @@ class Scheduler:
         self.interval = interval
         self.retention_every = retention_every
         self.name = name
+        self.housekeep = housekeep
+        self.housekeeping_every = housekeeping_every
+        self._next_housekeeping = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -153,7 +162,8 @@ class Scheduler:
         return won
 
     def tick(self) -> list[Fired]:
-        """One pass at ``clock()``: claim and fire due slots, then claim and apply due retention. Returns the
+        """One pass at ``clock()``: claim and fire due slots, then claim and apply due retention, then housekeeping
+        when due. Returns the
         slots fired by this scheduler. A failing run is logged and does not stop the others."""
         now = self.clock()
         fired = self.claim_due(now)
@@ -168,6 +178,12 @@ class Scheduler:
                     self.retain(policy_id)
                 except Exception:
                     log.exception("retention of policy %s failed", policy_id)
+        if self.housekeep is not None and time.monotonic() >= self._next_housekeeping:
+            self._next_housekeeping = time.monotonic() + self.housekeeping_every
+            try:
+                self.housekeep()
+            except Exception:
+                log.exception("housekeeping failed")
         return fired
 
     # --- background thread ------------------------------------------------------------------------------

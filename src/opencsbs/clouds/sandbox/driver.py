@@ -206,6 +206,16 @@ class SandboxDriver(CloudDriver):
             vf.unregister_snapshot(self.volumes_dir, volume.volume_id, snapshot.name)
         shutil.rmtree(self.snapshots_dir / snapshot.name, ignore_errors=True)
 
+    def prune_change_tracking(self, needed: dict[str, set[str]]) -> int:
+        root = self.volumes_dir / "changes"
+        if not root.is_dir():
+            return 0
+        dropped = 0
+        for cdir in sorted(root.iterdir()):
+            if cdir.is_dir():
+                dropped += vf.prune_change_logs(self.volumes_dir, cdir.name, needed.get(cdir.name, set()))
+        return dropped
+
     def open_volume_writer(self, ctx: CloudContext, volume_id: str) -> BlockWriter:
         self.count_call()
         with self.sessions() as session:

@@ -246,6 +246,55 @@ def changes_between(volumes_dir: Path, volume_id: str, since: str, until: str) -
     return merge_ranges(ranges)
 
 
+def prune_change_logs(volumes_dir: Path, volume_id: str, keep: set[str]) -> int:
+    """Drop the change-log generations of ``volume_id`` that no token in ``keep`` can need; returns how many log
+    files were removed.
+
+    :func:`changes_between` ``(since, until)`` reads the logs after ``since`` in the chain, and ``until`` is
+    always a newer snapshot. So with ``first`` the oldest chain name in ``keep``, the logs up to and including
+    ``first``'s are never read again: they are removed and the chain starts at ``first``. With no token of
+    ``keep`` in the chain, every generation goes (and the pending log too: the next backup of the volume has no
+    base, so it reads the whole disk anyway). A token asked for later that is no longer in the chain makes
+    :func:`changes_between` answer None (a full read), never a wrong range list. Runs under the volume's
+    exclusive lock (the one snapshots take to rotate), or without it when the volume itself is gone.
+    """
+    cdir = changes_dir(volumes_dir, volume_id)
+    if not cdir.is_dir():
+        return 0
+    path = volume_file(volumes_dir, volume_id)
+    with ExitStack() as stack:
+        if path.exists():
+            stack.enter_context(locked_volumes([path], exclusive=True))
+        chain = cdir / "chain"
+        names = chain.read_text().split() if chain.exists() else []
+        kept = [i for i, name in enumerate(names) if name in keep]
+        start = kept[0] if kept else len(names)
+        drop = set(names[: start + 1] if kept else names)
+        listed = set(names)
+        # logs of names not in the chain (a snapshot interrupted between its log and its chain entry) are dropped
+        # only with the whole chain: such a snapshot may still be finishing
+        removed = 0
+        for log in cdir.glob("*.log"):
+            name = log.name[: -len(".log")]
+            if name in drop or (not kept and name not in listed):
+                log.unlink(missing_ok=True)
+                removed += 1
+        if kept:
+            if start > 0:
+                tmp = cdir / "chain.tmp"
+                tmp.write_text("".join(n + "\n" for n in names[start:]))
+                os.replace(tmp, chain)
+        else:
+            chain.unlink(missing_ok=True)
+            change_log(volumes_dir, volume_id).unlink(missing_ok=True)
+            if not path.exists():
+                try:
+                    cdir.rmdir()
+                except OSError:
+                    pass
+    return removed
+
+
 class CowSnapshotReader:
     """:class:`~opencsbs.core.blocks.BlockReader` of a copy-on-write snapshot: saved ranges from the ``.cow``
     file, the rest from the live volume (read under the volume's exclusive lock, so no write is half-seen)."""
