@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import require_component
-from engine_helpers import item_of, protect, restore, run_jobs
+from engine_helpers import PROVIDER, item_of, protect, restore, run_jobs
 
 pytestmark = pytest.mark.libvirt
 
@@ -400,3 +400,25 @@ def test_a_retried_snapshot_replaces_a_partial_one_and_a_lost_base_reads_whole(w
     assert sorted(c.getName() for c in dom.listAllCheckpoints()) == ["csbs-job-3"]
     driver.delete_snapshot(snap3)
     assert list(driver.scratch_dir.iterdir()) == []
+
+
+def test_housekeeping_deletes_checkpoints_no_kept_backup_needs(world, client, headers, runtime):
+    from opencsbs.engine.housekeeping import housekeep
+
+    qcow = world.disk("hk-a", "qcow2", "vda", "16M")
+    qcow.write_offline(0, MIB, 41)
+    dom = world.define("housekeeping", [qcow])
+    dom.create()
+    sid = dom.UUIDString()
+    item = _backup(client, headers, runtime, sid)
+    names = [c.getName() for c in dom.listAllCheckpoints()]
+    assert len(names) == 1
+    runtime.driver.checkpoint_grace_seconds = 0
+    housekeep(runtime)
+    assert [c.getName() for c in dom.listAllCheckpoints()] == names  # the kept backup's checkpoint stays
+
+    r = client.delete(f"/v1/demo/providers/{PROVIDER}/checkpoints/{item['checkpoint_id']}", headers=headers)
+    assert r.status_code == 200, r.text
+    run_jobs(runtime)
+    assert housekeep(runtime).change_logs == 1
+    assert dom.listAllCheckpoints() == []  # no backup left to be the base of an incremental: bitmap dropped

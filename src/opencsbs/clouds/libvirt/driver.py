@@ -21,6 +21,7 @@ Data side (a second, read-write connection, opened lazily; see docs/clouds.md):
   the checkpoint stays as the base of the next incremental backup (change token = checkpoint name). Older
   checkpoints made by opencsbs (``<description>opencsbs</description>``) other than the new one and the ``since``
   ones are deleted. If libvirt refuses the incremental export (bitmap lost), the disk is read whole.
+  Housekeeping (:meth:`LibvirtDriver.prune_change_tracking`) deletes the ones no kept backup needs.
 - **Shut-off domain**: each disk image is copied with ``qemu-img convert`` (its lock keeps QEMU from starting on
   it meanwhile); no change token (the bank de-duplicates by content).
 - ``snapshot.json`` written last marks a snapshot complete; a retry of the same name ends a leftover backup job,
@@ -41,6 +42,7 @@ import shutil
 import tempfile
 import threading
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -442,6 +444,40 @@ class LibvirtDriver(CloudDriver):
     def delete_snapshot(self, snapshot: ServerSnapshot) -> None:
         folder = Path(snapshot.handle.get("dir") or self.scratch_dir / snapshot.name)
         shutil.rmtree(folder, ignore_errors=True)
+
+    #: opencsbs checkpoints younger than this are never pruned by housekeeping (a backup may have just made one
+    #: and not yet recorded its name)
+    checkpoint_grace_seconds: float = 3600.0
+
+    def prune_change_tracking(self, needed: dict[str, set[str]]) -> int:
+        """Delete the checkpoints opencsbs made (``<description>opencsbs</description>``) that no kept backup or
+        unfinished job of any of the domain's disks names, once older than :attr:`checkpoint_grace_seconds`;
+        domains with a backup job running are skipped. Returns how many were deleted."""
+        libvirt = _libvirt()
+        conn = self._rw()
+        dropped = 0
+        try:
+            self.count_call()
+            for dom in conn.listAllDomains(0):
+                self.count_call()
+                info = parse_domain_xml(dom.XMLDesc(0))
+                try:
+                    dom.backupGetXMLDesc(0)
+                    continue  # a backup is running on it
+                except libvirt.libvirtError:
+                    pass
+                wanted = set().union(*(needed.get(volume_id(info, d), set()) for d in info.disks))
+                for cp in dom.listAllCheckpoints(0):
+                    root = ET.fromstring(cp.getXMLDesc(0))
+                    created = int((root.findtext("creationTime") or "0").strip() or 0)
+                    if ((root.findtext("description") or "").strip() != CHECKPOINT_DESCRIPTION
+                            or cp.getName() in wanted or time.time() - created < self.checkpoint_grace_seconds):
+                        continue
+                    self._delete_checkpoint(dom, cp.getName())
+                    dropped += 1
+        except libvirt.libvirtError as exc:
+            raise self._error(exc) from exc
+        return dropped
 
     def _find_disk(self, conn, ctx: CloudContext, vid: str):
         """``(virDomain, DomainInfo, DiskInfo)`` of the disk whose volume id is ``vid``, among the domains ``ctx``
