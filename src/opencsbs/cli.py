@@ -604,7 +604,7 @@ def policy_create(ctx: Ctx, project, file, name, description, servers, pattern, 
 @click.option("--name", default=None)
 @click.option("--status", default=None)
 @click.option("--sort", default=None)
-@click.option("--limit", type=int, default=None)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="at most this many (1 or more)")
 @click.option("--marker", default=None)
 @pass_ctx
 def policy_list(ctx: Ctx, project, name, status, sort, limit, marker) -> None:
