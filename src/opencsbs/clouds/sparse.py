@@ -1,6 +1,7 @@
 """Sparse-file primitives shared by drivers that hold disk bytes in local files (sandbox volumes, libvirt
 scratch copies and raw disk images): allocated extents (``SEEK_DATA``/``SEEK_HOLE``), hole punching
-(``fallocate(FALLOC_FL_PUNCH_HOLE)``, Linux) and range arithmetic. Offsets and lengths are in bytes."""
+(``fallocate(FALLOC_FL_PUNCH_HOLE)``, Linux) range arithmetic, and the two writes every file-backed :class:`~opencsbs.core.blocks.BlockWriter` needs. Offsets and
+lengths are in bytes."""
 
 from __future__ import annotations
 
@@ -53,3 +54,27 @@ def merge_ranges(ranges: list[Range]) -> list[Range]:
         else:
             merged.append([off, length])
     return [(o, n) for o, n in merged]
+
+
+_ZERO_BLOCK = bytes(4 * 1024 * 1024)
+
+
+def pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` (``os.pwrite`` may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
+def zero_range(fd: int, offset: int, length: int) -> None:
+    """Make ``length`` bytes at ``offset`` read as zeros: a punched hole where the filesystem can, else zero
+    bytes written (block devices, filesystems without hole punching)."""
+    if length <= 0 or punch_hole(fd, offset, length):
+        return
+    end = offset + length
+    while offset < end:
+        n = min(len(_ZERO_BLOCK), end - offset)
+        pwrite_all(fd, _ZERO_BLOCK[:n], offset)
+        offset += n

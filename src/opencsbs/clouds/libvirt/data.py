@@ -20,7 +20,7 @@ from pathlib import Path
 import xml.etree.ElementTree as ET
 from xml.sax.saxutils import escape, quoteattr
 
-from opencsbs.clouds.sparse import data_extents, merge_ranges, punch_hole
+from opencsbs.clouds.sparse import data_extents, merge_ranges, pwrite_all, zero_range
 from opencsbs.core import codes
 from opencsbs.core.blocks import Range
 from opencsbs.core.errors import CSBSError
@@ -143,22 +143,10 @@ class RawFileWriter:
     def write(self, offset: int, data: bytes) -> None:
         if offset + len(data) > self.size:
             raise ValueError(f"write past the end of {self.path.name} ({self.size} bytes)")
-        view = memoryview(data)
-        while view:
-            n = os.pwrite(self._fd, view, offset)
-            view = view[n:]
-            offset += n
+        pwrite_all(self._fd, data, offset)
 
     def write_zeroes(self, offset: int, length: int) -> None:
-        length = max(0, min(length, self.size - offset))
-        if not length or punch_hole(self._fd, offset, length):
-            return
-        zero = bytes(min(length, 4 * 1024 * 1024))
-        end = offset + length
-        while offset < end:
-            n = min(len(zero), end - offset)
-            os.pwrite(self._fd, zero[:n], offset)
-            offset += n
+        zero_range(self._fd, offset, max(0, min(length, self.size - offset)))
 
     def flush(self) -> None:
         os.fsync(self._fd)

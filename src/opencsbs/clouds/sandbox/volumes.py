@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from opencsbs.clouds.sparse import data_extents, merge_ranges, punch_hole  # noqa: F401 - also used by callers
+from opencsbs.clouds.sparse import data_extents, merge_ranges, punch_hole, pwrite_all, zero_range  # noqa: F401 - also used by callers
 from opencsbs.core.blocks import Range
 
 RESET = "reset"
@@ -117,7 +117,7 @@ def preserve(volumes_dir: Path, volume_id: str, fd: int, offset: int, length: in
                     if len(data) < step:
                         data += bytes(step - len(data))
                     if data.count(0) != len(data):
-                        os.pwrite(cfd, data, pos)
+                        pwrite_all(cfd, data, pos)
                     pos += step
         finally:
             os.close(cfd)
@@ -129,12 +129,7 @@ def write_at(volumes_dir: Path, volume_id: str, fd: int, offset: int, data: byte
     """Write ``data`` into the volume (exclusive lock held): copy-on-write for live snapshots, the write itself,
     and the change-log record."""
     preserve(volumes_dir, volume_id, fd, offset, len(data))
-    view = memoryview(data)
-    pos = offset
-    while view:
-        n = os.pwrite(fd, view, pos)
-        view = view[n:]
-        pos += n
+    pwrite_all(fd, data, offset)
     record_change(volumes_dir, volume_id, offset, len(data))
 
 
@@ -367,23 +362,13 @@ class VolumeWriter:
         if offset + len(data) > self.size:
             raise ValueError(f"write past the end of {self.path.name} ({self.size} bytes)")
         preserve(self.volumes_dir, self.volume_id, self._fd, offset, len(data))
-        view = memoryview(data)
-        while view:
-            n = os.pwrite(self._fd, view, offset)
-            view = view[n:]
-            offset += n
+        pwrite_all(self._fd, data, offset)
 
     def write_zeroes(self, offset: int, length: int) -> None:
         length = max(0, min(length, self.size - offset))
         if length:
             preserve(self.volumes_dir, self.volume_id, self._fd, offset, length)
-        if length and not punch_hole(self._fd, offset, length):
-            zero = bytes(min(length, 4 * 1024 * 1024))
-            end = offset + length
-            while offset < end:
-                n = min(len(zero), end - offset)
-                os.pwrite(self._fd, zero[:n], offset)
-                offset += n
+            zero_range(self._fd, offset, length)
 
     def flush(self) -> None:
         os.fsync(self._fd)
