@@ -120,6 +120,8 @@ BAD_INVENTORIES = {
     "volumes-not-list": ({"projects": {"p": {"servers": [{"id": "s", "volumes": {"id": "v"}}]}}}, "list"),
     "server-of-other-project": ({"projects": {"other-project": {"servers": [{"id": WEB_1}]}}}, "another project"),
     "volume-of-other-project": ({"projects": {"x": {"volumes": [{"id": WEB_1_SYS, "size_gb": 1}]}}}, "another project"),
+    # 16 EiB: no file system makes such a file (EFBIG/EINVAL, or an OverflowError past off_t)
+    "volume-file-too-large": ({"projects": {"p": {"volumes": [{"id": "huge-v", "size_gb": 2**34}]}}}, "cannot make"),
 }
 
 
@@ -133,6 +135,7 @@ def test_invalid_inventory_is_refused_and_nothing_is_written(runtime, inventory,
     with pytest.raises(InventoryError, match=words):
         load(runtime, data)
     assert (count(runtime, SandboxServer), count(runtime, SandboxVolume), count(runtime, SandboxAttachment)) == before
+    assert not volume_file(runtime.settings.volumes_dir, "huge-v").exists()
 
 
 def test_invalid_yaml_file(runtime, tmp_path):

@@ -54,14 +54,24 @@ class InventoryError(ValueError):
 
 
 def ensure_volume_file(volumes_dir: Path, volume: SandboxVolume) -> Path:
-    """Create (sparse) or grow the file of ``volume`` to ``size_gb`` GiB; never shrinks."""
+    """Create (sparse) or grow the file of ``volume`` to ``size_gb`` GiB; never shrinks.
+
+    Raises :class:`InventoryError` when the file system cannot hold a file that large (a file this call created
+    is removed again).
+    """
     path = volume_file(volumes_dir, volume.id)
     path.parent.mkdir(parents=True, exist_ok=True)
     size = volume.size_gb * GIB
+    existed = path.exists()
     with open(path, "ab") as fh:
         if fh.tell() < size:
             grown = fh.tell() > 0
-            fh.truncate(size)
+            try:
+                fh.truncate(size)
+            except (OSError, OverflowError) as exc:
+                if not existed:
+                    path.unlink(missing_ok=True)
+                raise InventoryError(f"volume {volume.id}: cannot make its {volume.size_gb} GiB file: {exc}") from None
             if grown:
                 record_change(volumes_dir, volume.id)
     return path
