@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import resource
+import signal
 
 import pytest
 import yaml
@@ -120,8 +122,8 @@ BAD_INVENTORIES = {
     "volumes-not-list": ({"projects": {"p": {"servers": [{"id": "s", "volumes": {"id": "v"}}]}}}, "list"),
     "server-of-other-project": ({"projects": {"other-project": {"servers": [{"id": WEB_1}]}}}, "another project"),
     "volume-of-other-project": ({"projects": {"x": {"volumes": [{"id": WEB_1_SYS, "size_gb": 1}]}}}, "another project"),
-    # 16 EiB: no file system makes such a file (EFBIG/EINVAL, or an OverflowError past off_t)
-    "volume-file-too-large": ({"projects": {"p": {"volumes": [{"id": "huge-v", "size_gb": 2**34}]}}}, "cannot make"),
+    # past the size_gb column (a 32-bit integer on PostgreSQL) and any file system
+    "volume-too-large": ({"projects": {"p": {"volumes": [{"id": "huge-v", "size_gb": 2**34}]}}}, "at most"),
 }
 
 
@@ -136,6 +138,23 @@ def test_invalid_inventory_is_refused_and_nothing_is_written(runtime, inventory,
         load(runtime, data)
     assert (count(runtime, SandboxServer), count(runtime, SandboxVolume), count(runtime, SandboxAttachment)) == before
     assert not volume_file(runtime.settings.volumes_dir, "huge-v").exists()
+
+
+def test_volume_file_the_file_system_refuses_is_an_inventory_error(runtime, inventory):
+    """A size the file system cannot hold (here: RLIMIT_FSIZE below it; on ext4 anything past 16 TiB) is refused
+    with the volume named, nothing is loaded and no empty file is left behind."""
+    before = (count(runtime, SandboxServer), count(runtime, SandboxVolume))
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (GIB, hard))
+    try:
+        with pytest.raises(InventoryError, match="volume fs-v: cannot make its 2 GiB file"):
+            load(runtime, {"projects": {"p": {"volumes": [{"id": "fs-v", "size_gb": 2}]}}})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert (count(runtime, SandboxServer), count(runtime, SandboxVolume)) == before
+    assert not volume_file(runtime.settings.volumes_dir, "fs-v").exists()
 
 
 def test_invalid_yaml_file(runtime, tmp_path):

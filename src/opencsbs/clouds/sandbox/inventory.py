@@ -42,6 +42,8 @@ from opencsbs.db.base import new_id
 from opencsbs.db.models import SandboxAttachment, SandboxServer, SandboxVolume
 
 GIB = 1024**3
+#: the largest ``size_gb`` the database column holds (a 32-bit integer on PostgreSQL)
+MAX_SIZE_GB = 2**31 - 1
 SERVER_TYPES = (SERVER, BAREMETAL_SERVER)
 _SERVER_KEYS = {"id", "name", "type", "resource_type", "status", "task_state", "availability_zone", "volumes",
                 "flavor"}
@@ -128,6 +130,8 @@ def _upsert_volume(session: Session, project_id: str, spec: dict, volumes_dir: P
         size = spec["size_gb"]
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:
             raise InventoryError(f"volume {vid}: size_gb must be a positive integer")
+        if size > MAX_SIZE_GB:
+            raise InventoryError(f"volume {vid}: size_gb must be at most {MAX_SIZE_GB}")
         volume.size_gb = size
     session.flush()
     ensure_volume_file(volumes_dir, volume)
