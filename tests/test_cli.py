@@ -82,6 +82,8 @@ def test_sandbox_commands_end_to_end(cli, tmp_path):
     (["sandbox", "load", "/does/not/exist.yaml"], "does not exist"),
     (["token", "create", "--project", "demo", "--role", "root"], "root"),
     (["token", "create", "--project", " "], "project id must not be empty"),
+    (["token", "create", "--project", "p" * 65], "project id must be at most 64 characters"),
+    (["token", "create", "--project", "demo", "--user", "u" * 65], "user id must be at most 64 characters"),
 ])
 def test_errors_exit_non_zero_with_a_message(cli, args, words):
     cli("sandbox", "load", str(EXAMPLE_INVENTORY))

@@ -101,6 +101,15 @@ def check_task_state(value: Any, where: str) -> str | None:
     return state
 
 
+def _check_lengths(row: Any, what: str) -> None:
+    """Refuse string values longer than their columns (PostgreSQL would raise a DataError; SQLite stores them)."""
+    for column in row.__table__.columns:
+        limit = getattr(column.type, "length", None)
+        value = getattr(row, column.key, None)
+        if limit and isinstance(value, str) and len(value) > limit:
+            raise InventoryError(f"{what}: {column.key} must be at most {limit} characters")
+
+
 def _check_keys(entry: dict, allowed: set[str], what: str) -> None:
     unknown = set(entry) - allowed
     if unknown:
@@ -133,6 +142,7 @@ def _upsert_volume(session: Session, project_id: str, spec: dict, volumes_dir: P
         if size > MAX_SIZE_GB:
             raise InventoryError(f"volume {vid}: size_gb must be at most {MAX_SIZE_GB}")
         volume.size_gb = size
+    _check_lengths(volume, f"volume {vid}")
     session.flush()
     ensure_volume_file(volumes_dir, volume)
     return volume
@@ -158,6 +168,7 @@ def _upsert_server(session: Session, project_id: str, spec: dict, volumes_dir: P
     server.task_state = check_task_state(spec.get("task_state", None), f"server {sid}")
     server.availability_zone = spec.get("availability_zone", server.availability_zone)
     server.flavor = spec.get("flavor", server.flavor)
+    _check_lengths(server, f"server {sid}")
     session.flush()
     if "volumes" in spec:
         vols = spec["volumes"] or []
@@ -242,6 +253,7 @@ def set_server(session: Session, server_id: str, **changes: Any) -> SandboxServe
         if key == "task_state":
             value = check_task_state(value or None, f"server {server_id}")
         setattr(server, key, value)
+    _check_lengths(server, f"server {server_id}")
     return server
 
 
