@@ -205,3 +205,13 @@ def test_state_options_after_the_subcommand_choose_the_data(tmp_path, database_u
     assert item.exit_code == 0, item.output
     restored = runner.invoke(main, ["restore", item.output.strip().splitlines()[-1], *state])
     assert restored.exit_code == 0, restored.output
+
+
+def test_backup_command_backs_up_a_bare_metal_server(cli):
+    """``opencsbs backup`` of bms-1 (OS::Ironic::BareMetalServer, protectable) used to answer CSBS.6000 because it
+    always asked for an OS::Nova::Server."""
+    bms_1 = "9cfaad9b-df7b-42e5-8bc8-adacbcbd0010"
+    cli("sandbox", "load", str(EXAMPLE_INVENTORY))
+    result = cli("backup", bms_1, "--wait", ok=False)
+    assert result.exit_code == 0, result.output
+    assert "available" in result.output

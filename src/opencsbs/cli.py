@@ -166,6 +166,14 @@ def _operator(runtime, server_id: str):
     return Principal(project_id=project, user_id="opencsbs-cli", roles=frozenset({"reader", "member", "admin"}))
 
 
+def _server_type(runtime, server_id: str) -> str:
+    """``OS::Nova::Server`` or ``OS::Ironic::BareMetalServer``: what the cloud says ``server_id`` is."""
+    from opencsbs.clouds.base import CloudContext
+
+    found = runtime.driver.get_servers(CloudContext(project_id="", all_tenants=True), [server_id])
+    return found[server_id].resource_type
+
+
 def _follow(runtime, read_progress, label: str) -> str:
     """Run jobs in this process too (so it finishes without a running server) and show a progress bar until
     ``read_progress()`` returns a final status; returns that status."""
@@ -206,7 +214,8 @@ def backup(ctx: Ctx, server_id: str, name, description, full: bool, wait: bool) 
         principal = _operator(runtime, server_id)
         try:
             cp = backups.create_backup(runtime, principal, principal.project_id, server_id, name=name,
-                                       description=description, incremental=not full)
+                                       description=description, incremental=not full,
+                                       resource_type=_server_type(runtime, server_id))
         except CSBSError as exc:
             raise click.ClickException(f"{exc.error_code}: {exc.error_msg}") from exc
         with runtime.sessions() as session:
