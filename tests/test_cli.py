@@ -82,6 +82,8 @@ def test_sandbox_commands_end_to_end(cli, tmp_path):
     (["sandbox", "load", "/does/not/exist.yaml"], "does not exist"),
     (["token", "create", "--project", "demo", "--role", "root"], "root"),
     (["token", "create", "--project", " "], "project id must not be empty"),
+    (["token", "create", "--project", "p" * 65], "project id must be at most 64 characters"),
+    (["token", "create", "--project", "demo", "--user", "u" * 65], "user id must be at most 64 characters"),
 ])
 def test_errors_exit_non_zero_with_a_message(cli, args, words):
     cli("sandbox", "load", str(EXAMPLE_INVENTORY))
@@ -167,3 +169,39 @@ def test_sandbox_set_accepts_only_nova_vocabulary(cli):
     cli("sandbox", "set", WEB_1, "--status", "Verify_Resize", "--task-state", "RESIZE_FINISH")
     web = next(s for s in json.loads(cli("sandbox", "list", "--json").output) if s["id"] == WEB_1)
     assert (web["status"], web["task_state"]) == ("VERIFY_RESIZE", "resize_finish")
+
+
+def _leaf_commands(group, path=()):
+    for name, command in sorted(group.commands.items()):
+        if hasattr(command, "commands"):
+            yield from _leaf_commands(command, (*path, name))
+        else:
+            yield (*path, name), command
+
+
+def test_every_subcommand_takes_the_state_options_after_it():
+    """docs/configuration.md: ``--data-dir``, ``--config`` and ``--database-url`` are accepted before the subcommand
+    and by every subcommand."""
+    missing = []
+    for path, command in _leaf_commands(main):
+        flags = {flag for param in command.params for flag in getattr(param, "opts", ())}
+        missing += [f"{' '.join(path)} {flag}" for flag in ("--data-dir", "--config", "--database-url")
+                    if flag not in flags]
+    assert not missing, missing
+
+
+def test_state_options_after_the_subcommand_choose_the_data(tmp_path, database_url):
+    runner = CliRunner()
+    data = tmp_path / "after"
+    state = ["--data-dir", str(data), "--database-url", database_url]
+    loaded = runner.invoke(main, ["sandbox", "load", str(EXAMPLE_INVENTORY), *state])
+    assert loaded.exit_code == 0, loaded.output
+    created = runner.invoke(main, ["policy", "create", "--project", "demo", "--name", "after", *state])
+    assert created.exit_code == 0, created.output
+    listed = runner.invoke(main, ["policy", "list", "--project", "demo", *state])
+    assert listed.exit_code == 0, listed.output
+    assert [p["name"] for p in json.loads(listed.output)] == ["after"]
+    item = runner.invoke(main, ["backup", WEB_1, "--wait", *state])
+    assert item.exit_code == 0, item.output
+    restored = runner.invoke(main, ["restore", item.output.strip().splitlines()[-1], *state])
+    assert restored.exit_code == 0, restored.output

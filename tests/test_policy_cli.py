@@ -39,3 +39,18 @@ def test_policy_commands(settings):
     assert "deleted" in run("policy", "delete", "--project", "demo", pid)
     assert "CSBS.3000" in run("policy", "show", "--project", "demo", pid, ok=False)
     assert "scheduler" in run("scheduler", "--help")
+
+
+def test_policy_list_refuses_a_limit_below_one_like_the_api(settings):
+    """``GET /policies?limit=0`` (or -1) is a 400; the command line must not answer a silently shortened list
+    (``limit -1`` used to drop the last policy)."""
+    runner = CliRunner()
+    base = ["--data-dir", str(settings.data_dir), "--database-url", settings.db_url]
+    assert runner.invoke(main, base + ["sandbox", "load", str(EXAMPLE_INVENTORY)]).exit_code == 0
+    for name in ("first", "second"):
+        assert runner.invoke(main, base + ["policy", "create", "--project", "demo", "--name", name]).exit_code == 0
+    for limit in ("-1", "0"):
+        result = runner.invoke(main, base + ["policy", "list", "--project", "demo", "--limit", limit])
+        assert result.exit_code == 2 and "--limit" in result.output, result.output
+    listed = runner.invoke(main, base + ["policy", "list", "--project", "demo", "--limit", "1"])
+    assert [p["name"] for p in json.loads(listed.output)] == ["second"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import resource
+import signal
 
 import pytest
 import yaml
@@ -120,6 +122,15 @@ BAD_INVENTORIES = {
     "volumes-not-list": ({"projects": {"p": {"servers": [{"id": "s", "volumes": {"id": "v"}}]}}}, "list"),
     "server-of-other-project": ({"projects": {"other-project": {"servers": [{"id": WEB_1}]}}}, "another project"),
     "volume-of-other-project": ({"projects": {"x": {"volumes": [{"id": WEB_1_SYS, "size_gb": 1}]}}}, "another project"),
+    # longer than their columns: PostgreSQL refuses them (a DataError traceback), SQLite would store them
+    "server-id-too-long": ({"projects": {"p": {"servers": [{"id": "s" * 37}]}}}, "at most 36"),
+    "project-id-too-long": ({"projects": {"p" * 65: {"servers": [{"id": "s"}]}}}, "at most 64"),
+    "server-name-too-long": ({"projects": {"p": {"servers": [{"id": "s", "name": "n" * 256}]}}}, "at most 255"),
+    "az-too-long": ({"projects": {"p": {"servers": [{"id": "s", "availability_zone": "a" * 65}]}}}, "at most 64"),
+    "volume-type-too-long": ({"projects": {"p": {"volumes": [{"id": "v", "size_gb": 1, "volume_type": "t" * 65}]}}},
+                             "at most 64"),
+    # past the size_gb column (a 32-bit integer on PostgreSQL) and any file system
+    "volume-too-large": ({"projects": {"p": {"volumes": [{"id": "huge-v", "size_gb": 2**34}]}}}, "at most"),
 }
 
 
@@ -133,6 +144,32 @@ def test_invalid_inventory_is_refused_and_nothing_is_written(runtime, inventory,
     with pytest.raises(InventoryError, match=words):
         load(runtime, data)
     assert (count(runtime, SandboxServer), count(runtime, SandboxVolume), count(runtime, SandboxAttachment)) == before
+    assert not volume_file(runtime.settings.volumes_dir, "huge-v").exists()
+
+
+def test_volume_file_the_file_system_refuses_is_an_inventory_error(runtime, inventory):
+    """A size the file system cannot hold (here: RLIMIT_FSIZE below it; on ext4 anything past 16 TiB) is refused
+    with the volume named, nothing is loaded and no empty file is left behind."""
+    before = (count(runtime, SandboxServer), count(runtime, SandboxVolume))
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (GIB, hard))
+    try:
+        with pytest.raises(InventoryError, match="volume fs-v: cannot make its 2 GiB file"):
+            load(runtime, {"projects": {"p": {"volumes": [{"id": "fs-v", "size_gb": 2}]}}})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert (count(runtime, SandboxServer), count(runtime, SandboxVolume)) == before
+    assert not volume_file(runtime.settings.volumes_dir, "fs-v").exists()
+
+
+def test_set_server_refuses_values_longer_than_their_columns(runtime, inventory):
+    with runtime.sessions() as s:
+        with pytest.raises(InventoryError, match="availability_zone .*at most 64"):
+            set_server(s, WEB_1, availability_zone="a" * 65)
+        with pytest.raises(InventoryError, match="name .*at most 255"):
+            set_server(s, WEB_1, name="n" * 256)
 
 
 def test_invalid_yaml_file(runtime, tmp_path):

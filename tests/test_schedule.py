@@ -49,6 +49,11 @@ def test_spellings_give_the_same_schedule(pattern):
     (ev("FREQ=DAILY;BYHOUR=24"), "0..23"),
     (ev("FREQ=DAILY;BYMINUTE=60"), "0..59"),
     (ev("FREQ=DAILY;BYHOUR=x"), "parse"),
+    (ev("FREQ=DAILY;BYHOUR=\u0661;BYMINUTE=0"), "digits 0-9"),  # ARABIC-INDIC DIGIT ONE, int() reads 1
+    (ev("FREQ=DAILY;BYHOUR=\uff11;BYMINUTE=0"), "digits 0-9"),  # FULLWIDTH DIGIT ONE
+    (ev("FREQ=DAILY;BYHOUR=1_0;BYMINUTE=0"), "digits 0-9"),  # int() reads 10
+    (ev("FREQ=DAILY;BYHOUR=1;BYMINUTE=+5"), "digits 0-9"),
+    (ev("FREQ=DAILY;BYHOUR=001;BYMINUTE=0"), "digits 0-9"),
     (ev("FREQ=DAILY;BYHOUR=1;BYMINUTE=0,59"), "one hour"),
     (ev("FREQ=DAILY;BYHOUR=0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23;BYMINUTE=0,1"), "24"),
     ("BEGIN:VEVENT\r\nDTSTART:20260101T000000Z\r\nRRULE:FREQ=DAILY\r\nEND:VEVENT\r\n", "nothing else"),

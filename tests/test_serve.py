@@ -165,3 +165,13 @@ def test_bad_config_file_fails_clearly(tmp_path):
     assert r.returncode == 1
     assert "invalid settings: port" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("how", [["--port", "70000"], ["--port", "-1"], ["--port", "0"]])
+def test_out_of_range_port_fails_clearly_before_starting(tmp_path, how):
+    """A port outside 1..65535 is a settings error, not an OverflowError traceback after the workers and the
+    scheduler have started."""
+    r = cli("--data-dir", str(tmp_path / "d"), "serve", *how)
+    assert r.returncode == 1, r.stderr
+    assert "invalid settings: port" in r.stderr
+    assert "Traceback" not in r.stderr and "listening" not in r.stderr

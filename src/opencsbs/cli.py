@@ -1,6 +1,7 @@
 """The ``opencsbs`` command: ``serve``, ``token create``, ``db upgrade``, ``sandbox ...``.
 
-Every command takes ``--config FILE`` and ``--data-dir DIR`` (also ``OPENCSBS_CONFIG``/``OPENCSBS_DATA_DIR``).
+Every command takes ``--config FILE``, ``--data-dir DIR`` and ``--database-url URL`` before or after its name
+(also ``OPENCSBS_CONFIG``/``OPENCSBS_DATA_DIR``/``OPENCSBS_DATABASE_URL``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ pass_ctx = click.make_pass_decorator(Ctx)
 def _set_data_dir(ctx: click.Context, _param, value):
     if value:
         ctx.find_object(Ctx).data_dir = value
+    return value
+
+
+def _set_database_url(ctx: click.Context, _param, value):
+    if value:
+        ctx.find_object(Ctx).database_url = value
     return value
 
 
@@ -597,7 +604,7 @@ def policy_create(ctx: Ctx, project, file, name, description, servers, pattern, 
 @click.option("--name", default=None)
 @click.option("--status", default=None)
 @click.option("--sort", default=None)
-@click.option("--limit", type=int, default=None)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="at most this many (1 or more)")
 @click.option("--marker", default=None)
 @pass_ctx
 def policy_list(ctx: Ctx, project, name, status, sort, limit, marker) -> None:
@@ -762,6 +769,31 @@ def bank_gc(ctx: Ctx, grace: float, as_json: bool) -> None:
         if report.skipped_reason:
             click.echo(f"sweep skipped: {report.skipped_reason}")
     sys.exit(1 if report.skipped_reason else 0)
+
+
+def _add_state_options(group: click.Group) -> None:
+    """Give every subcommand the ``--data-dir``/``--config``/``--database-url`` it does not declare itself, so they
+    work after the subcommand as they do before it (``opencsbs policy list --project P --data-dir D``)."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            _add_state_options(command)
+            continue
+        declared = {flag for param in command.params for flag in getattr(param, "opts", ())}
+        if "--data-dir" not in declared:
+            command.params.append(click.Option(["--data-dir"], type=click.Path(file_okay=False), default=None,
+                                               expose_value=False, callback=_set_data_dir, is_eager=True,
+                                               help="state directory"))
+        if "--config" not in declared:
+            command.params.append(click.Option(["--config"], type=click.Path(exists=True, dir_okay=False),
+                                               default=None, expose_value=False, callback=_set_config,
+                                               help="YAML config file"))
+        if "--database-url" not in declared:
+            command.params.append(click.Option(["--database-url"], default=None, expose_value=False,
+                                               callback=_set_database_url, is_eager=True,
+                                               help="SQLAlchemy database URL (default: SQLite in the data dir)"))
+
+
+_add_state_options(main)
 
 
 def run() -> None:  # pragma: no cover

@@ -145,8 +145,8 @@ class Settings(BaseSettings):
 
     #: listen address of ``opencsbs serve``
     host: str = "127.0.0.1"
-    #: listen port of ``opencsbs serve``
-    port: int = 8799
+    #: listen port of ``opencsbs serve`` (1-65535)
+    port: int = Field(default=8799, ge=1, le=65535)
     #: state directory: SQLite database, local bank, sandbox volume files
     data_dir: Path = Path(os.path.expanduser("~/.local/share/opencsbs"))
     #: SQLAlchemy URL; default ``sqlite:///<data_dir>/opencsbs.db``

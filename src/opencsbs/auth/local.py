@@ -33,12 +33,16 @@ def create_token(
 ) -> str:
     """Store a new token for ``project_id`` with ``role`` (reader|member|admin) and return it (shown once).
 
-    Raises ``ValueError`` for an unknown role or an empty project id.
+    Raises ``ValueError`` for an unknown role, an empty project id or a project/user id over 64 characters.
     """
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
     if not project_id or not project_id.strip():
         raise ValueError("project id must not be empty")
+    if len(project_id) > 64:
+        raise ValueError("project id must be at most 64 characters")
+    if user_id is not None and len(user_id) > 64:
+        raise ValueError("user id must be at most 64 characters")
     token = secrets.token_urlsafe(32)
     session.add(
         LocalToken(

@@ -19,6 +19,7 @@ Parsing uses ``icalendar``; occurrences come from ``dateutil.rrule``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -34,6 +35,8 @@ ALLOWED_PARTS = frozenset({"FREQ", "BYDAY", "BYHOUR", "BYMINUTE"})
 ALLOWED_FREQS = frozenset({"DAILY", "WEEKLY"})
 CALENDAR_PROPERTIES = frozenset({"VERSION", "PRODID", "CALSCALE"})
 _WEEK_MINUTES = 7 * 24 * 60
+#: RFC 5545 3.3.10: ``hour``/``minute`` = ``1*2DIGIT`` (ASCII digits only).
+_RECUR_NUMBER = re.compile(r"[0-9]{1,2}")
 
 
 def _bad(why: str) -> CSBSError:
@@ -129,6 +132,22 @@ def _event_rrule(text: str):
     return rrule
 
 
+def _check_number_spelling(text: str) -> None:
+    """Refuse BYHOUR/BYMINUTE values that are not 1 or 2 ASCII digits: icalendar reads them with ``int()``,
+    which also takes ``+5``, ``1_0`` (10) and non-ASCII digits (``\u0661``), and the pattern is stored as
+    sent."""
+    for line in text.split("\r\n"):
+        name, _, value = line.partition(":")
+        if name.split(";")[0].strip().upper() != "RRULE":
+            continue
+        for part in value.split(";"):
+            key, _, values = part.partition("=")
+            key = key.strip().upper()
+            if key in ("BYHOUR", "BYMINUTE") and not all(_RECUR_NUMBER.fullmatch(v) for v in values.split(",")):
+                high = 23 if key == "BYHOUR" else 59
+                raise _bad(f"RRULE {key} values must be integers 0..{high} written with one or two digits 0-9")
+
+
 def _ints(values, name: str, low: int, high: int) -> tuple[int, ...]:
     out = []
     for v in values:
@@ -150,7 +169,8 @@ def parse_pattern(pattern: str, start_time: datetime) -> Schedule:
         raise _bad("must be a non-empty string")
     if len(pattern) > MAX_PATTERN_CHARS:
         raise _bad(f"is longer than {MAX_PATTERN_CHARS} characters")
-    rule = _event_rrule(_normalise_text(pattern))
+    text = _normalise_text(pattern)
+    rule = _event_rrule(text)
     try:
         parts = {str(k).upper(): list(v) for k, v in rule.items()}
     except Exception as exc:  # icalendar defers value errors ("broken property") to first access
@@ -158,6 +178,7 @@ def parse_pattern(pattern: str, start_time: datetime) -> Schedule:
     unknown = set(parts) - ALLOWED_PARTS
     if unknown:
         raise _bad(f"RRULE may use only FREQ, BYDAY, BYHOUR and BYMINUTE, not {', '.join(sorted(unknown))}")
+    _check_number_spelling(text)
     freqs = [str(f).upper() for f in parts.get("FREQ", [])]
     if len(freqs) != 1 or freqs[0] not in ALLOWED_FREQS:
         raise _bad("RRULE FREQ must be DAILY or WEEKLY")

@@ -42,6 +42,8 @@ from opencsbs.db.base import new_id
 from opencsbs.db.models import SandboxAttachment, SandboxServer, SandboxVolume
 
 GIB = 1024**3
+#: the largest ``size_gb`` the database column holds (a 32-bit integer on PostgreSQL)
+MAX_SIZE_GB = 2**31 - 1
 SERVER_TYPES = (SERVER, BAREMETAL_SERVER)
 _SERVER_KEYS = {"id", "name", "type", "resource_type", "status", "task_state", "availability_zone", "volumes",
                 "flavor"}
@@ -54,14 +56,24 @@ class InventoryError(ValueError):
 
 
 def ensure_volume_file(volumes_dir: Path, volume: SandboxVolume) -> Path:
-    """Create (sparse) or grow the file of ``volume`` to ``size_gb`` GiB; never shrinks."""
+    """Create (sparse) or grow the file of ``volume`` to ``size_gb`` GiB; never shrinks.
+
+    Raises :class:`InventoryError` when the file system cannot hold a file that large (a file this call created
+    is removed again).
+    """
     path = volume_file(volumes_dir, volume.id)
     path.parent.mkdir(parents=True, exist_ok=True)
     size = volume.size_gb * GIB
+    existed = path.exists()
     with open(path, "ab") as fh:
         if fh.tell() < size:
             grown = fh.tell() > 0
-            fh.truncate(size)
+            try:
+                fh.truncate(size)
+            except (OSError, OverflowError) as exc:
+                if not existed:
+                    path.unlink(missing_ok=True)
+                raise InventoryError(f"volume {volume.id}: cannot make its {volume.size_gb} GiB file: {exc}") from None
             if grown:
                 record_change(volumes_dir, volume.id)
     return path
@@ -87,6 +99,15 @@ def check_task_state(value: Any, where: str) -> str | None:
     if state not in NOVA_TASK_STATES:
         raise InventoryError(f"{where}: task_state must be one of {', '.join(NOVA_TASK_STATES)}, got {value!r}")
     return state
+
+
+def _check_lengths(row: Any, what: str) -> None:
+    """Refuse string values longer than their columns (PostgreSQL would raise a DataError; SQLite stores them)."""
+    for column in row.__table__.columns:
+        limit = getattr(column.type, "length", None)
+        value = getattr(row, column.key, None)
+        if limit and isinstance(value, str) and len(value) > limit:
+            raise InventoryError(f"{what}: {column.key} must be at most {limit} characters")
 
 
 def _check_keys(entry: dict, allowed: set[str], what: str) -> None:
@@ -118,7 +139,10 @@ def _upsert_volume(session: Session, project_id: str, spec: dict, volumes_dir: P
         size = spec["size_gb"]
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:
             raise InventoryError(f"volume {vid}: size_gb must be a positive integer")
+        if size > MAX_SIZE_GB:
+            raise InventoryError(f"volume {vid}: size_gb must be at most {MAX_SIZE_GB}")
         volume.size_gb = size
+    _check_lengths(volume, f"volume {vid}")
     session.flush()
     ensure_volume_file(volumes_dir, volume)
     return volume
@@ -144,6 +168,7 @@ def _upsert_server(session: Session, project_id: str, spec: dict, volumes_dir: P
     server.task_state = check_task_state(spec.get("task_state", None), f"server {sid}")
     server.availability_zone = spec.get("availability_zone", server.availability_zone)
     server.flavor = spec.get("flavor", server.flavor)
+    _check_lengths(server, f"server {sid}")
     session.flush()
     if "volumes" in spec:
         vols = spec["volumes"] or []
@@ -228,6 +253,7 @@ def set_server(session: Session, server_id: str, **changes: Any) -> SandboxServe
         if key == "task_state":
             value = check_task_state(value or None, f"server {server_id}")
         setattr(server, key, value)
+    _check_lengths(server, f"server {server_id}")
     return server
 
 
