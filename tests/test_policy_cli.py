@@ -54,3 +54,16 @@ def test_policy_list_refuses_a_limit_below_one_like_the_api(settings):
         assert result.exit_code == 2 and "--limit" in result.output, result.output
     listed = runner.invoke(main, base + ["policy", "list", "--project", "demo", "--limit", "1"])
     assert [p["name"] for p in json.loads(listed.output)] == ["second"]
+
+
+def test_policy_file_that_is_not_an_object_is_refused_with_a_message(settings, tmp_path):
+    runner = CliRunner()
+    base = ["--data-dir", str(settings.data_dir), "--database-url", settings.db_url]
+    pid = json.loads(runner.invoke(main, base + ["policy", "create", "--project", "demo", "--name", "f"]).output)["id"]
+    for text in ("[]", '{"policy": []}', '"x"', "null"):
+        body = tmp_path / "body.json"
+        body.write_text(text)
+        for args in (["create", "--project", "demo"], ["update", "--project", "demo", pid]):
+            result = runner.invoke(main, base + ["policy", *args, "--file", str(body)])
+            assert result.exit_code == 1, (text, args, result.output, result.exception)
+            assert "must be a JSON object" in result.output and "Traceback" not in result.output

@@ -551,7 +551,10 @@ def _load_body(file) -> dict:
         data = json.load(file)
     except ValueError as exc:
         raise click.ClickException(f"{file.name}: not JSON ({exc})") from exc
-    return data if isinstance(data, dict) and "policy" in data else {"policy": data}
+    body = data if isinstance(data, dict) and "policy" in data else {"policy": data}
+    if not isinstance(body["policy"], dict):
+        raise click.ClickException(f'{file.name}: must be a JSON object ({{"policy": {{...}}}} or the policy itself)')
+    return body
 
 
 DAILY_2AM = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nRRULE:FREQ=DAILY;BYHOUR=2;BYMINUTE=0\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
