@@ -12,6 +12,7 @@ import os
 import stat
 
 from opencsbs.bank._writeback import start_writeback
+from opencsbs.blockio import DirectWriter
 from opencsbs.core.blocks import Range
 
 _FALLOC_FL_KEEP_SIZE = 0x01
@@ -99,9 +100,11 @@ class FileBlockWriter:
 
     ``truncate=True`` (default for regular files) empties the file first, so untouched ranges read as zeros
     without being written. ``write_zeroes`` punches holes in regular files (falls back to writing zeros).
+    ``direct=True`` (default) writes aligned blocks with ``O_DIRECT`` where the filesystem allows it
+    (:class:`opencsbs.blockio.DirectWriter`), bypassing the page cache; the rest goes through it.
     """
 
-    def __init__(self, path: str | os.PathLike, size: int, truncate: bool = True):
+    def __init__(self, path: str | os.PathLike, size: int, truncate: bool = True, direct: bool = True):
         self.path = os.fspath(path)
         self.size = size
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
@@ -117,8 +120,12 @@ class FileBlockWriter:
             os.close(self._fd)
             raise OSError(errno.ENOSPC, f"{self.path} is smaller than {size} bytes")
         self._high = 0  # end of the furthest write: beyond it a fresh file is still all holes
+        self._direct = DirectWriter(self.path, enabled=direct)
 
     def write(self, offset: int, data: bytes) -> None:
+        if self._direct.pwrite(data, offset):
+            self._high = max(self._high, offset + len(data))
+            return
         view = memoryview(data)
         pos = offset
         while view:
@@ -148,6 +155,7 @@ class FileBlockWriter:
         os.fsync(self._fd)
 
     def close(self) -> None:
+        self._direct.close()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

@@ -35,6 +35,7 @@ from opencsbs.bank.errors import (
     IndexNotFound,
     ObjectNotFound,
 )
+from opencsbs.blockio import tune_malloc
 from opencsbs.core.blocks import BlockReader, BlockWriter, Range
 
 #: fixed chunk size for disk images (bytes)
@@ -268,6 +269,7 @@ class Bank:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._zero_digest: dict[int, bytes] = {}
+        tune_malloc()  # chunk-sized buffers are reused instead of page-faulted in afresh (opencsbs.blockio)
         self._check_config()
 
     # --- set-up --------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from pathlib import Path
 import xml.etree.ElementTree as ET
 from xml.sax.saxutils import escape, quoteattr
 
+from opencsbs.blockio import DirectWriter
 from opencsbs.clouds.sparse import data_extents, merge_ranges, pwrite_all, zero_range
 from opencsbs.core import codes
 from opencsbs.core.blocks import Range
@@ -139,11 +140,13 @@ class RawFileWriter:
         self._fd = os.open(self.path, flags, 0o600)
         if create:
             os.ftruncate(self._fd, size)
+        self._direct = DirectWriter(self.path)
 
     def write(self, offset: int, data: bytes) -> None:
         if offset + len(data) > self.size:
             raise ValueError(f"write past the end of {self.path.name} ({self.size} bytes)")
-        pwrite_all(self._fd, data, offset)
+        if not self._direct.pwrite(data, offset):
+            pwrite_all(self._fd, data, offset)
 
     def write_zeroes(self, offset: int, length: int) -> None:
         zero_range(self._fd, offset, max(0, min(length, self.size - offset)))
@@ -152,6 +155,7 @@ class RawFileWriter:
         os.fsync(self._fd)
 
     def close(self) -> None:
+        self._direct.close()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

@@ -26,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from opencsbs.blockio import DirectWriter
 from opencsbs.clouds.sparse import data_extents, merge_ranges, punch_hole, pwrite_all, zero_range  # noqa: F401 - also used by callers
 from opencsbs.core.blocks import Range
 
@@ -357,12 +358,14 @@ class VolumeWriter:
         self._fd = os.open(self.path, os.O_RDWR)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         record_change(volumes_dir, volume_id)
+        self._direct = DirectWriter(self.path)
 
     def write(self, offset: int, data: bytes) -> None:
         if offset + len(data) > self.size:
             raise ValueError(f"write past the end of {self.path.name} ({self.size} bytes)")
         preserve(self.volumes_dir, self.volume_id, self._fd, offset, len(data))
-        pwrite_all(self._fd, data, offset)
+        if not self._direct.pwrite(data, offset):
+            pwrite_all(self._fd, data, offset)
 
     def write_zeroes(self, offset: int, length: int) -> None:
         length = max(0, min(length, self.size - offset))
@@ -374,6 +377,7 @@ class VolumeWriter:
         os.fsync(self._fd)
 
     def close(self) -> None:
+        self._direct.close()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
