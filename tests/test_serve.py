@@ -175,3 +175,21 @@ def test_out_of_range_port_fails_clearly_before_starting(tmp_path, how):
     assert r.returncode == 1, r.stderr
     assert "invalid settings: port" in r.stderr
     assert "Traceback" not in r.stderr and "listening" not in r.stderr
+
+
+def test_taken_port_fails_clearly_before_starting(tmp_path):
+    """Another process listens on the port: serve says so and exits 1 before its workers, scheduler or the
+    'listening' line (it used to start them, then exit 3 from inside uvicorn)."""
+    import socket
+
+    port = free_port()
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", port))
+    holder.listen()
+    try:
+        r = cli("--data-dir", str(tmp_path / "d"), "serve", "--host", "127.0.0.1", "--port", str(port))
+    finally:
+        holder.close()
+    assert r.returncode == 1, r.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in r.stderr and "in use" in r.stderr
+    assert "Traceback" not in r.stderr and "listening" not in r.stderr

@@ -112,6 +112,8 @@ def serve(ctx: Ctx, host, port, data_dir_opt, inventory, tls_cert, tls_key, forw
         settings.cloud.inventory = Path(inventory)
     from opencsbs.runtime import Runtime
 
+    # the port first: a taken port is refused before any worker or scheduler thread starts
+    sock = _bind(settings.host, settings.port)
     runtime = Runtime.from_settings(settings)
     runtime.start_workers()
     if settings.scheduler:
@@ -120,13 +122,35 @@ def serve(ctx: Ctx, host, port, data_dir_opt, inventory, tls_cert, tls_key, forw
     click.echo(f"opencsbs listening on http{'s' if settings.tls_cert else ''}://{settings.host}:{settings.port} "
                f"(data dir {settings.data_dir}, cloud driver {settings.cloud.driver})", err=True)
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                    ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
-                    ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
-                    timeout_keep_alive=int(settings.keepalive_timeout), proxy_headers=True,
-                    forwarded_allow_ips=settings.forwarded_allow_ips)
+        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                                ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+                                ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+                                timeout_keep_alive=int(settings.keepalive_timeout), proxy_headers=True,
+                                forwarded_allow_ips=settings.forwarded_allow_ips)
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
+        sock.close()
         runtime.close()
+
+
+def _bind(host: str, port: int):
+    """A TCP socket bound to ``host:port`` (IPv4 or IPv6, as the host resolves); uvicorn listens on it.
+    Raises ``click.ClickException`` (exit 1) when the address is taken or cannot be had."""
+    import socket
+
+    try:
+        family, kind, proto, _name, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                              flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
 
 
 @main.command()
