@@ -8,7 +8,6 @@ Needs ``scripts/services/libvirt.sh start`` (env ``OPENCSBS_TEST_LIBVIRT_URI``, 
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import subprocess
 import uuid
@@ -18,23 +17,12 @@ from pathlib import Path
 import pytest
 
 from conftest import require_component
+from libvirt_helpers import DISK_DIR, URI, libvirt_available
 from engine_helpers import PROVIDER, item_of, protect, restore, run_jobs
 
 pytestmark = pytest.mark.libvirt
 
-URI = os.environ.get("OPENCSBS_TEST_LIBVIRT_URI")
-DISK_DIR = Path(os.environ.get("OPENCSBS_TEST_LIBVIRT_DIR", "/tmp/opencsbs-libvirt-test"))
 MIB = 1024 * 1024
-
-
-def _available() -> tuple[bool, str]:
-    if not URI:
-        return False, "libvirt not started (scripts/services/libvirt.sh start)"
-    try:
-        import libvirt  # noqa: F401
-    except ImportError:
-        return False, "libvirt-python not installed (pip install -e '.[libvirt]')"
-    return True, ""
 
 
 def _run(*args: str) -> str:
@@ -125,7 +113,7 @@ def write_live(dom, disk: Disk, offset: int, n: int, seed: int) -> None:
 
 @pytest.fixture
 def world():
-    ok, why = _available()
+    ok, why = libvirt_available()
     require_component(ok, why)
     import libvirt
 

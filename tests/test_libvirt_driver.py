@@ -5,7 +5,6 @@ Needs ``scripts/services/libvirt.sh start`` (env ``OPENCSBS_TEST_LIBVIRT_URI``, 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import uuid
 from pathlib import Path
@@ -13,24 +12,13 @@ from pathlib import Path
 import pytest
 
 from conftest import require_component
+from libvirt_helpers import DISK_DIR, URI, libvirt_available
 
 pytestmark = pytest.mark.libvirt
 
 PROVIDER = "fc4d5750-22e7-4798-8a46-f48f62c4c1da"
 SERVER = "OS::Nova::Server"
-URI = os.environ.get("OPENCSBS_TEST_LIBVIRT_URI")
-DISK_DIR = Path(os.environ.get("OPENCSBS_TEST_LIBVIRT_DIR", "/tmp/opencsbs-libvirt-test"))
 NS = "https://opencsbs.org/xmlns/libvirt/1"
-
-
-def _libvirt_available() -> tuple[bool, str]:
-    if not URI:
-        return False, "libvirt not started (scripts/services/libvirt.sh start)"
-    try:
-        import libvirt  # noqa: F401
-    except ImportError:
-        return False, "libvirt-python not installed (pip install -e '.[libvirt]')"
-    return True, ""
 
 
 def _disk(path: Path, fmt: str, size: str = "64M") -> Path:
@@ -57,7 +45,7 @@ def _domain_xml(name: str, disks: list[tuple[Path, str, str, bool]], metadata: s
 
 @pytest.fixture(scope="module")
 def lv():
-    ok, why = _libvirt_available()
+    ok, why = libvirt_available()
     require_component(ok, why)
     import libvirt
 
