@@ -23,20 +23,31 @@ fi
 .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/pip install -q -e '.[test]'
 
+# Start order matters: ceph before openstack (openstack.sh adds its RBD backend and libvirt compute host only when
+# Ceph answers). Scripts not named here start last, in name order; OPENCSBS_TEST_SERVICES is put in this order too.
+ORDER="postgres keystone s3 libvirt ceph openstack sdk"
 ALL_SERVICES=$(ls scripts/services/*.sh 2>/dev/null | xargs -n1 basename 2>/dev/null | sed 's/\.sh$//' | tr '\n' ' ')
-SERVICES=${OPENCSBS_TEST_SERVICES:-$ALL_SERVICES}
+WANTED=" ${OPENCSBS_TEST_SERVICES:-$ALL_SERVICES} "
+SERVICES=""
+for s in $ORDER $ALL_SERVICES; do
+  case "$WANTED" in *" $s "*) case " $SERVICES " in *" $s "*) ;; *) SERVICES="$SERVICES $s" ;; esac ;; esac
+done
 STARTED=()
-stop_all() {
-  for s in "${STARTED[@]:-}"; do
-    [ -n "$s" ] && bash "scripts/services/$s.sh" stop >>"$OPENCSBS_WORK/logs/$s.log" 2>&1 || true
+stop_all() {  # in reverse start order (openstack before the ceph its cinder-volume talks to)
+  local i s
+  for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
+    s=${STARTED[$i]}
+    bash "scripts/services/$s.sh" stop >>"$OPENCSBS_WORK/logs/$s.log" 2>&1 || true
   done
 }
 trap stop_all EXIT
 
 for s in $SERVICES; do
-  echo "== starting $s"
+  echo "== starting $s ($(date -u +%H:%M:%S))"
+  t0=$SECONDS
   if bash "scripts/services/$s.sh" start >>"$OPENCSBS_WORK/logs/$s.log" 2>&1; then
     STARTED+=("$s")
+    echo "   $s up in $((SECONDS - t0)) s"
   else
     echo "!! $s did not start (see $OPENCSBS_WORK/logs/$s.log)"; tail -20 "$OPENCSBS_WORK/logs/$s.log" || true
     if [ -n "${CI:-}" ]; then exit 1; fi

@@ -5,6 +5,11 @@
 #   read-only Neutron and Glance stand-ins (:9696, :9292) and Ironic (:6385, fake-hardware) when its venv installed.
 #   Databases: a throw-away PostgreSQL cluster on :55432 (fsync off). Messaging: the machine's RabbitMQ on :5672
 #   (guest/guest) when it answers, else one started here.
+#   With Ceph (scripts/services/ceph.sh started first, $OPENCSBS_WORK/env/ceph.env): Cinder gets a second backend
+#   "ceph" (the real RBD driver on pool "volumes", volume type "rbd"; every other type stays on the fake backend) and
+#   Nova a third compute host "kvm-host" (AZ az-kvm) with the real libvirt driver on a private libvirtd in its own
+#   mount namespace (socket $OPENCSBS_WORK/openstack/stack/libvirt/sock/libvirt-sock), so a server booted from an
+#   RBD volume runs under QEMU. Without Ceph the stack starts without these parts (and says so).
 #
 #   scripts/services/openstack.sh start   # install venvs (once, ~3 min), start (~1 min), write env/openstack.env
 #   scripts/services/openstack.sh stop    # stop everything started here, delete the stack state
@@ -23,6 +28,10 @@ PGPORT=55432
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 ENV_FILE=$WORK/env/openstack.env
 KV=$VENVS/keystone/bin NV=$VENVS/nova/bin CV=$VENVS/cinder/bin IV=$VENVS/ironic/bin
+CEPH_ENV=$WORK/env/ceph.env
+LV=$S/libvirt
+LIBVIRT_URI="qemu:///system?socket=$LV/sock/libvirt-sock"
+LIBVIRT_PKGS="libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config gcc qemu-system-x86 qemu-utils qemu-block-extra"
 export PYTHONWARNINGS=ignore
 T0=$(date +%s)
 ts() { echo "[$(( $(date +%s) - T0 ))s] $*"; }
@@ -32,8 +41,19 @@ waitport() {  # port [tries of 0.2 s]
 }
 psql_() { psql -h 127.0.0.1 -p $PGPORT -U postgres "$@"; }
 
+# true when ceph.sh's cluster answers to client.cinder: the stack then gets its RBD parts
+ceph_up() {
+  [ -f "$CEPH_ENV" ] || return 1
+  # shellcheck disable=SC1090
+  CEPH_CONF=$(. "$CEPH_ENV"; echo "$OPENCSBS_TEST_CEPH_CONF")
+  timeout 20 ceph --connect-timeout 15 -c "$CEPH_CONF" --id cinder health >/dev/null 2>&1
+}
+
 healthy() {
   [ -f "$S/ready" ] || return 1
+  # a stack started without Ceph is not the one wanted once Ceph runs (and the other way round)
+  if ceph_up; then [ -f "$S/rbd" ] || return 1; else [ ! -f "$S/rbd" ] || return 1; fi
+  if [ -f "$S/rbd" ]; then virsh -c "$LIBVIRT_URI" version >/dev/null 2>&1 || return 1; fi
   for f in "$S"/run/*.pid; do kill -0 "$(cat "$f")" 2>/dev/null || return 1; done
   for p in 5000 8774 8776 8778 9696 9292; do curl -s -m 2 -o /dev/null "http://127.0.0.1:$p/" || return 1; done
 }
@@ -65,6 +85,99 @@ export OPENCSBS_TEST_OS_AUTH_URL=http://127.0.0.1:5000/v3
 export OPENCSBS_TEST_OS_STACK_DIR=$S
 export OPENCSBS_TEST_OS_IRONIC=$( [ -f "$S/run/ironic.pid" ] && echo 1 || echo 0 )
 ENV
+  if [ -f "$S/rbd" ]; then
+    cat >> "$ENV_FILE" <<ENV
+export OPENCSBS_TEST_OS_RBD=1
+export OPENCSBS_TEST_OS_RBD_AZ=az-kvm
+export OPENCSBS_TEST_OS_RBD_HOST=kvm-host
+export OPENCSBS_TEST_OS_RBD_VOLUME_TYPE=rbd
+export OPENCSBS_TEST_OS_RBD_BACKEND=ceph
+export OPENCSBS_TEST_OS_RBD_SECRET_UUID=$(cat "$S/rbd")
+export OPENCSBS_TEST_OS_LIBVIRT_URI=$LIBVIRT_URI
+ENV
+  else
+    echo "export OPENCSBS_TEST_OS_RBD=0" >> "$ENV_FILE"
+  fi
+}
+
+# A private libvirtd + virtlogd for the kvm-host compute service, in their own mount namespace: /run/libvirt,
+# /var/lib/libvirt, /etc/libvirt, /var/log/libvirt and /var/cache/libvirt are bind mounts of $LV/* there only, so
+# it never meets the machine's libvirtd (scripts/services/libvirt.sh); clients use the socket $LV/sock/libvirt-sock.
+libvirt_up() {
+  getent group libvirt-qemu >/dev/null || groupadd -r libvirt-qemu
+  getent passwd libvirt-qemu >/dev/null || useradd -r -g libvirt-qemu -d /var/lib/libvirt -M -s /usr/sbin/nologin libvirt-qemu
+  mkdir -p "$LV"/{run,lib,etc,log/qemu,cache,sock} /run/libvirt /var/lib/libvirt /etc/libvirt /var/log/libvirt /var/cache/libvirt
+  cat > "$LV/etc/libvirtd.conf" <<CONF
+unix_sock_dir = "$LV/sock"
+unix_sock_rw_perms = "0700"
+auth_unix_ro = "none"
+auth_unix_rw = "none"
+log_outputs = "3:file:$LV/libvirtd.log"
+CONF
+  # QEMU as root, no security driver: test domains only
+  printf 'user = "root"\ngroup = "root"\nsecurity_driver = "none"\n' > "$LV/etc/qemu.conf"
+  unshare --mount --propagation private -- /bin/sh -ec "
+    for d in run:/run/libvirt lib:/var/lib/libvirt etc:/etc/libvirt log:/var/log/libvirt cache:/var/cache/libvirt; do
+      mount --bind \"$LV/\${d%%:*}\" \"\${d#*:}\"
+    done
+    /usr/sbin/virtlogd -d --pid-file '$LV/virtlogd.pid'
+    for i in \$(seq 1 40); do [ -S /run/libvirt/virtlogd-sock ] && break; sleep 0.25; done
+    /usr/sbin/libvirtd -d -f '$LV/etc/libvirtd.conf' --pid-file '$LV/libvirtd.pid'
+  "
+  for _ in $(seq 1 120); do virsh -c "$LIBVIRT_URI" version >/dev/null 2>&1 && return 0; sleep 0.25; done
+  echo "the private libvirtd did not answer on $LIBVIRT_URI" >&2; tail -20 "$LV/libvirtd.log" >&2; return 1
+}
+
+libvirt_down() {
+  [ -f "$LV/libvirtd.pid" ] || [ -f "$LV/virtlogd.pid" ] || return 0
+  if virsh -c "$LIBVIRT_URI" version >/dev/null 2>&1; then
+    for d in $(virsh -c "$LIBVIRT_URI" list --all --name 2>/dev/null); do
+      virsh -c "$LIBVIRT_URI" destroy "$d" >/dev/null 2>&1 || true
+      virsh -c "$LIBVIRT_URI" undefine --nvram "$d" >/dev/null 2>&1 || virsh -c "$LIBVIRT_URI" undefine "$d" >/dev/null 2>&1 || true
+    done
+  fi
+  local n p
+  for n in libvirtd virtlogd; do
+    [ -f "$LV/$n.pid" ] || continue
+    p=$(cat "$LV/$n.pid")
+    if kill -TERM "$p" 2>/dev/null; then
+      for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+      kill -KILL "$p" 2>/dev/null || true
+    fi
+    rm -f "$LV/$n.pid"
+  done
+}
+
+# The Ceph side of the stack: packages, bindings, libvirt-python, the private libvirtd and its ceph secret,
+# cinder.conf's [ceph] backend and nova-kvm.conf. Sets RBD=1.
+rbd_setup() {
+  local have
+  have=$(dpkg-query -W -f='${Status}\n' $LIBVIRT_PKGS 2>/dev/null | grep -c '^install ok installed$' || true)
+  if [ "$have" != "$(echo $LIBVIRT_PKGS | wc -w)" ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends $LIBVIRT_PKGS >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $LIBVIRT_PKGS >/dev/null; }
+  fi
+  bash "$HERE/ceph.sh" link "$VENVS/cinder" "$VENVS/nova"
+  "$NV/python" -c 'import libvirt' 2>/dev/null || "$NV/pip" install -q libvirt-python
+  local secret virt_type=kvm
+  secret=$(uuidgen)
+  [ -w /dev/kvm ] || { virt_type=qemu; echo "no /dev/kvm: kvm-host runs its guests under TCG (virt_type = qemu)"; }
+  libvirt_up
+  cat > "$S/etc/ceph-secret.xml" <<XML
+<secret ephemeral='no' private='no'><uuid>$secret</uuid><usage type='ceph'><name>client.cinder secret</name></usage></secret>
+XML
+  virsh -c "$LIBVIRT_URI" secret-define "$S/etc/ceph-secret.xml" >/dev/null
+  ceph-authtool -p -n client.cinder "$(dirname "$CEPH_CONF")/ceph.client.cinder.keyring" > "$S/etc/cinder.key"
+  virsh -c "$LIBVIRT_URI" secret-set-value --secret "$secret" --file "$S/etc/cinder.key" >/dev/null
+  rm -f "$S/etc/cinder.key"
+  sed -i "s/^enabled_backends = .*/enabled_backends = fake,ceph/" "$S/etc/cinder.conf"
+  sed -e "s#@CEPH_CONF@#$CEPH_CONF#g; s#@SECRET_UUID@#$secret#g" "$CONF/conf/cinder-ceph.conf" >> "$S/etc/cinder.conf"
+  sed -e "s#@S@#$S#g; s#@VENVS@#$VENVS#g; s#@SECRET_UUID@#$secret#g; s#@VIRT_TYPE@#$virt_type#g; s#@LIBVIRT_SOCK@#$LV/sock/libvirt-sock#g" \
+    "$CONF/conf/nova-kvm.conf" > "$S/etc/nova-kvm.conf"
+  mkdir -p "$S/nova/state-kvm/instances"
+  echo "$secret" > "$S/rbd"
+  RBD=1
 }
 
 start_rabbit() {  # sets TRANSPORT_URL
@@ -107,6 +220,8 @@ start() {
   command -v psql >/dev/null || { echo "psql not found" >&2; exit 1; }
   "$CONF/install-venvs.sh" "$VENVS"
   ts "venvs ready"
+  RBD=0
+  ceph_up || echo "no Ceph (scripts/services/ceph.sh not started): no RBD backend, no libvirt compute host; the RBD tests skip"
   mkdir -p "$S"/{run,log,etc,keystone,ironic/lock,nova/state/instances,nova/state2/instances,nova/lock,cinder/state,cinder/lock,pg}
   start_rabbit
   for f in keystone placement nova nova-compute2 cinder ironic; do
@@ -114,6 +229,7 @@ start() {
     sed -e "s#@S@#$S#g; s#@VENVS@#$VENVS#g; s#@PGPORT@#$PGPORT#g; s#@TRANSPORT_URL@#$TRANSPORT_URL#g" \
       "$CONF/conf/$f.conf" > "$S/etc/$f.conf"
   done
+  if ceph_up; then rbd_setup; ts "ceph backend + private libvirtd ($LIBVIRT_URI)"; fi
   cp "$VENVS/nova/etc/nova/api-paste.ini" "$S/nova/api-paste.ini"
   # oslo.config parses sys.argv when the WSGI app loads: hide gunicorn's arguments
   printf 'import sys\nsys.argv = sys.argv[:1]\nfrom keystone.wsgi.api import application  # noqa\n' > "$S/etc/ks_wsgi.py"
@@ -165,6 +281,9 @@ start() {
   svc nova-scheduler $NV/nova-scheduler --config-file "$S/etc/nova.conf"
   svc nova-compute $NV/nova-compute --config-file "$S/etc/nova.conf"
   svc nova-compute2 $NV/nova-compute --config-file "$S/etc/nova.conf" --config-file "$S/etc/nova-compute2.conf"
+  if [ $RBD = 1 ]; then
+    svc nova-compute-kvm $NV/nova-compute --config-file "$S/etc/nova.conf" --config-file "$S/etc/nova-kvm.conf"
+  fi
   svc cinder-api $CV/cinder-api --config-file "$S/etc/cinder.conf"
   svc cinder-scheduler $CV/cinder-scheduler --config-file "$S/etc/cinder.conf"
   PYTHONPATH=$CONF svc cinder-volume $CV/cinder-volume --config-file "$S/etc/cinder.conf"
@@ -173,32 +292,43 @@ start() {
   fi
   waitport 8778; waitport 8774; waitport 8776
   ts "APIs answer"
-  # map both compute hosts into cell1 now (the scheduler's periodic discovery lags ~20 s)
-  local cn hm
+  # map the compute hosts into cell1 now (the scheduler's periodic discovery lags ~20 s)
+  local cn hm hosts=$((2 + RBD))
   for _ in $(seq 1 240); do
     cn=$(psql_ -Atc "select count(*) from compute_nodes where deleted=0" nova)
     hm=$(psql_ -Atc "select count(*) from host_mappings" nova_api)
-    [ "$hm" -ge 2 ] && break
+    [ "$hm" -ge $hosts ] && break
     if [ "$cn" -ge 1 ]; then $NM cell_v2 discover_hosts >/dev/null 2>&1 || true; fi
     sleep 0.5
   done
   ts "compute hosts mapped"
-  $NV/python - <<'PY'
-import time, warnings, openstack; warnings.filterwarnings("ignore")
+  RBD=$RBD $NV/python - <<'PY'
+import os, time, warnings, openstack; warnings.filterwarnings("ignore")
 c = openstack.connect(auth_url="http://127.0.0.1:5000/v3", username="admin", password="s3cret", project_name="admin",
                       user_domain_id="default", project_domain_id="default", region_name="RegionOne")
-for _ in range(240):
+rbd = os.environ["RBD"] == "1"
+backends = {"fake", "ceph"} if rbd else {"fake"}
+state = "starting"
+for _ in range(360):
     try:
         ns = [s.state for s in c.compute.services()]; cs = [s.state for s in c.block_storage.services()]
-        if len(ns) >= 4 and len(cs) >= 2 and set(ns + cs) == {"up"} and len(list(c.compute.hypervisors())) >= 2:
-            break
-    except Exception:
-        pass
+        state = f"nova {ns}, cinder {cs}"
+        if len(ns) >= 4 + rbd and len(cs) >= 2 + rbd and set(ns + cs) == {"up"} \
+                and len(list(c.compute.hypervisors())) >= 2 + rbd:
+            # Cinder schedules onto a backend only after its first stats report (until then every create fails
+            # with "No valid backend was found")
+            pools = {p.name.split("#")[-1] for p in c.block_storage.backend_pools()}
+            state += f", backend pools {sorted(pools)}"
+            if backends <= pools:
+                break
+    except Exception as e:
+        state = repr(e)
     time.sleep(0.5)
 else:
-    raise SystemExit("nova/cinder services not up after 120 s")
+    raise SystemExit(f"nova/cinder services or cinder backends not ready after 180 s: {state}")
 PY
-  $NV/python "$CONF/bootstrap.py" fixtures
+  ts "services up, cinder backends reported"
+  RBD=$RBD $NV/python "$CONF/bootstrap.py" fixtures
   if [ -f "$S/run/ironic.pid" ]; then waitport 6385; ts "ironic answers"; fi
   touch "$S/ready"
   write_env
@@ -206,6 +336,7 @@ PY
 }
 
 stop() {
+  libvirt_down
   if [ -d "$S/run" ]; then
     for f in "$S"/run/*.pid; do [ -f "$f" ] && kill -TERM -- "-$(cat "$f")" 2>/dev/null || true; done
     for _ in $(seq 1 50); do

@@ -8,12 +8,15 @@ validates tokens); project
 benchmark's project); the catalog (compute, volumev3,
 block-storage, placement, network and image (stubs.py), baremetal); the flavor ``csbs.tiny``, volume types
 ``multiattach`` (extra spec multiattach), ``ssd`` and ``dss``, unlimited quotas for ``csbs-demo``, ``csbs-bench`` and ``admin``, and host aggregates: AZ ``az1`` = ci-host, AZ
-``az-nobackup`` = ci-host-2.
+``az-nobackup`` = ci-host-2. With ``RBD=1`` in the environment (the stack has Ceph): volume type ``rbd`` (extra spec
+``volume_backend_name=ceph``, Cinder's RBD backend), every other type pinned to the fake backend
+(``volume_backend_name=fake``, so only ``rbd`` volumes land in Ceph), and AZ ``az-kvm`` = kvm-host (libvirt driver).
 
     python bootstrap.py identity      # before the nova services start (they read the catalog once)
     python bootstrap.py fixtures      # once the compute services are up
 """
 
+import os
 import sys
 import warnings
 
@@ -77,13 +80,23 @@ def fixtures(conn):
     for name in ("ssd", "dss"):
         if name not in types:
             bs.create_type(name=name)
+    rbd = os.environ.get("RBD") == "1"
+    if rbd:
+        if "rbd" not in types:
+            bs.create_type(name="rbd", extra_specs={"volume_backend_name": "ceph"})
+        for t in bs.types():
+            if t.name != "rbd" and (t.extra_specs or {}).get("volume_backend_name") != "fake":
+                bs.update_type_extra_specs(t, volume_backend_name="fake")
     # no quota in the way of tests and benchmarks that make many servers and volumes
     for project in ("csbs-demo", "csbs-bench", "admin"):
         pid = conn.identity.find_project(project).id
         conn.set_compute_quotas(pid, instances=-1, cores=-1, ram=-1)
         conn.set_volume_quotas(pid, volumes=-1, gigabytes=-1, snapshots=-1)
     aggs = {a.name: a for a in conn.compute.aggregates()}
-    for name, zone, host in (("main", "az1", "ci-host"), ("nobackup", "az-nobackup", "ci-host-2")):
+    zones = [("main", "az1", "ci-host"), ("nobackup", "az-nobackup", "ci-host-2")]
+    if rbd:
+        zones.append(("kvm", "az-kvm", "kvm-host"))
+    for name, zone, host in zones:
         agg = aggs.get(name) or conn.compute.create_aggregate(name=name, availability_zone=zone)
         if host not in (agg.hosts or []):
             conn.compute.add_host_to_aggregate(agg, host)
