@@ -27,6 +27,30 @@ USE_PG = os.environ.get("OPENCSBS_TEST_DB", "sqlite") == "postgresql"
 EXAMPLE_INVENTORY = Path(__file__).resolve().parent.parent / "examples" / "sandbox.yaml"
 
 
+#: set by scripts/test.sh on every database pass after the first: only tests whose outcome can depend on the
+#: database run again (see pytest_collection_modifyitems)
+DATABASE_ONLY = os.environ.get("OPENCSBS_TEST_DATABASE_ONLY") == "1"
+
+
+def uses_database(item: pytest.Item) -> bool:
+    """True when a test runs on the database ``OPENCSBS_TEST_DB`` selects: it requests ``database_url`` (directly or
+    through ``settings``, ``runtime``, ``client``, ``demo``, ``live_server``, ...), or is marked
+    ``@pytest.mark.database`` (a test that reaches that database some other way)."""
+    return "database_url" in getattr(item, "fixturenames", ()) or item.get_closest_marker("database") is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With ``OPENCSBS_TEST_DATABASE_ONLY=1``, deselect the tests that do not use the database: they ran on the
+    first database already and would only repeat themselves (docs/development.md, "Two databases, one run of the
+    rest")."""
+    if not DATABASE_ONLY:
+        return
+    keep = [item for item in items if uses_database(item)]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if not uses_database(item)])
+        items[:] = keep
+
+
 def require_component(available: bool, reason: str) -> None:
     """Skip (outside CI) or fail (under CI) when a component a test needs is missing."""
     if available:
