@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README): installs opencsbs and its test dependencies into .venv, starts every component the
-# tests talk to (scripts/services/*.sh: Keystone, an S3 server, libvirt + QEMU, OpenStack, the SDK venv), runs
-# pytest on SQLite and again on PostgreSQL, then stops what it started.
+# tests talk to (scripts/services/*.sh: Keystone, an S3 server, libvirt + QEMU, Ceph, OpenStack, the SDK venv), runs
+# pytest on SQLite and again on PostgreSQL (there only the tests that use the database), then stops what it started.
 #
 #   scripts/test.sh                 # everything
 #   scripts/test.sh -k protectable  # extra arguments go to pytest
@@ -59,8 +59,14 @@ done
 
 DBS=${OPENCSBS_TEST_DBS:-"sqlite postgresql"}
 rc=0
+# the first database runs every test; the next ones only the tests that use the database (the others would repeat
+# themselves: tests/conftest.py deselects them under OPENCSBS_TEST_DATABASE_ONLY=1, see docs/development.md)
+only=0
 for db in $DBS; do
-  echo "== pytest on $db"
-  OPENCSBS_TEST_DB=$db .venv/bin/python -m pytest "$@" || rc=$?
+  echo "== pytest on $db$( [ $only = 1 ] && echo " (tests using the database only)" ) ($(date -u +%H:%M:%S))"
+  t0=$SECONDS
+  OPENCSBS_TEST_DB=$db OPENCSBS_TEST_DATABASE_ONLY=$only .venv/bin/python -m pytest "$@" || rc=$?
+  echo "   pytest on $db: $((SECONDS - t0)) s"
+  only=1
 done
 exit $rc
