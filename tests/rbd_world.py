@@ -59,8 +59,8 @@ GUEST_MARKER = b"CSBS-GUEST-WROTE"
 #: tests/data/guest-boot.S assembled (``as --32 -o g.o guest-boot.S && ld -m elf_i386 -Ttext 0x7c00 --oformat binary
 #: -o g.bin g.o``), zlib + base64
 GUEST_BOOT_SECTOR = zlib.decompress(base64.b64decode(
-    "eNr7ZXig70bfgb4LexhqfneIOdbsYGTaycRg8G03Q8NZ4X1ONfsZGnYKMHxe8o9NoKELLM+MkP/y+i+Dc7BTsK57qGtwiG54kH+IK8MoGDIgdBU"
-    "AEeQjgA=="))
+    "eNr7ZXig70bfgb4LexhqfneIOdbsYGTaycRg8G03Q8NZ4X1ONfsZGnYKMHxe8o9NoKELLM+MkP/y+i+Dc7BTsK57qGtwiG54kH+IK8MoGDIgdBUAEeQ"
+    "jgA=="))
 assert len(GUEST_BOOT_SECTOR) == 512 and GUEST_BOOT_SECTOR[-2:] == b"\x55\xaa"
 
 
@@ -287,8 +287,7 @@ class RbdWorld(ow.World):
         self.servers, self.admin_servers = [], []
         bs = self.admin.block_storage
         mine = set(self.volumes)
-        snaps = [s for s in bs.snapshots(details=True, all_projects=True)
-                 if s.volume_id in mine or s.id in self.snapshots]
+        snaps = [s for s in bs.snapshots(details=True, all_projects=True) if s.volume_id in mine or s.id in self.snapshots]
         for s in snaps:
             try:
                 bs.delete_snapshot(s, force=True)
