@@ -273,10 +273,16 @@ class Cluster:
         with self.image(pool, name, snapshot, read_only=True) as img:
             return int(img.size())
 
-    def list_snapshots(self, pool: str, name: str) -> list[SnapshotInfo]:
-        """The (user) snapshots of an image, oldest first."""
-        with self.image(pool, name, read_only=True) as img:
-            return self._snapshots(img)
+    def list_snapshots(self, pool: str, name: str, missing_ok: bool = False) -> list[SnapshotInfo]:
+        """The (user) snapshots of an image, oldest first; ``missing_ok``: none for a missing image."""
+        _rados, rbd = bindings()
+        try:
+            with self.image(pool, name, read_only=True) as img:
+                return self._snapshots(img)
+        except CSBSError as exc:
+            if missing_ok and isinstance(exc.__cause__, rbd.ImageNotFound):
+                return []
+            raise
 
     @staticmethod
     def _snapshots(img) -> list[SnapshotInfo]:

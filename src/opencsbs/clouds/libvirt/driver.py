@@ -441,9 +441,21 @@ class LibvirtDriver(CloudDriver):
             return None
         return [tuple(r) for r in json.loads(Path(path).read_text())]
 
-    def delete_snapshot(self, snapshot: ServerSnapshot) -> None:
+    def delete_snapshot(self, snapshot: ServerSnapshot, keep_change_token: bool = True) -> None:
+        """Remove the snapshot's folder; after a failed backup (``keep_change_token`` False) also the checkpoint
+        of its name (no backup records it)."""
         folder = Path(snapshot.handle.get("dir") or self.scratch_dir / snapshot.name)
         shutil.rmtree(folder, ignore_errors=True)
+        if keep_change_token:
+            return
+        libvirt = _libvirt()
+        try:
+            dom = self._rw().lookupByUUIDString(snapshot.server_id)
+            if snapshot.name in self._checkpoints(dom):
+                self._delete_checkpoint(dom, snapshot.name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise self._error(exc) from exc
 
     #: opencsbs checkpoints younger than this are never pruned by housekeeping (a backup may have just made one
     #: and not yet recorded its name)
