@@ -228,3 +228,16 @@ def sdk_run(tmp_path: Path):
         return result
 
     return _run
+
+
+# --- the Ceph RBD stack (scripts/services/ceph.sh + openstack.sh) ----------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def rbd_world():
+    """One ``tests/rbd_world.py`` ``RbdWorld`` for the whole session: Cinder RBD volumes of project csbs-demo, their
+    images through librbd, servers booted from them on the libvirt host (AZ az-kvm); all removed at the end. Skips
+    outside CI, fails under CI, when Ceph or the RBD parts of the OpenStack stack are missing."""
+    import rbd_world as rw
+
+    yield from rw.session_world()

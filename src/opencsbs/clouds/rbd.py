@@ -38,6 +38,7 @@ import bisect
 import errno
 import logging
 import os
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -112,6 +113,23 @@ def ceph_error(exc: BaseException, what: str) -> CSBSError:
 def _errno_error(ret: int, what: str) -> CSBSError:
     """A negative return value of an aio completion as a :class:`CSBSError` (see :func:`ceph_error`)."""
     return ceph_error(OSError(-ret, os.strerror(-ret)), what)
+
+
+#: opencsbs's RBD snapshot names: ``backup.<server snapshot name>.snap.opencsbs``
+_SNAP_RE = re.compile(r"^backup\.(csbs-[a-z0-9-]+)\.snap\.opencsbs$")
+
+
+def rbd_snapshot_name(name: str) -> str:
+    """The RBD snapshot name of the server snapshot ``name`` (the engine's ``csbs-<job id>``): lower-cased,
+    characters other than ``a-z0-9-`` turned into ``-``, inside Cinder's pattern for backup snapshots
+    (``^backup\.([a-z0-9\-]+?)\.snap\.(.+)$``), which Cinder's RBD driver removes before deleting a volume."""
+    clean = re.sub(r"[^a-z0-9-]", "-", name.lower())
+    return f"backup.{clean}.snap.opencsbs"
+
+
+def is_opencsbs_snapshot(snap_name: str) -> bool:
+    """Whether an RBD snapshot name is one opencsbs made."""
+    return _SNAP_RE.match(snap_name) is not None
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,6 @@ missing image → CSBS.9999 with a sentence naming the volume (see :func:`opencs
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -56,7 +55,7 @@ from typing import Any
 
 from opencsbs.clouds.base import CloudContext, CloudUnavailable, ServerSnapshot, VolumeSnapshot
 from opencsbs.clouds.openstack.translate import cinder_backend
-from opencsbs.clouds.rbd import Cluster
+from opencsbs.clouds.rbd import Cluster, is_opencsbs_snapshot, rbd_snapshot_name
 from opencsbs.core import codes
 from opencsbs.core.blocks import BlockReader, BlockWriter, Range
 from opencsbs.core.errors import CSBSError
@@ -65,21 +64,6 @@ log = logging.getLogger(__name__)
 
 #: Nova server metadata key marking a server paused by opencsbs (value: the snapshot name)
 PAUSE_MARK = "opencsbs_paused"
-#: suffix of opencsbs's RBD snapshot names (``backup.<name>.snap.opencsbs``)
-SNAP_SUFFIX = ".snap.opencsbs"
-_SNAP_RE = re.compile(r"^backup\.(csbs-[a-z0-9-]+)\.snap\.opencsbs$")
-
-
-def rbd_snapshot_name(name: str) -> str:
-    """The RBD snapshot name of the server snapshot ``name`` (lower-cased; characters other than ``a-z0-9-``
-    become ``-``, so the name stays within Cinder's backup-snapshot pattern)."""
-    clean = re.sub(r"[^a-z0-9-]", "-", name.lower())
-    return f"backup.{clean}{SNAP_SUFFIX}"
-
-
-def is_opencsbs_snapshot(snap_name: str) -> bool:
-    """Whether an RBD snapshot name is one opencsbs made."""
-    return _SNAP_RE.match(snap_name) is not None
 
 
 @dataclass(frozen=True)
