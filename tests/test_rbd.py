@@ -308,3 +308,32 @@ def test_missing_bindings_say_how_to_install_them(monkeypatch):
         rbd_mod.bindings()
     with pytest.raises(ValueError, match="python3-rbd"):
         rbd_mod.Cluster("/etc/ceph/ceph.conf").check_settings()
+
+
+def test_serve_checks_the_rbd_settings_at_start_and_says_what_is_missing(tmp_path: Path):
+    """``opencsbs serve`` with the OpenStack data side configured stops with one line naming the missing piece."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    keyring = tmp_path / "ceph.client.opencsbs.keyring"
+    conf = tmp_path / "ceph.conf"
+    conf.write_text("[global]\nmon_host = 127.0.0.1:9\n")
+    config = tmp_path / "opencsbs.yaml"
+    config.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "data"), "cloud": {
+        "driver": "openstack", "openstack_cloud": "csbs",
+        "openstack_rbd_backends": {"ceph": {"conf": str(conf), "user": "opencsbs", "keyring": str(keyring)}}}}))
+    from conftest import free_port
+
+    proc = subprocess.run([sys.executable, "-m", "opencsbs", "--config", str(config), "serve", "--port",
+                           str(free_port())],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    if _bindings_ok():
+        assert lines[0] == (f"Error: invalid settings: cloud.openstack_rbd_backends.ceph: Ceph keyring {keyring} "
+                            "of client.opencsbs cannot be read")
+    else:
+        assert "python3-rbd" in lines[0]
