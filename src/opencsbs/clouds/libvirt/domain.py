@@ -87,6 +87,8 @@ class DiskInfo:
     format: str | None = None
     #: ``<disk type>``: ``file``, ``block``, ``network``, ``volume``...
     source_type: str = "file"
+    #: ``<source protocol>`` of a network disk (``rbd``, ``nbd``, ``iscsi``...), None otherwise
+    protocol: str | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,7 @@ def parse_domain_xml(xml: str) -> DomainInfo:
                 boot_order=int(order) if order and order.isdigit() else None,
                 format=(disk.find("driver").get("type") if disk.find("driver") is not None else None),
                 source_type=disk.get("type", "file"),
+                protocol=disk.find("source").get("protocol") if disk.find("source") is not None else None,
             )
         )
     project = az = None
