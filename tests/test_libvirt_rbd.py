@@ -199,5 +199,6 @@ def test_running_domain_on_rbd_backed_up_incrementally_and_restored(rbd_domain, 
     assert not d.dom.isActive()
     assert {a: d.digest(a), b: d.digest(b)} == first
     r = restore(client, headers, item2, d.dom.UUIDString(), power_on=True)
+    assert r.status_code == 200, r.text
     assert run_jobs(runtime) == 1
     assert d.digest(b) == second_b and d.dom.isActive()

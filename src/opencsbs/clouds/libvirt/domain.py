@@ -206,19 +206,24 @@ def block_capacities(stats: dict) -> dict[str, int]:
 
 
 def server_facts(
-    info: DomainInfo, stats: dict, default_project: str | None, default_az: str | None
+    info: DomainInfo, stats: dict, default_project: str | None, default_az: str | None,
+    known_capacities: dict[str, int] | None = None,
 ) -> ServerFacts | None:
     """The facts of one domain, or None when no project owns it (no metadata and no configured default).
 
     ``stats``: the domain's ``virConnectGetAllDomainStats`` record (``state.*``, ``block.*``). Volume ids are the
     disk's ``<serial>`` (Nova puts the Cinder volume id there), else its source (path, ``pool/volume`` or network
-    name), else ``<uuid>:<target>``; sizes are rounded up to whole GiB.
+    name), else ``<uuid>:<target>``; sizes are rounded up to whole GiB. ``known_capacities``: bytes of disks
+    (by target) the stats leave at 0 (network disks of a shut-off domain), from their storage.
     """
     project = info.project_id or default_project
     if not project:
         return None
     status, task = server_status(int(stats.get("state.state", NOSTATE)), int(stats.get("state.reason", 0)))
     caps = block_capacities(stats)
+    for target, capacity in (known_capacities or {}).items():
+        if not caps.get(target):
+            caps[target] = capacity
     az = info.availability_zone or default_az
     boot = system_disk(info)
     volumes = tuple(

@@ -218,7 +218,8 @@ class LibvirtDriver(CloudDriver):
                 info = self._domain_info(dom, uuid, frozenset(block_capacities(stats)))
                 if info is None:
                     continue
-                facts = server_facts(info, stats, self.default_project, self.availability_zone)
+                facts = server_facts(info, stats, self.default_project, self.availability_zone,
+                                     self._rbd_capacities(info, stats))
                 if facts is not None and (ctx.all_tenants or facts.project_id == ctx.project_id):
                     found[uuid] = facts
         except libvirt.libvirtError as exc:
@@ -226,6 +227,23 @@ class LibvirtDriver(CloudDriver):
             raise CloudUnavailable(f"libvirt {self.uri}: {exc.get_error_message()}") from exc
         # answer under the ids as asked (UUIDs may come in upper case)
         return {sid: found[sid.lower()] for sid in server_ids if sid.lower() in found}
+
+    def _rbd_capacities(self, info: DomainInfo, stats: dict) -> dict[str, int] | None:
+        """Sizes of the RBD disks libvirt reports no capacity for (a shut-off domain's network disks), from Ceph
+        (one image open each, counted); None without ``cloud.libvirt_rbd``."""
+        if self._rbd is None:
+            return None
+        caps = block_capacities(stats)
+        out = {}
+        for d in info.disks:
+            loc = rbd_disks.rbd_location(d)
+            if loc is not None and not caps.get(d.target):
+                self.count_call()
+                try:
+                    out[d.target] = self._rbd.size(*loc)
+                except CSBSError:
+                    log.warning("size of RBD disk %s/%s of %s unknown", *loc, info.uuid, exc_info=True)
+        return out
 
     # -- data side (see the module docstring) -----------------------------------------------------------------
     def _rw(self):
