@@ -120,7 +120,7 @@ _SNAP_RE = re.compile(r"^backup\.(csbs-[a-z0-9-]+)\.snap\.opencsbs$")
 
 
 def rbd_snapshot_name(name: str) -> str:
-    """The RBD snapshot name of the server snapshot ``name`` (the engine's ``csbs-<job id>``): lower-cased,
+    r"""The RBD snapshot name of the server snapshot ``name`` (the engine's ``csbs-<job id>``): lower-cased,
     characters other than ``a-z0-9-`` turned into ``-``, inside Cinder's pattern for backup snapshots
     (``^backup\.([a-z0-9\-]+?)\.snap\.(.+)$``), which Cinder's RBD driver removes before deleting a volume."""
     clean = re.sub(r"[^a-z0-9-]", "-", name.lower())
