@@ -361,3 +361,40 @@ def test_a_volume_on_a_backend_that_is_not_rbd_is_refused_with_its_backend(rbd_w
     with pytest.raises(CSBSError) as err:
         runtime.driver.snapshot_server(CloudContext(project_id=w.project_id), server.id, "csbs-not-rbd")
     assert err.value.error_code == "CSBS.6061" and "Cinder backend fake" in err.value.error_msg
+
+
+def test_ceph_unreachable_ends_the_backup_in_error_with_a_reason(rbd_world, runtime, client, make_token, tmp_path):
+    """Workers whose Ceph does not answer retry the step, then fail the item with a reason a user reads; no
+    snapshot, lock or pause is left behind."""
+    from opencsbs.runtime import Runtime
+
+    w = rbd_world
+    headers = {"X-Auth-Token": make_token(w.project_id, "member")}
+    boot = w.rbd_volume("dead-ceph-boot")
+    server = w.boot_guest("dead-ceph", boot)
+    conf = tmp_path / "ceph.conf"
+    conf.write_text("[global]\nmon_host = 127.0.0.1:9\n")  # nothing listens there
+    dead = runtime.settings.model_copy(deep=True)
+    dead.cloud.openstack_rbd_backends = {rw.BACKEND: RbdSettings(conf=conf, user=rw.CEPH_USER,
+                                                                 keyring=rw.CEPH_KEYRING, connect_timeout=2)}
+    dead.engine.max_attempts = 2
+    r = client.post(f"/v1/{w.project_id}/providers/{PROVIDER}/resources/{server.id}/action",
+                    json={"protect": {"backup_name": "ceph-down"}}, headers=headers)
+    assert r.status_code == 200, r.text
+    cp = r.json()["checkpoint"]["id"]
+    broken = Runtime.from_settings(dead, migrate=False)
+    try:
+        for _ in range(3):
+            run_jobs(broken)
+    finally:
+        broken.close()
+    item = client.get(f"/v1/{w.project_id}/checkpoint_items", params={"checkpoint_id": cp},
+                      headers=headers).json()["checkpoint_items"][0]
+    assert item["status"] == "error"
+    assert item["extend_info"]["fail_code"]["Code"] == 9999
+    assert "connecting to Ceph as client.opencsbs (no monitor answered within 2 s)" in \
+        item["extend_info"]["fail_reason"], item["extend_info"]
+    assert _opencsbs_snapshots(w, boot) == []
+    with runtime.sessions() as session:
+        assert session.scalars(select(ResourceLock)).all() == []
+    assert w.admin.compute.get_server(server.id).status == "ACTIVE"
