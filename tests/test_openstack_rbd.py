@@ -147,7 +147,9 @@ def test_backup_incremental_and_restore_of_a_running_server(rbd_world, runtime, 
     token = make_token(w.project_id, "member")
     api = Api(live_server, w.project_id, token)
     boot, data = w.rbd_volume("main-boot"), w.rbd_volume("main-data")
-    first_data = w.write_pattern(data, DATA_BYTES, seed=1)
+    half = DATA_BYTES // 2  # random.randbytes takes at most 256 MiB - 1
+    first_data = w.write_pattern(data, half, seed=1) + w.write_pattern(data, half, seed=11,
+                                                                        offset=rw.DATA_OFFSET + half)
     w.write_pattern(boot, 8 * MIB, seed=2)
     server = w.boot_guest("main", boot, data=[data])
     assert w.guest_boots(boot) == 1
