@@ -137,6 +137,21 @@ def test_unprotectable_service_types_are_configurable():
     assert check(server(volumes=(SYS, sfs)), cfg=cfg).error_code == "CSBS.6033"
 
 
+def test_volume_on_a_backend_the_driver_cannot_read_6061_names_it():
+    cfg = dataclasses.replace(CFG, data_backends=frozenset({"ceph"}))
+    lvm = VolumeFacts(id="vol-lvm", backend="lvm-1")
+    rbd = VolumeFacts(id="vol-rbd", backend="ceph")
+    unknown = VolumeFacts(id="vol-unknown")  # the cloud did not say (a member's token): not refused here
+    v = check(server(volumes=(rbd, lvm)), cfg=cfg)
+    assert (v.result, v.error_code) == (False, "CSBS.6061")
+    assert v.error_msg == ("volume of server in this pod does not support backup: volume vol-lvm is on storage "
+                           "backend lvm-1, whose data opencsbs cannot read.")
+    assert check(server(volumes=(rbd, unknown)), cfg=cfg).result is True
+    assert check(server(volumes=(rbd, lvm))).result is True  # the driver does not tell its backends
+    dss = VolumeFacts(id="vol-dss", service_type="DSS", backend="lvm-1")
+    assert check(server(volumes=(dss,)), cfg=cfg).error_code == "CSBS.6033"  # the earlier rule decides
+
+
 def test_bound_to_policy_6004_keeps_result_true():
     state = ProtectionState(policy_id="pol-1", policy_name="daily")
     v = check(server(), state)

@@ -5,6 +5,7 @@ node deployed with fake hardware and its volume target), varied for states the f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -55,6 +56,20 @@ def test_recorded_server_with_its_multiattach_volume():
     assert (other.status, other.shareable) == ("unknown", False)
     verdict = check_protectable(facts.id, SERVER, facts, ProtectionState(), ProtectableConfig())
     assert verdict.error_code == "CSBS.6010"
+
+
+def test_volume_backend_comes_from_the_cinder_host():
+    facts = nova_server_facts(_server(), _volumes(), {})
+    recorded = next(v for v in facts.volumes if v.id in _volumes())
+    assert recorded.backend == "fake"  # "os-vol-host-attr:host": "ci-host@fake#fake"
+    moved = nova_server_facts(_server(), _volumes(**{"os-vol-host-attr:host": "node-2@ceph-ssd#ceph-ssd"}), {})
+    assert next(v for v in moved.volumes if v.id in _volumes()).backend == "ceph-ssd"
+    hidden = nova_server_facts(_server(), _volumes(**{"os-vol-host-attr:host": None}), {})  # a member's view
+    assert next(v for v in hidden.volumes if v.id in _volumes()).backend is None
+    single = dataclasses.replace(recorded, shareable=False)
+    verdict = check_protectable(facts.id, SERVER, dataclasses.replace(facts, volumes=(single,)),
+                                ProtectionState(), ProtectableConfig(data_backends=frozenset({"ceph"})))
+    assert (verdict.error_code, "backend fake" in verdict.error_msg) == ("CSBS.6061", True)
 
 
 def test_root_device_decides_the_system_disk_over_the_bootable_flag():

@@ -37,9 +37,18 @@ class Ctx:
             raise click.ClickException(f"invalid settings: {exc}") from exc
 
     def runtime(self, **overrides):
-        from opencsbs.runtime import Runtime
+        return build_runtime(self.settings(**overrides))
 
-        return Runtime.from_settings(self.settings(**overrides))
+
+def build_runtime(settings: Settings):
+    """``Runtime.from_settings``; settings a driver refuses when it is built (e.g. a missing Ceph keyring) exit
+    with one line saying what is missing."""
+    from opencsbs.runtime import Runtime
+
+    try:
+        return Runtime.from_settings(settings)
+    except ValueError as exc:
+        raise click.ClickException(f"invalid settings: {exc}") from exc
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
@@ -110,11 +119,13 @@ def serve(ctx: Ctx, host, port, data_dir_opt, inventory, tls_cert, tls_key, forw
         raise click.UsageError("--tls-cert and --tls-key go together")
     if inventory:
         settings.cloud.inventory = Path(inventory)
-    from opencsbs.runtime import Runtime
-
     # the port first: a taken port is refused before any worker or scheduler thread starts
     sock = _bind(settings.host, settings.port)
-    runtime = Runtime.from_settings(settings)
+    try:
+        runtime = build_runtime(settings)
+    except BaseException:
+        sock.close()
+        raise
     runtime.start_workers()
     if settings.scheduler:
         runtime.start_scheduler()

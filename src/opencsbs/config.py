@@ -40,6 +40,27 @@ class AuthSettings(BaseModel):
     policy_file: Path | None = None
 
 
+class RbdSettings(BaseModel):
+    """How opencsbs reaches the images of one Ceph RBD backend (the client settings the Cinder RBD backend
+    already has: ``rbd_ceph_conf``, ``rbd_user``, ``rbd_pool``; see docs/clouds.md)."""
+
+    #: ``ceph.conf`` of the cluster (None: librados's default, ``/etc/ceph/ceph.conf``)
+    conf: Path | None = None
+    #: Ceph user (``client.`` prefix optional); it needs ``profile rbd`` (read-write) on the pool
+    user: str = "opencsbs"
+    #: keyring file of that user (None: the ``keyring`` setting of ``ceph.conf``)
+    keyring: Path | None = None
+    #: pool of the volumes' images (Cinder's ``rbd_pool``; libvirt disks name their own pool)
+    pool: str = "volumes"
+    #: image name of a volume, ``{id}`` being the volume's id (Cinder's ``volume_name_template``)
+    image_name: str = "volume-{id}"
+    #: seconds to reach the monitors, and per OSD request, before the step fails with "unreachable"
+    connect_timeout: float = 20.0
+    op_timeout: float = 120.0
+    #: reads (of one chunk each) kept in flight while a snapshot is copied; writes in flight during a restore
+    read_ahead: int = 8
+
+
 class CloudSettings(BaseModel):
     """``driver``: ``sandbox`` (built in), ``libvirt`` or ``openstack``."""
 
@@ -74,6 +95,18 @@ class CloudSettings(BaseModel):
     #: openstack: how far back (hours) deleted servers are looked up to answer "terminated" (CSBS.6001);
     #: 0 disables the lookup (deleted servers are then "not found")
     openstack_deleted_lookback_hours: int = 168
+    #: openstack data side: Cinder backend name (the ``backend`` of a volume's ``host@backend#pool``, a section of
+    #: cinder.conf's ``enabled_backends``) -> its Ceph RBD settings. Volumes of other backends cannot be backed up
+    #: (CSBS.6061); empty: no data side at all (backups fail with CSBS.9998)
+    openstack_rbd_backends: dict[str, RbdSettings] = Field(default_factory=dict)
+    #: openstack: a running server with several volumes is paused while they are snapshotted; longer than this
+    #: (seconds) and the snapshots are dropped and the step retried
+    openstack_pause_timeout: float = 30.0
+    #: openstack: seconds to wait for Nova to stop, start, pause or unpause a server
+    openstack_power_timeout: float = 300.0
+    #: libvirt: Ceph client settings for ``<disk type='network'>`` RBD disks (the disk names its pool and image);
+    #: None: such disks cannot be backed up
+    libvirt_rbd: RbdSettings | None = None
     #: availability zones where backup is not offered (CSBS.6027)
     azs_without_backup: list[str] = Field(default_factory=list)
     #: volume service types that cannot be backed up (CSBS.6033), compared case-insensitively

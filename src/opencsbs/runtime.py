@@ -118,6 +118,7 @@ class Runtime:
             protectable_types=self.driver.protectable_types,
             azs_without_backup=frozenset(cloud.azs_without_backup),
             unprotectable_service_types=frozenset(s.lower() for s in cloud.unprotectable_service_types),
+            data_backends=self.driver.data_backends,
         )
 
     def close(self) -> None:

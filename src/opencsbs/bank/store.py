@@ -379,7 +379,8 @@ class Bank:
         the base; other chunks are taken from the base without reading. Ranges ``reader.allocated_ranges()``
         leaves out are zeros and not read. ``progress(bytes_done, bytes_total)`` is called from this thread.
         The index is written last, atomically: an interrupted backup leaves no index, only chunks that a later
-        :meth:`gc` removes. Raises :class:`BankError` (:class:`IndexNotFound` for a missing base).
+        :meth:`gc` removes. A reader with a ``verify()`` method is asked to confirm its data just before the index is
+        written (it raises when its source vanished during the copy). Raises :class:`BankError` (:class:`IndexNotFound` for a missing base).
         """
         started = time.monotonic()
         check_index_name(index_name)
@@ -477,6 +478,11 @@ class Bank:
             step = max(1, -(-len(keys) // self.workers))
             for fut in [pool.submit(self.store.sync, keys[i:i + step]) for i in range(0, len(keys), step)]:
                 fut.result()
+            # a reader whose source may vanish under it (an RBD snapshot deleted meanwhile reads as zeros)
+            # confirms that everything it returned was real before the index makes it a backup
+            verify = getattr(reader, "verify", None)
+            if verify is not None:
+                verify()
             stats.seconds = time.monotonic() - started
             idx = VolumeIndex(name=index_name, size=size, chunk_size=cs, chunks=chunks,
                               volume_hash=vhash.hexdigest(), hash=self.codec.hash_name, created_at=_utcnow_iso(),

@@ -16,8 +16,8 @@ bitmaps, and Cinder snapshots:
    :meth:`CloudDriver.changed_ranges` the byte ranges changed since an earlier snapshot of that disk, when the
    driver tracks changes (a libvirt dirty bitmap / checkpoint, a Cinder changed-block API); ``None`` means "read
    everything" and the bank then de-duplicates by content.
-3. :meth:`CloudDriver.delete_snapshot` drops the snapshot's data (idempotent) but keeps its change token usable
-   as the base of the next incremental backup.
+3. :meth:`CloudDriver.delete_snapshot` drops the snapshot's data (idempotent) but, after a successful backup,
+   keeps its change token usable as the base of the next incremental backup.
 4. Restores: :meth:`CloudDriver.power_off`, :meth:`CloudDriver.open_volume_writer` per target disk,
    :meth:`CloudDriver.power_on`.
 
@@ -121,6 +121,9 @@ class CloudDriver(ABC):
     name: str = "abstract"
     #: server types this driver can back up (subset of ``core.facts.SERVER_TYPES``)
     protectable_types: frozenset[str] = SERVER_TYPES
+    #: storage backends (``VolumeFacts.backend``) whose volumes the data side can read; None: not told (no
+    #: CSBS.6061 verdicts)
+    data_backends: frozenset[str] | None = None
 
     def __init__(self) -> None:
         self._calls = 0
@@ -167,8 +170,15 @@ class CloudDriver(ABC):
         was given as ``since``; None when unknown (then everything is read)."""
         return None
 
-    def delete_snapshot(self, snapshot: ServerSnapshot) -> None:
-        """Drop the snapshot's data; idempotent (a missing snapshot is fine). Change tokens stay usable."""
+    def delete_snapshot(self, snapshot: ServerSnapshot, keep_change_token: bool = True) -> None:
+        """Drop the snapshot's data; idempotent (a missing snapshot is fine).
+
+        ``keep_change_token`` (after a backup that succeeded): the snapshot's change tokens stay usable as ``since``
+        of the next backup, and the driver may drop older tokens of the same disks that they supersede (the
+        engine always starts an incremental from the newest backup). False (after a backup that failed, whose
+        tokens no backup records): the tokens may go too. ``snapshot.volumes`` may be empty: a backup that failed
+        before its snapshot was recorded asks to drop whatever was made under ``snapshot.name`` for
+        ``snapshot.server_id`` (the driver finds the disks itself)."""
         raise DataPathUnsupported(self.name, "delete snapshots")
 
     def prune_change_tracking(self, needed: dict[str, set[str]]) -> int:

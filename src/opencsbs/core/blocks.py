@@ -4,6 +4,9 @@ Pure typing: no I/O here. Offsets and lengths are in bytes.
 
 - A :class:`BlockReader` reads a snapshot of one volume. ``allocated_ranges()`` may tell which ranges can hold
   data (holes read as zeros and need not be read); ``None`` means "read everything".
+  A reader may also have a ``verify()`` method (not part of the protocol): the bank calls it once everything
+  was read, before it records the backup, and it raises when the data read cannot be trusted (e.g. an RBD
+  snapshot deleted during the copy, whose reads return zeros).
 - A :class:`BlockWriter` writes a volume during restore. ``write_zeroes`` lets a writer punch holes or skip
   (sparse targets) instead of writing zero bytes.
 

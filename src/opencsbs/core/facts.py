@@ -44,7 +44,8 @@ class VolumeFacts:
     """One disk attached to a server.
 
     ``size_gb``: GiB; ``bootable``: the server's system disk; ``shareable``: multi-attach; ``service_type``:
-    the storage service behind the volume type (e.g. ``EVS``, ``DSS``), lower-cased compare.
+    the storage service behind the volume type (e.g. ``EVS``, ``DSS``), lower-cased compare; ``backend``: the
+    storage backend holding it when the cloud says (Cinder's backend name), None when unknown.
     """
 
     id: str
@@ -57,6 +58,7 @@ class VolumeFacts:
     status: str = "in-use"
     availability_zone: str | None = None
     device: str | None = None
+    backend: str | None = None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,9 @@ step  code       rule
 7     CSBS.6007  no volume attached
 8     CSBS.6010  a shareable (multi-attach) volume is attached
 9     CSBS.6033  a volume's service type cannot be backed up (e.g. DSS)
+10    CSBS.6061  a volume lives on a storage backend whose data opencsbs cannot read (e.g. a Cinder LVM or
+                 NFS backend when only Ceph RBD backends are configured); only checked when the driver knows
+                 both the backends it can read and the volume's backend
 ====  =========  ===========================================================================
 
 If all pass and the server is bound to a backup policy, ``result`` stays ``true`` (a manual backup is still
@@ -45,12 +48,14 @@ class ProtectableConfig:
     ``protectable_types``: server types the active driver can back up (subset of ``SERVER_TYPES``);
     ``azs_without_backup``: availability zones where backup is not offered (CSBS.6027);
     ``unprotectable_service_types``: volume service types that cannot be backed up, compared
-    case-insensitively (CSBS.6033; default ``{"dss"}``).
+    case-insensitively (CSBS.6033; default ``{"dss"}``); ``data_backends``: the storage backends whose volumes
+    the driver can read (CSBS.6061 for others), None when the driver does not tell.
     """
 
     protectable_types: frozenset[str] = SERVER_TYPES
     azs_without_backup: frozenset[str] = frozenset()
     unprotectable_service_types: frozenset[str] = frozenset({"dss"})
+    data_backends: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,12 @@ def check_protectable(
     for volume in server.volumes:
         if volume.service_type and volume.service_type.lower() in config.unprotectable_service_types:
             return _refuse(resource_id, resource_type, codes.DSS_VOLUME, volume.id, resource_id)
+    if config.data_backends is not None:
+        for volume in server.volumes:
+            if volume.backend is not None and volume.backend not in config.data_backends:
+                msg = (f"{codes.POD_NOT_SUPPORTED.format()}: volume {volume.id} is on storage backend "
+                       f"{volume.backend}, whose data opencsbs cannot read.")
+                return Verdict(resource_id, resource_type, False, codes.POD_NOT_SUPPORTED.code, msg)
     if state.policy_id:
         msg = (
             f"{codes.SERVER_BOUND_TO_POLICY.format(resource_id)} "

@@ -7,7 +7,7 @@ backup  (target: checkpoint_item id)
                 knows them) into the bank under ``checkpoints/<checkpoint_id>/<volume_backup_id>``; the volume
                 backup turns ``available`` in the same transaction that records the step → ``commit``
     ``commit``  checkpoint_item (and checkpoint) ``available`` with figures, server lock released → ``cleanup``
-    ``cleanup`` drop the snapshot → done
+    ``cleanup`` drop the snapshot (its change tokens stay, older ones may go) → done
 restore (target: restore id)
     ``start``   mark the checkpoint_item restoring, power the server off → ``write``
     ``write``   for each disk not yet written: bank index → target volume → ``finish``
@@ -44,6 +44,11 @@ MB = 1024 * 1024
 
 class Retry(Exception):
     """A transient failure: give the job back so it is tried again later (counts as an attempt)."""
+
+
+def snapshot_name(job_id: str) -> str:
+    """The name of the server snapshot a backup job takes (the same on every retry)."""
+    return f"csbs-{job_id}"
 
 
 def index_name(checkpoint_id: str, volume_backup_id: str) -> str:
@@ -148,11 +153,11 @@ def _backup_snapshot(runtime: Any, job: JobHandle) -> None:
                     bases[volume_id] = {"index": prev.index_name, "token": prev.change_token}
         server_id = item.resource_id
     since = {vid: b["token"] for vid, b in bases.items() if b.get("token")}
-    snapshot = runtime.driver.snapshot_server(_ctx(job), server_id, f"csbs-{job.id}", since=since or None)
+    snapshot = runtime.driver.snapshot_server(_ctx(job), server_id, snapshot_name(job.id), since=since or None)
     by_volume = {v.volume_id: v for v in snapshot.volumes}
     missing = [vid for _, vid in vbs if vid not in by_volume]
     if missing:
-        runtime.driver.delete_snapshot(snapshot)
+        runtime.driver.delete_snapshot(snapshot, keep_change_token=False)
         raise CSBSError(codes.INTERNAL_ERROR, message=f"volume(s) {','.join(missing)} were detached during the backup")
 
     def apply(session: Session) -> None:
@@ -322,14 +327,17 @@ def _backup_abort(runtime: Any, job: JobHandle) -> None:
     with runtime.sessions() as session:
         item = session.get(CheckpointItem, job.target_id)
         names = [index_name(item.checkpoint_id, vb.id) for vb in item.volume_backups] if item else []
+        server_id = item.resource_id if item else None
     for name in names:
         job.check()
         _drop_index(runtime, name)
-    snap = job.state.get("snapshot")
+    # the snapshot, or (failed before it was recorded) whatever the driver made under its name
+    snap = job.state.get("snapshot") or (
+        {"server_id": server_id, "name": snapshot_name(job.id), "volumes": []} if server_id else None)
     if snap:
         try:
-            runtime.driver.delete_snapshot(ServerSnapshot.from_dict(snap))
-        except Exception:  # the job still fails cleanly; a stale snapshot is only disk space
+            runtime.driver.delete_snapshot(ServerSnapshot.from_dict(snap), keep_change_token=False)
+        except Exception:  # the job still fails cleanly; housekeeping drops what is left
             log.warning("could not delete snapshot of job %s", job.id, exc_info=True)
 
     def apply(session: Session) -> None:

@@ -87,6 +87,8 @@ class DiskInfo:
     format: str | None = None
     #: ``<disk type>``: ``file``, ``block``, ``network``, ``volume``...
     source_type: str = "file"
+    #: ``<source protocol>`` of a network disk (``rbd``, ``nbd``, ``iscsi``...), None otherwise
+    protocol: str | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,7 @@ def parse_domain_xml(xml: str) -> DomainInfo:
                 boot_order=int(order) if order and order.isdigit() else None,
                 format=(disk.find("driver").get("type") if disk.find("driver") is not None else None),
                 source_type=disk.get("type", "file"),
+                protocol=disk.find("source").get("protocol") if disk.find("source") is not None else None,
             )
         )
     project = az = None
@@ -203,19 +206,24 @@ def block_capacities(stats: dict) -> dict[str, int]:
 
 
 def server_facts(
-    info: DomainInfo, stats: dict, default_project: str | None, default_az: str | None
+    info: DomainInfo, stats: dict, default_project: str | None, default_az: str | None,
+    known_capacities: dict[str, int] | None = None,
 ) -> ServerFacts | None:
     """The facts of one domain, or None when no project owns it (no metadata and no configured default).
 
     ``stats``: the domain's ``virConnectGetAllDomainStats`` record (``state.*``, ``block.*``). Volume ids are the
     disk's ``<serial>`` (Nova puts the Cinder volume id there), else its source (path, ``pool/volume`` or network
-    name), else ``<uuid>:<target>``; sizes are rounded up to whole GiB.
+    name), else ``<uuid>:<target>``; sizes are rounded up to whole GiB. ``known_capacities``: bytes of disks
+    (by target) the stats leave at 0 (network disks of a shut-off domain), from their storage.
     """
     project = info.project_id or default_project
     if not project:
         return None
     status, task = server_status(int(stats.get("state.state", NOSTATE)), int(stats.get("state.reason", 0)))
     caps = block_capacities(stats)
+    for target, capacity in (known_capacities or {}).items():
+        if not caps.get(target):
+            caps[target] = capacity
     az = info.availability_zone or default_az
     boot = system_disk(info)
     volumes = tuple(

@@ -24,6 +24,9 @@ Data side (a second, read-write connection, opened lazily; see docs/clouds.md):
   Housekeeping (:meth:`LibvirtDriver.prune_change_tracking`) deletes the ones no kept backup needs.
 - **Shut-off domain**: each disk image is copied with ``qemu-img convert`` (its lock keeps QEMU from starting on
   it meanwhile); no change token (the bank de-duplicates by content).
+- **RBD network disks** (a domain whose disks are all ``<source protocol='rbd'>``): RBD snapshots through librbd,
+  changed extents from ``diff_iterate``, restores written through librbd (:mod:`.rbd_disks`, settings
+  ``cloud.libvirt_rbd``).
 - ``snapshot.json`` written last marks a snapshot complete; a retry of the same name ends a leftover backup job,
   deletes a leftover checkpoint of that name and starts over.
 - **Restores** write raw images in place and qcow2 images through a raw scratch file converted to qcow2 and
@@ -48,7 +51,7 @@ from pathlib import Path
 
 from opencsbs.clouds.base import (CloudContext, CloudDriver, CloudUnavailable, DataPathUnsupported, ServerSnapshot,
                                   VolumeSnapshot)
-from opencsbs.clouds.libvirt import data
+from opencsbs.clouds.libvirt import data, rbd_disks
 from opencsbs.clouds.libvirt.domain import (DiskInfo, DomainInfo, block_capacities, parse_domain_xml, server_facts,
                                             system_disk, volume_id)
 from opencsbs.core import codes
@@ -117,6 +120,18 @@ class LibvirtDriver(CloudDriver):
         self._generation: dict[str, int] = {}
         self.scratch_dir = Path(cloud.libvirt_scratch_dir or Path(settings.data_dir) / "libvirt-scratch")
         self._rw_conn = None
+        self.rbd_settings = cloud.libvirt_rbd
+        self._rbd = None
+        self._rbd_changed: dict[str, list[Range]] = {}
+        if self.rbd_settings is not None:
+            from opencsbs.clouds.rbd import Cluster
+
+            r = self.rbd_settings
+            self._rbd = Cluster(r.conf, r.user, r.keyring, connect_timeout=r.connect_timeout, op_timeout=r.op_timeout)
+            try:
+                self._rbd.check_settings()
+            except ValueError as exc:
+                raise ValueError(f"cloud.libvirt_rbd: {exc}") from None
 
     # -- connection and cache -------------------------------------------------------------------------------
     def _connection(self):
@@ -203,7 +218,8 @@ class LibvirtDriver(CloudDriver):
                 info = self._domain_info(dom, uuid, frozenset(block_capacities(stats)))
                 if info is None:
                     continue
-                facts = server_facts(info, stats, self.default_project, self.availability_zone)
+                facts = server_facts(info, stats, self.default_project, self.availability_zone,
+                                     self._rbd_capacities(info, stats))
                 if facts is not None and (ctx.all_tenants or facts.project_id == ctx.project_id):
                     found[uuid] = facts
         except libvirt.libvirtError as exc:
@@ -211,6 +227,23 @@ class LibvirtDriver(CloudDriver):
             raise CloudUnavailable(f"libvirt {self.uri}: {exc.get_error_message()}") from exc
         # answer under the ids as asked (UUIDs may come in upper case)
         return {sid: found[sid.lower()] for sid in server_ids if sid.lower() in found}
+
+    def _rbd_capacities(self, info: DomainInfo, stats: dict) -> dict[str, int] | None:
+        """Sizes of the RBD disks libvirt reports no capacity for (a shut-off domain's network disks), from Ceph
+        (one image open each, counted); None without ``cloud.libvirt_rbd``."""
+        if self._rbd is None:
+            return None
+        caps = block_capacities(stats)
+        out = {}
+        for d in info.disks:
+            loc = rbd_disks.rbd_location(d)
+            if loc is not None and not caps.get(d.target):
+                self.count_call()
+                try:
+                    out[d.target] = self._rbd.size(*loc)
+                except CSBSError:
+                    log.warning("size of RBD disk %s/%s of %s unknown", *loc, info.uuid, exc_info=True)
+        return out
 
     # -- data side (see the module docstring) -----------------------------------------------------------------
     def _rw(self):
@@ -336,6 +369,9 @@ class LibvirtDriver(CloudDriver):
         try:
             dom, info = self._domain(conn, ctx, server_id)
             disks = [(volume_id(info, d), d) for d in info.disks]
+            rbd = [(vid, d, *loc) for vid, d in disks if (loc := rbd_disks.rbd_location(d)) is not None]
+            if rbd:
+                return self._snapshot_rbd(dom, info, disks, rbd, server_id, name, since or {})
             for _vid, d in disks:
                 if not d.source or d.source_type not in ("file", "block"):
                     raise DataPathUnsupported(self.name, f"back up disk {d.target} of type {d.source_type}")
@@ -355,6 +391,23 @@ class LibvirtDriver(CloudDriver):
         tmp.write_text(json.dumps(snapshot.to_dict()))
         os.replace(tmp, meta)
         return snapshot
+
+    def _cluster(self):
+        if self._rbd is None:
+            raise DataPathUnsupported(self.name, "read or write RBD disks (cloud.libvirt_rbd is not set)")
+        return self._rbd
+
+    def _snapshot_rbd(self, dom, info: DomainInfo, disks, rbd, server_id: str, name: str,
+                      since: dict[str, str]) -> ServerSnapshot:
+        """A domain whose disks are all RBD network disks: RBD snapshots (suspended while several are taken)."""
+        if len(rbd) != len(disks):
+            raise DataPathUnsupported(self.name, f"back up domain {info.name}: it mixes RBD and other disks")
+        cluster = self._cluster()
+        self.count_call()
+        snaps, paused = rbd_disks.snapshot_disks(cluster, rbd, name, since, bool(dom.isActive()), dom.suspend,
+                                                 dom.resume, system_disk(info))
+        handle = {"rbd": True, **({"pause_seconds": round(paused, 3)} if paused is not None else {})}
+        return ServerSnapshot(server_id=server_id, name=name, volumes=tuple(snaps), handle=handle)
 
     def _volume_snapshot(self, info: DomainInfo, vid: str, d: DiskInfo, name: str, raw: Path,
                          token: str | None, since: str | None, changes: Path | None) -> VolumeSnapshot:
@@ -430,20 +483,57 @@ class LibvirtDriver(CloudDriver):
         return snaps
 
     def open_snapshot(self, snapshot: VolumeSnapshot) -> BlockReader:
+        if "rbd" in snapshot.handle:
+            h = snapshot.handle["rbd"]
+            with self._lock:
+                focus = self._rbd_changed.pop(snapshot.snapshot_id, None)
+            return self._cluster().open_reader(h["pool"], h["image"], h["snap"],
+                                               read_ahead=self.rbd_settings.read_ahead, focus=focus)
         try:
             return data.RawFileReader(Path(snapshot.handle["path"]), snapshot.size)
         except FileNotFoundError as exc:
             raise CSBSError(codes.INTERNAL_ERROR, message=f"snapshot {snapshot.snapshot_id} is gone") from exc
 
     def changed_ranges(self, snapshot: VolumeSnapshot) -> Sequence[Range] | None:
+        if "rbd" in snapshot.handle:
+            ranges = rbd_disks.changed_ranges(self._cluster(), snapshot)
+            if ranges is not None:
+                with self._lock:
+                    self._rbd_changed[snapshot.snapshot_id] = ranges
+                    while len(self._rbd_changed) > 256:
+                        self._rbd_changed.pop(next(iter(self._rbd_changed)))
+            return ranges
         path = snapshot.handle.get("changes")
         if not snapshot.since or not path or not os.path.exists(path):
             return None
         return [tuple(r) for r in json.loads(Path(path).read_text())]
 
-    def delete_snapshot(self, snapshot: ServerSnapshot) -> None:
+    def delete_snapshot(self, snapshot: ServerSnapshot, keep_change_token: bool = True) -> None:
+        """Remove the snapshot's folder; after a failed backup (``keep_change_token`` False) also the checkpoint
+        of its name (no backup records it)."""
+        rbd = [v for v in snapshot.volumes if "rbd" in v.handle]
+        for vsnap in rbd:
+            rbd_disks.drop(self._cluster(), vsnap, keep_change_token)
+        if rbd:
+            return
         folder = Path(snapshot.handle.get("dir") or self.scratch_dir / snapshot.name)
         shutil.rmtree(folder, ignore_errors=True)
+        if keep_change_token:
+            return
+        libvirt = _libvirt()
+        try:
+            dom = self._rw().lookupByUUIDString(snapshot.server_id)
+            if snapshot.name in self._checkpoints(dom):
+                self._delete_checkpoint(dom, snapshot.name)
+            if not snapshot.volumes and self._rbd is not None:  # failed before it was recorded
+                info = parse_domain_xml(dom.XMLDesc(0))
+                for d in info.disks:
+                    loc = rbd_disks.rbd_location(d)
+                    if loc is not None:
+                        self._rbd.remove_snapshot(*loc, rbd_disks.rbd_snapshot_name(snapshot.name))
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise self._error(exc) from exc
 
     #: opencsbs checkpoints younger than this are never pruned by housekeeping (a backup may have just made one
     #: and not yet recorded its name)
@@ -467,6 +557,11 @@ class LibvirtDriver(CloudDriver):
                 except libvirt.libvirtError:
                     pass
                 wanted = set().union(*(needed.get(volume_id(info, d), set()) for d in info.disks))
+                for d in info.disks:
+                    loc = rbd_disks.rbd_location(d)
+                    if loc is not None and self._rbd is not None:
+                        dropped += rbd_disks.prune(self._rbd, *loc, needed.get(volume_id(info, d), set()),
+                                                   self.checkpoint_grace_seconds)
                 for cp in dom.listAllCheckpoints(0):
                     root = ET.fromstring(cp.getXMLDesc(0))
                     created = int((root.findtext("creationTime") or "0").strip() or 0)
@@ -498,6 +593,12 @@ class LibvirtDriver(CloudDriver):
         conn = self._rw()
         try:
             dom, info, disk = self._find_disk(conn, ctx, volume_id)
+            loc = rbd_disks.rbd_location(disk)
+            if loc is not None:
+                if dom.isActive():
+                    raise CSBSError(codes.INTERNAL_ERROR,
+                                    message=f"disk {volume_id} is in use by the running domain {info.name}")
+                return self._cluster().open_writer(*loc, in_flight=self.rbd_settings.read_ahead)
             if not disk.source or disk.source_type not in ("file", "block") or (
                     disk.format == "qcow2" and disk.source_type != "file"):
                 raise DataPathUnsupported(self.name, f"restore disk {disk.target} of type {disk.source_type}")

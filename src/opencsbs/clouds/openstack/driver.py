@@ -18,6 +18,10 @@ Cost per batch, whatever its size (each HTTP request is counted with :meth:`Clou
 
 Plus, once per new token, its re-scoping (one Keystone call); API version discovery is cached across sessions.
 
+Data side: :class:`~opencsbs.clouds.openstack.datapath.RbdDataPath` (Cinder volumes on Ceph RBD, through librbd)
+when ``cloud.openstack_rbd_backends`` is set, checked when the driver is built; otherwise backups and restores
+fail with CSBS.9998.
+
 Errors: the cloud unreachable, timing out (``openstack_timeout``), answering 5xx, or refusing the service user
 (401/403) raise :class:`CloudUnavailable` (503, CSBS.9999). A caller's token the cloud refuses (401) answers 401
 (APIGW.0301), never a verdict.
@@ -34,9 +38,11 @@ from typing import Any
 
 from cachetools import TTLCache
 
-from opencsbs.clouds.base import CloudContext, CloudDriver, CloudUnavailable
+from opencsbs.clouds.base import CloudContext, CloudDriver, CloudUnavailable, ServerSnapshot, VolumeSnapshot
+from opencsbs.clouds.openstack.datapath import RbdDataPath
 from opencsbs.clouds.openstack.translate import baremetal_server_facts, nova_server_facts
 from opencsbs.core import codes
+from opencsbs.core.blocks import BlockReader, BlockWriter, Range
 from opencsbs.core.errors import CSBSError
 from opencsbs.core.facts import ServerFacts
 
@@ -70,6 +76,12 @@ class OpenStackDriver(CloudDriver):
         self._service_conn = None
         self._token_conns: TTLCache[str, Any] = TTLCache(maxsize=512, ttl=_TOKEN_CONN_SECONDS)
         self._discovery_cache: dict = {}
+        self.datapath: RbdDataPath | None = None
+        if self.cloud.openstack_rbd_backends:
+            self.datapath = RbdDataPath(self.cloud, self._service_connection,
+                                        lambda exc: self._translate_error(exc, False), self.count_call)
+            self.datapath.check_settings()  # ValueError: one line saying what is missing
+            self.data_backends = self.datapath.backends
 
     # -- connections --------------------------------------------------------------------------------------------
     def _count_response(self, response, *_args, **_kwargs):
@@ -237,7 +249,47 @@ class OpenStackDriver(CloudDriver):
         log.exception("OpenStack request failed")
         return CloudUnavailable(f"asking the cloud ({type(exc).__name__})")
 
+    # -- data side (clouds/openstack/datapath.py) -----------------------------------------------------------------
+    def snapshot_server(self, ctx: CloudContext, server_id: str, name: str,
+                        since: dict[str, str] | None = None) -> ServerSnapshot:
+        if self.datapath is None:
+            return super().snapshot_server(ctx, server_id, name, since)
+        return self.datapath.snapshot_server(ctx, server_id, name, since)
+
+    def open_snapshot(self, snapshot: VolumeSnapshot) -> BlockReader:
+        if self.datapath is None:
+            return super().open_snapshot(snapshot)
+        return self.datapath.open_snapshot(snapshot)
+
+    def changed_ranges(self, snapshot: VolumeSnapshot) -> Sequence[Range] | None:
+        return None if self.datapath is None else self.datapath.changed_ranges(snapshot)
+
+    def delete_snapshot(self, snapshot: ServerSnapshot, keep_change_token: bool = True) -> None:
+        if self.datapath is None:
+            return super().delete_snapshot(snapshot, keep_change_token)
+        return self.datapath.delete_snapshot(snapshot, keep_change_token)
+
+    def prune_change_tracking(self, needed: dict[str, set[str]]) -> int:
+        return 0 if self.datapath is None else self.datapath.prune_change_tracking(needed)
+
+    def open_volume_writer(self, ctx: CloudContext, volume_id: str) -> BlockWriter:
+        if self.datapath is None:
+            return super().open_volume_writer(ctx, volume_id)
+        return self.datapath.open_volume_writer(ctx, volume_id)
+
+    def power_off(self, ctx: CloudContext, server_id: str) -> bool:
+        if self.datapath is None:
+            return super().power_off(ctx, server_id)
+        return self.datapath.power_off(ctx, server_id)
+
+    def power_on(self, ctx: CloudContext, server_id: str) -> None:
+        if self.datapath is None:
+            return super().power_on(ctx, server_id)
+        return self.datapath.power_on(ctx, server_id)
+
     def close(self) -> None:
+        if self.datapath is not None:
+            self.datapath.close()
         with self._lock:
             conns = [self._service_conn, *self._token_conns.values()]
             self._service_conn = None

@@ -6,7 +6,8 @@ anything with the same attributes; nothing here talks to a cloud.
 
 Sources: Nova API reference (server ``status``, ``OS-EXT-STS:task_state``/``power_state``,
 ``OS-EXT-AZ:availability_zone``, ``os-extended-volumes:volumes_attached``, ``OS-EXT-SRV-ATTR:root_device_name``),
-Cinder API reference (volume ``bootable``, ``multiattach``, ``volume_type``, ``attachments``), Ironic API reference
+Cinder API reference (volume ``bootable``, ``multiattach``, ``volume_type``, ``attachments``,
+``os-vol-host-attr:host``), Ironic API reference
 (node ``provision_state``, ``power_state``, ``target_power_state``, ``maintenance``, ``instance_uuid``, ``owner``,
 ``lessee``; volume targets ``boot_index``).
 
@@ -69,7 +70,16 @@ def volume_facts(
         status=getattr(volume, "status", None) or "unknown",
         availability_zone=getattr(volume, "availability_zone", None),
         device=device,
+        backend=cinder_backend(getattr(volume, "host", None)),
     )
+
+
+def cinder_backend(host: str | None) -> str | None:
+    """The backend name of a Cinder volume's ``os-vol-host-attr:host`` (``host@backend#pool``; admins see it),
+    None when absent or without ``@``."""
+    if not host or "@" not in host:
+        return None
+    return host.split("@", 1)[1].split("#", 1)[0] or None
 
 
 def _unknown_volume(volume_id: str) -> VolumeFacts:

@@ -200,7 +200,7 @@ class SandboxDriver(CloudDriver):
             return None
         return vf.changes_between(self.volumes_dir, snapshot.volume_id, snapshot.since, snapshot.change_token)
 
-    def delete_snapshot(self, snapshot: ServerSnapshot) -> None:
+    def delete_snapshot(self, snapshot: ServerSnapshot, keep_change_token: bool = True) -> None:
         self.count_call()
         for volume in snapshot.volumes:
             vf.unregister_snapshot(self.volumes_dir, volume.volume_id, snapshot.name)
