@@ -26,7 +26,7 @@ librbd, outside the timed part), then deleted.
                through its image writer. Local bank folder, 4 MiB chunks, BLAKE3, zstd 1, ``--threads`` workers.
                Each operation runs in its own process (wall time includes interpreter start; "in process" is the
                time a running worker spends).
-  benji        Benji (PyPI ``benji``, own venv, ``--benji``), the ``rbdaio`` io module, a file storage, SQLite
+  benji        Benji 0.17.0 (PyPI ``benji``, own venv: ``--install-benji VENV`` makes it), the ``rbdaio`` io module, a file storage, SQLite
                database, 4 MiB blocks, zstd level 1, its default parallelism. Its documented RBD workflow:
                ``rbd diff --whole-object [--from-snap s1] image@snap --format=json`` as hints, then
                ``benji backup --snapshot S --rbd-hints H [--base-version V] rbd:pool/image@snap``; restore with
@@ -125,8 +125,9 @@ def inner(argv: list[str]) -> None:
     p.add_argument("--index", required=True)
     p.add_argument("--base")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--chunk-size", type=int, default=4 * MiB)
     a = p.parse_args(argv)
-    bank = Bank(LocalStore(a.bank), Codec(None, level=1), threads=a.threads)
+    bank = Bank(LocalStore(a.bank), Codec(None, level=1), threads=a.threads, chunk_size=a.chunk_size)
     cluster = ocrbd.Cluster(a.ceph_conf, a.client, a.keyring)
     t = time.perf_counter()
     out: dict = {}
@@ -294,7 +295,7 @@ class Tool:
     name = ""
 
     def __init__(self, work: Path, cluster: Cluster):
-        self.work = work / self.name
+        self.work = work / self.name.replace("/", "-")
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True)
         self.cluster = cluster
@@ -305,16 +306,16 @@ class Tool:
 
 
 class OpenCSBS(Tool):
-    name = "opencsbs"
-
-    def __init__(self, work: Path, cluster: Cluster, threads: int):
+    def __init__(self, work: Path, cluster: Cluster, threads: int, chunk_size: int | None = None):
+        self.name = "opencsbs" if chunk_size is None else f"opencsbs/{chunk_size // KiB}K"
         super().__init__(work, cluster)
         self.threads = threads
+        self.chunk_size = chunk_size or 4 * MiB
         self.bank = self.work / "bank"
 
     def _inner(self, *args: str) -> tuple[float, int, dict]:
         cmd = [sys.executable, __file__, "_inner", *args, "--bank", str(self.bank), "--threads", str(self.threads),
-               *self.cluster.inner_args()]
+               "--chunk-size", str(self.chunk_size), *self.cluster.inner_args()]
         secs, rss, out = run(cmd, capture=True)
         return secs, rss, json.loads(out.strip().splitlines()[-1])
 
@@ -375,7 +376,8 @@ class Benji(Tool):
         return u + (f"?keyring={self.cluster.keyring}" if self.cluster.keyring else "")
 
     def _benji(self, *args: str) -> str:
-        return run([self.exe, "-c", str(self.config), "--log-level", "WARNING", "-m", *args], capture=True)[2]
+        return run([self.exe, "-c", str(self.config), "--log-level", "WARNING", "-m", *args], capture=True,
+                   env={"PYTHONPATH": ""})[2]
 
     def stored(self) -> int:
         return du(self.storage) + du(self.db)
@@ -390,7 +392,7 @@ class Benji(Tool):
         if base_snap:
             cmd += f" -f {self.versions[base_snap]}"
         cmd += f" '{self.url(image, snap)}' bench-volume"
-        secs, rss, out = run(cmd, shell=True, capture=True)
+        secs, rss, out = run(cmd, shell=True, capture=True, env={"PYTHONPATH": ""})
         version = json.loads(out)["versions"][0]
         self.versions[snap] = version["uid"]
         return secs, rss, {"read": version.get("bytes_read"), "tool_seconds": version.get("duration")}
@@ -403,7 +405,7 @@ class Benji(Tool):
 
     def restore(self, target: str, size: int):
         secs, rss, _ = run([self.exe, "-c", str(self.config), "--log-level", "WARNING", "restore", "--sparse",
-                            self.versions["s2"], self.url(target)])
+                            self.versions["s2"], self.url(target)], env={"PYTHONPATH": ""})
         return secs, rss, {}
 
 
@@ -453,6 +455,47 @@ class Restic(Tool):
         return secs, rss, {}
 
 
+#: Benji 0.17.0's dependencies as its metadata pins them, but ruamel.yaml: its pin (<0.16) has a C extension that
+#: does not build on Python >= 3.11 (longintrepr.h moved); 0.17 still has the ``ruamel.yaml.load(f, Loader=...)``
+#: Benji calls (0.18 removed it).
+BENJI_REQUIREMENTS = [
+    "ruamel.yaml>=0.17,<0.18", "PrettyTable>=0.7.2,<1", "sqlalchemy>=1.4.14,<2", "setproctitle>=1.1.8,<2",
+    "python-dateutil>=2.6.0,<3", "alembic>=1.0.5,<2", "psycopg2-binary>=2.7.4,<3", "argcomplete>=1.9.4,<2",
+    "sparsebitfield>=0.2.3,<1", "cerberus>=1.2,<2", "pycryptodome>=3.6.1,<4", "pyparsing>=2.3.0,<3",
+    "semantic-version>=2.8.1,<3", "dateparser>=1.1.1,<2", "structlog>=19.1.0", "colorama>=0.4.1,<1",
+    "diskcache>=3.0.6", "attrs>=21.4.0,<22", "zstandard>=0.9.0",
+]
+
+
+#: Benji's processes see none of opencsbs's PYTHONPATH
+BENJI_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+def install_benji(venv: Path) -> Path:
+    """Make a virtualenv at ``venv`` with Benji 0.17.0 from PyPI and this interpreter's rados/rbd modules linked
+    in; returns its ``benji`` executable."""
+    import rados
+    import rbd
+
+    exe = venv / "bin" / "benji"
+    if exe.exists():
+        return exe
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, *BENJI_REQUIREMENTS], check=True, env=BENJI_ENV)
+    subprocess.run([*pip, "--no-deps", "benji==0.17.0"], check=True, env=BENJI_ENV)
+    code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = Path(subprocess.run([str(venv / "bin" / "python"), "-c", code], check=True, capture_output=True,
+                               text=True).stdout.strip())
+    for mod in (rados, rbd):
+        src = Path(mod.__file__).resolve()
+        link = site / src.name
+        if not link.exists():
+            link.symlink_to(src)
+    subprocess.run([str(exe), "--help"], check=True, capture_output=True, env=BENJI_ENV)
+    return exe
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_inner":
         inner(sys.argv[2:])
@@ -470,7 +513,9 @@ def main() -> None:
     ap.add_argument("--change", type=float, default=1.0, help="percentage of the image rewritten (default 1)")
     ap.add_argument("--tools", default="opencsbs,benji,restic")
     ap.add_argument("--benji", default=env("BENJI", shutil.which("benji") or "benji"),
-                    help="the benji executable (its own venv; see docs/performance.md)")
+                    help="the benji executable (its own venv, see --install-benji)")
+    ap.add_argument("--install-benji", metavar="VENV", default=None,
+                    help="make VENV with Benji 0.17.0 from PyPI (if not there yet) and use its benji")
     ap.add_argument("--threads", type=int, default=2, help="opencsbs bank worker threads (default 2)")
     ap.add_argument("--workdir", default=None, help="scratch folder (default $OPENCSBS_WORK/rbd-bench)")
     ap.add_argument("--seed", type=int, default=1)
@@ -480,12 +525,14 @@ def main() -> None:
     write_size = parse_size(args.write_size)
     wanted = [t.strip() for t in args.tools.split(",") if t.strip()]
     for t in wanted:
-        if t not in ("opencsbs", "benji", "restic"):
+        if t not in ("opencsbs", "benji", "restic") and not t.startswith("opencsbs/"):
             sys.exit(f"unknown tool {t}")
     if "restic" in wanted and not shutil.which("restic"):
         sys.exit("restic not found: apt-get install restic")
+    if args.install_benji:
+        args.benji = str(install_benji(Path(args.install_benji).resolve()))
     if "benji" in wanted and not shutil.which(args.benji):
-        sys.exit(f"benji not found ({args.benji}): see docs/performance.md, or leave it out with --tools")
+        sys.exit(f"benji not found ({args.benji}): --install-benji VENV makes one, or leave it out with --tools")
     if not shutil.which("rbd"):
         sys.exit("rbd not found: apt-get install ceph-common")
     try:
@@ -524,7 +571,7 @@ def main() -> None:
             rows.append(row)
             rd = f"{read / MiB:8.1f}" if read is not None else " " * 8
             st = f"{stored / MiB:8.1f}" if stored is not None else " " * 8
-            print(f"{tool:9s} {op:26s} {secs:7.2f} s {row['mbps']:7.0f} MB/s  read {rd} MiB  stored {st} MiB  "
+            print(f"{tool:14s} {op:26s} {secs:7.2f} s {row['mbps']:7.0f} MB/s  read {rd} MiB  stored {st} MiB  "
                   f"peak RSS {rss / 1e6:5.0f} MB{extra}", flush=True)
             return row
 
@@ -532,11 +579,13 @@ def main() -> None:
         for name in wanted:
             if name == "opencsbs":
                 tools.append(OpenCSBS(work, cluster, args.threads))
+            elif name.startswith("opencsbs/"):
+                tools.append(OpenCSBS(work, cluster, args.threads, parse_size(name.split("/", 1)[1])))
             elif name == "benji":
                 tools.append(Benji(work, cluster, args.benji))
             else:
                 tools.append(Restic(work, cluster))
-        print(f"{'tool':9s} {'operation':26s} {'wall':>9s} {'image/s':>12s}", flush=True)
+        print(f"{'tool':14s} {'operation':26s} {'wall':>9s} {'image/s':>12s}", flush=True)
         for tool in tools:
             before = tool.stored()
             secs, rss, info = tool.full(image)
@@ -580,19 +629,20 @@ def main() -> None:
 
         print(f"\n# ratios (throughput opencsbs / peer; incremental / full of the same tool; reads / changed "
               f"extents of {changed / MiB:.1f} MiB)")
-        for peer in ("benji", "restic"):
-            for op in ("full backup", "restore"):
-                a, b = get("opencsbs", op), get(peer, op)
-                if a and b:
-                    print(f"opencsbs vs {peer:7s} {op:12s}: {a['mbps'] / b['mbps']:.2f}x "
-                          f"({a['mbps']:.0f} vs {b['mbps']:.0f} MB/s)")
-        for tool in wanted:
+        for ours in [t.name for t in tools if t.name.startswith("opencsbs")]:
+            for peer in ("benji", "restic"):
+                for op in ("full backup", "restore"):
+                    a, b = get(ours, op), get(peer, op)
+                    if a and b:
+                        print(f"{ours:14s} vs {peer:7s} {op:12s}: {a['mbps'] / b['mbps']:.2f}x "
+                              f"({a['mbps']:.0f} vs {b['mbps']:.0f} MB/s)")
+        for tool in [t.name for t in tools]:
             full = get(tool, "full backup")
             for op in ("incremental", "incr. (s2 re-exported)"):
                 inc = get(tool, op)
                 if not (full and inc):
                     continue
-                line = f"{tool:9s} {op:24s}: {inc['seconds'] / full['seconds'] * 100:5.1f} % of its full backup time"
+                line = f"{tool:14s} {op:24s}: {inc['seconds'] / full['seconds'] * 100:5.1f} % of its full backup time"
                 if inc.get("in_process") and full.get("in_process"):
                     line += f" (in process {inc['in_process'] / full['in_process'] * 100:.1f} %)"
                 if inc["read"] is not None:
