@@ -87,7 +87,7 @@ class Cluster:
     """The Ceph client settings, for librados in this process and for the ``rbd`` command line."""
 
     def __init__(self, conf: str, user: str, keyring: str | None, pool: str):
-        self.conf, self.user, self.keyring, self.pool = conf, user, keyring, pool
+        self.conf, self.user, self.keyring, self.pool = conf, user.removeprefix("client."), keyring, pool
 
     def cli(self) -> list[str]:
         out = ["--conf", self.conf, "--id", self.user]
