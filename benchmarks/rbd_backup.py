@@ -209,10 +209,9 @@ def image_sha256(ioctx, name: str, snap: str | None = None, inflight: int = 8, b
             while pending < inflight and off < size:
                 o = off
 
-                def done(_c, data, o=o):
-                    nonlocal pending
+                def done(c, data, o=o):
                     with cond:
-                        results[o] = data
+                        results[o] = data if c.get_return_value() >= 0 else None
                         cond.notify()
 
                 img.aio_read(o, min(block, size - o), done)
@@ -222,6 +221,8 @@ def image_sha256(ioctx, name: str, snap: str | None = None, inflight: int = 8, b
                 while nxt not in results:
                     cond.wait()
                 data = results.pop(nxt)
+            if data is None:
+                raise RuntimeError(f"reading {name} at {nxt} failed")
             pending -= 1
             h.update(data)
             nxt += block
@@ -240,6 +241,11 @@ def make_image(ioctx, name: str, size: int, write_size: int, change: float, seed
     half = size // 2 // MiB * MiB
     block = 4 * MiB
     zeros = bytes(block)
+    def wait(c) -> None:
+        c.wait_for_complete_and_cb()
+        if c.get_return_value() < 0:
+            raise RuntimeError(f"writing {name} failed: {os.strerror(-c.get_return_value())}")
+
     with rbd.Image(ioctx, name) as img:
         inflight: list = []
         for off in range(0, size, block):
@@ -247,9 +253,9 @@ def make_image(ioctx, name: str, size: int, write_size: int, change: float, seed
             data = os.urandom(n) if off < half else zeros[:n]
             inflight.append(img.aio_write(data, off, lambda _c: None))
             if len(inflight) >= 8:
-                inflight.pop(0).wait_for_complete_and_cb()
+                wait(inflight.pop(0))
         for c in inflight:
-            c.wait_for_complete_and_cb()
+            wait(c)
         img.flush()
         img.create_snap("s1")
         rnd = random.Random(seed)
@@ -259,9 +265,9 @@ def make_image(ioctx, name: str, size: int, write_size: int, change: float, seed
         for slot in slots:
             inflight.append(img.aio_write(rnd.randbytes(write_size), slot * write_size, lambda _c: None))
             if len(inflight) >= 16:
-                inflight.pop(0).wait_for_complete_and_cb()
+                wait(inflight.pop(0))
         for c in inflight:
-            c.wait_for_complete_and_cb()
+            wait(c)
         img.flush()
         img.create_snap("s2")
     return count, count * write_size
