@@ -547,6 +547,10 @@ def main() -> None:
     except ImportError:
         sys.exit("the rados/rbd Python modules are missing: apt-get install python3-rados python3-rbd (in a venv, "
                  "symlink /usr/lib/python3/dist-packages/{rados,rbd}.cpython-*.so into its site-packages)")
+    if any(t.startswith("opencsbs") for t in wanted):
+        _opencsbs_path()
+        if importlib.util.find_spec("opencsbs.clouds.rbd") is None:
+            sys.exit("this opencsbs has no opencsbs.clouds.rbd (the RBD data side): nothing to measure")
     cluster = Cluster(args.ceph_conf, args.client, args.keyring, args.pool)
     work = Path(args.workdir or Path(env("OPENCSBS_WORK", str(ROOT / ".work"))) / "rbd-bench")
     shutil.rmtree(work, ignore_errors=True)
