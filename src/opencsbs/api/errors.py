@@ -22,6 +22,8 @@ from opencsbs.core import codes
 from opencsbs.core.errors import CSBSError
 
 log = logging.getLogger("opencsbs.api")
+#: the methods a 405's ``Allow`` may list (HEAD follows GET)
+CANDIDATE_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
 def error_response(error: CSBSError, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -67,10 +69,10 @@ def allowed_methods(request: Request, given: list[str]) -> list[str]:
     """Every method the request's path serves, for a 405's ``Allow``: the union over all routes matching the path
     (Starlette names only the first route's), plus ``HEAD`` wherever ``GET`` is (``api.app.HeadAsGet``)."""
     methods = set(given)
-    for route in request.app.router.routes:
-        route_methods = getattr(route, "methods", None)
-        if route_methods and route.matches(request.scope)[0] != Match.NONE:
-            methods |= set(route_methods)
+    for method in CANDIDATE_METHODS:  # ask the routes themselves (included routers nest them)
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            methods.add(method)
     if "GET" in methods:
         methods.add("HEAD")
     return sorted(methods)
