@@ -109,7 +109,8 @@ def delete_checkpoint(
     caller: Caller = Depends(require("csbs:checkpoints:delete")),
 ) -> dict:
     """Delete every backup of the checkpoint, or those in ``checkpoint_items``; answers ``{}`` at once while the
-    data is dropped in the background (items read ``waiting_delete``, then ``deleted``)."""
+    data is dropped in the background (items read ``deleting``, then ``deleted``; a repeated DELETE meanwhile is 400
+    CSBS.2003)."""
     ids = None
     if checkpoint_items is not None:
         ids = [i.strip() for i in checkpoint_items.split(",") if i.strip()]
