@@ -219,10 +219,11 @@ def test_delete_lifecycle(demo, runtime):
     r = client.delete(url, headers=headers)
     assert r.status_code == 200 and r.json() == {}
     assert client.get(f"/v1/demo/checkpoint_items/{item['id']}", headers=headers).json()["checkpoint_item"][
-        "status"] == "waiting_delete"
-    for _ in range(3):  # repeated deletes while deleting: 200, never 5xx
-        assert client.delete(url, headers=headers).status_code == 200
-    assert run_jobs(runtime) >= 1
+        "status"] == "deleting"
+    for _ in range(3):  # repeated deletes while deleting: 400 CSBS.2003 "item in executing", never 5xx
+        r = client.delete(url, headers=headers)
+        assert r.status_code == 400 and r.json()["error_code"] == "CSBS.2003", r.text
+    assert run_jobs(runtime) == 1
     from opencsbs.bank import IndexNotFound
 
     with pytest.raises(IndexNotFound):

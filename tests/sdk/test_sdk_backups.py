@@ -65,6 +65,6 @@ def test_sdk_backup_list_get_check_delete(live_server, inventory, runtime, make_
         == DB1_SYS
     assert got["count"] == 1
     assert got["restorable"][0]["result"] is True, got["restorable"]
-    assert got["after_delete"] == "waiting_delete"
+    assert got["after_delete"] == "deleting"
     run_jobs(runtime)
     assert runtime.bank.list_indexes("checkpoints/") == []

@@ -16,11 +16,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from opencsbs.core import codes
 from opencsbs.core.errors import CSBSError
 
 log = logging.getLogger("opencsbs.api")
+#: the methods a 405's ``Allow`` may list (HEAD follows GET)
+CANDIDATE_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
 def error_response(error: CSBSError, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -62,6 +65,19 @@ def auth_denial(request: Request) -> CSBSError | None:
     return None
 
 
+def allowed_methods(request: Request, given: list[str]) -> list[str]:
+    """Every method the request's path serves, for a 405's ``Allow``: the union over all routes matching the path
+    (Starlette names only the first route's), plus ``HEAD`` wherever ``GET`` is (``api.app.HeadAsGet``)."""
+    methods = set(given)
+    for method in CANDIDATE_METHODS:  # ask the routes themselves (included routers nest them)
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            methods.add(method)
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers above on ``app``."""
 
@@ -83,9 +99,8 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(CSBSError(codes.ROUTE_NOT_FOUND))
         if exc.status_code == 405:
             headers = dict(exc.headers or {})
-            allow = [m.strip() for m in headers.get("Allow", "").split(",") if m.strip()]
-            if "GET" in allow and "HEAD" not in allow:  # api.app.HeadAsGet answers HEAD wherever GET is
-                headers["Allow"] = ", ".join(allow + ["HEAD"])
+            given = [m.strip() for m in headers.get("Allow", "").split(",") if m.strip()]
+            headers["Allow"] = ", ".join(allowed_methods(request, given))
             method = request.scope.get("opencsbs.method", request.method)
             return error_response(CSBSError(codes.METHOD_NOT_ALLOWED, method), headers)
         if exc.status_code == 401:

@@ -49,6 +49,11 @@ SAFETY = 300.0
 LEASE_MAX_AGE = 2 * 86400.0
 #: a GC marker older than this is treated as left behind by a crashed GC
 GC_MARKER_MAX_AGE = 86400.0
+#: a GC marker not newer than a lease by this much (seconds; S3 LastModified has whole seconds) may have been
+#: written before the GC read the leases without seeing that lease
+LEASE_CLOCK_SLACK = 2.0
+#: how often (seconds) a finishing backup looks again while an older GC still runs
+GC_WAIT_SECONDS = 0.2
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$")
 _ADDR_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -97,6 +102,8 @@ class IndexStats:
     reused_chunks: int = 0
     #: plaintext bytes of the new chunks (``stored_bytes`` before compression)
     new_bytes: int = 0
+    #: reused chunks a garbage collection removed during the backup, written again from the volume
+    rewritten_chunks: int = 0
 
 
 @dataclass
@@ -467,12 +474,10 @@ class Bank:
             while window:
                 settle(window.popleft())
             # a garbage collection that overlapped this backup may have removed a chunk found present:
-            # check every reused chunk before the index makes them referenced
-            if (reused or from_base) and self._gc_overlapped(lease_time):
-                gone = [a for a in reused | {a for a in chunks if a} & from_base
-                        if self.store.head(chunk_key(a)) is None]
-                if gone:
-                    raise ChunkMissing(chunk_key(gone[0]))
+            # re-write every such chunk from the volume before the index makes them referenced
+            if reused or from_base:
+                self._restore_reused(reader, chunks, reused | ({a for a in chunks if a} & from_base), lease_time,
+                                     ctx, stats)
             # the new chunks reach stable storage before the index that references them
             keys = ctx.new_keys
             step = max(1, -(-len(keys) // self.workers))
@@ -506,6 +511,52 @@ class Bank:
                 pass
         stats.seconds = time.monotonic() - started
         return stats
+
+    def _gc_before_lease_running(self, lease_time: float) -> bool:
+        """Whether a garbage collection that may have read the leases before this backup's lease existed (its
+        marker is not clearly newer than the lease) is still running."""
+        now = time.time()
+        return any(info.mtime <= lease_time + LEASE_CLOCK_SLACK and info.mtime > now - GC_MARKER_MAX_AGE
+                   for info in self.store.list("gc/running/"))
+
+    def _restore_reused(self, reader: BlockReader, chunks: list[str | None], addresses: set[str],
+                        lease_time: float, ctx: _BackupContext, stats: IndexStats) -> None:
+        """Make sure every chunk this backup did not write itself (dedup hits, chunks of the base index) is in
+        the bank before its index is written, whatever garbage collections ran meanwhile.
+
+        Only a GC that read the leases before this backup's lease existed can remove such a chunk (any later one
+        keeps them, see docs/bank.md). So, when a GC overlapped the backup: look every such chunk up, write the
+        missing ones again from the volume (``reader``; a rewritten chunk is newer than the cutoff of every GC
+        running), and repeat until a round starts with no GC running that began before the lease (one still
+        running may delete after the look-ups; a later one keeps every chunk of this backup). Raises
+        :class:`ChunkMissing` only when the volume no longer holds a chunk's bytes.
+        """
+        first: dict[str, int] = {}
+        for i, addr in enumerate(chunks):
+            if addr in addresses and addr not in first:
+                first[addr] = i
+        while self._gc_overlapped(lease_time):
+            # asked before the look-ups: an older GC that ends after this point cannot be missed by them
+            older_gc_running = self._gc_before_lease_running(lease_time)
+            for addr in sorted(addresses):
+                key = chunk_key(addr)
+                if self.store.head(key) is not None:
+                    continue
+                i = first[addr]
+                offset = i * self.chunk_size
+                data = reader.read(offset, min(self.chunk_size, int(reader.size) - offset))
+                digest = self.codec.digest(data)
+                if digest.hex() != addr:
+                    raise ChunkMissing(key)  # the volume changed under the base index: nothing to rewrite from
+                blob = self.codec.encode_chunk(digest, data)
+                self.store.put(key, blob, sync=False)
+                ctx.new_keys.append(key)
+                stats.read_bytes += len(data)
+                stats.stored_bytes += len(blob)
+                stats.rewritten_chunks += 1
+            if not older_gc_running:
+                return
+            time.sleep(GC_WAIT_SECONDS)
 
     def _put_chunk(self, data: bytes, ctx: _BackupContext) -> tuple[str, bytes | None, int, int]:
         """Runs in a worker: zero test, hash, existence check, encode, store."""

@@ -235,7 +235,7 @@ class Tag(Base):
 class Checkpoint(Base):
     """A backup record (``checkpoint``): one per protect call or policy run, holding checkpoint_items.
 
-    ``status``: protecting | available | error | waiting_delete | deleting | deleted (reference lifecycle).
+    ``status``: protecting | available | error | deleting | deleted (reference lifecycle; older rows: waiting_delete).
     ``plan``: the ``protection_plan`` shown on the wire (id, name, resources).
     """
 

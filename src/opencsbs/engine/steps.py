@@ -31,6 +31,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from opencsbs.bank.errors import ChunkMissing
 from opencsbs.clouds.base import CloudContext, CloudUnavailable, ServerSnapshot
 from opencsbs.core import codes
 from opencsbs.core.errors import CSBSError
@@ -240,8 +241,10 @@ def _copy_volume(runtime: Any, vsnap, name: str, base_index: str | None, changed
             return stats, base_index is not None
         except (LeaseLost, CSBSError):
             raise
-        except Exception:
+        except Exception as exc:
             if base_index is None:
+                if isinstance(exc, ChunkMissing):  # a chunk vanished (docs/bank.md): copy this disk again later
+                    raise Retry(str(exc)) from exc
                 raise
             # The base may have been deleted meanwhile: read the whole disk instead.
             log.warning("incremental copy of %s from %s failed; reading the whole disk", name, base_index,

@@ -45,9 +45,13 @@ MB = 1024 * 1024
 STATUSES = ("waiting_protect", "protecting", "available", "waiting_restore", "restoring", "error",
             "waiting_delete", "deleting", "deleted")
 BUSY_STATUSES = ("waiting_protect", "protecting", "waiting_restore", "restoring")
+#: a delete accepted (queued or running); new deletes read ``deleting`` at once, ``waiting_delete`` is older rows
+DELETING_STATUSES = ("waiting_delete", "deleting")
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 SORT_KEYS = ("created_at", "updated_at", "name", "status", "protected_at", "id")
 EPOCH = datetime(1970, 1, 1)
+#: page size of a list without ``limit``
+DEFAULT_LIMIT = 1000
 
 
 def default_name(auto_trigger: bool) -> str:
@@ -339,6 +343,9 @@ def _filters(project_id: str, q: ItemQuery) -> list:
         conds.append(CheckpointItem.policy_id == q.policy_id)
     if q.checkpoint_id:
         conds.append(CheckpointItem.checkpoint_id == q.checkpoint_id)
+    if q.ip:
+        conds.append(or_(CheckpointItem.backup_data["private_ip"].as_string() == q.ip,
+                         CheckpointItem.backup_data["eip"].as_string() == q.ip))
     if q.start_time:
         conds.append(CheckpointItem.created_at >= _ts(q.start_time, "start_time"))
     if q.end_time:
@@ -410,7 +417,7 @@ def list_items(runtime: Runtime, project_id: str, q: ItemQuery, *, sort: str | N
             .where(*conds)
             .options(selectinload(CheckpointItem.volume_backups))
             .order_by(*[_sort_column(k).asc() if d == "asc" else _sort_column(k).desc() for k, d in order])
-            .limit(limit or 1000)
+            .limit(limit or DEFAULT_LIMIT)
         )
         if offset:
             query = query.offset(offset)
@@ -418,21 +425,21 @@ def list_items(runtime: Runtime, project_id: str, q: ItemQuery, *, sort: str | N
 
 
 def count_items(runtime: Runtime, project_id: str, q: ItemQuery) -> int:
-    """Number of checkpoint_items matching ``q`` (``ip`` matches the server's private IP or EIP)."""
+    """Number of checkpoint_items matching ``q``: the same filters as :func:`list_items` (``ip`` matches the
+    server's private IP or EIP in both)."""
     conds = _filters(project_id, q)
     with runtime.sessions() as session:
-        if q.ip:
-            items = session.scalars(select(CheckpointItem).where(*conds)).all()
-            return sum(1 for i in items if q.ip in ((i.backup_data or {}).get("private_ip"),
-                                                    (i.backup_data or {}).get("eip")))
         return int(session.scalar(select(func.count(CheckpointItem.id)).where(*conds)))
 
 
 def get_item(runtime: Runtime, project_id: str, item_id: str, all_tenants: bool = False) -> dict:
     """One checkpoint_item by its id, or by the id of a checkpoint holding exactly one item (single-server
-    backups: real clients ask with the checkpoint id). Raises 404 CSBS.3001."""
+    backups: real clients ask with the checkpoint id). A deleted item is gone: 404 CSBS.3001, as for an unknown
+    id (clients wait for that 404 after a delete; ``status=deleted`` lists still show it)."""
     with runtime.sessions() as session:
-        scope = [] if all_tenants else [CheckpointItem.project_id == project_id]
+        scope = [CheckpointItem.status != "deleted"]
+        if not all_tenants:
+            scope.append(CheckpointItem.project_id == project_id)
         item = session.scalars(
             select(CheckpointItem).where(CheckpointItem.id == item_id, *scope)
             .options(selectinload(CheckpointItem.volume_backups))
@@ -454,10 +461,11 @@ def get_item(runtime: Runtime, project_id: str, item_id: str, all_tenants: bool 
 
 def delete_checkpoint(runtime: Runtime, project_id: str, checkpoint_id: str,
                       item_ids: Sequence[str] | None = None) -> str | None:
-    """Delete a checkpoint's items (all, or ``item_ids``): they read ``waiting_delete`` at once, a delete job
-    drops their bank indexes and marks them ``deleted``. Returns the job id (None when every item was already
-    being deleted). Repeated calls while deleting succeed; a deleted checkpoint gives 404 CSBS.3001; items still
-    being made or restored give 400 CSBS.2003.
+    """Delete a checkpoint's items (all, or ``item_ids``): they read ``deleting`` at once (a status the
+    Terraform providers' destroy waits on; ``waiting_delete`` is not), a delete job drops their bank indexes and
+    marks them ``deleted``. Returns the job id. A deleted checkpoint gives 404 CSBS.3001; items still being made,
+    restored or deleted (a repeated DELETE while the first one waits or runs) give 400 CSBS.2003 "item in
+    executing", which the clients' retry loops read as "still deleting".
     """
     with transaction(runtime.sessions) as session:
         cp = session.scalars(
@@ -477,18 +485,15 @@ def delete_checkpoint(runtime: Runtime, project_id: str, checkpoint_id: str,
         live = [i for i in items if i.status != "deleted"]
         if not live:
             raise CSBSError(codes.CHECKPOINT_ITEM_NOT_FOUND, checkpoint_id)
-        if any(i.status in BUSY_STATUSES for i in live):
+        if any(i.status in BUSY_STATUSES + DELETING_STATUSES for i in live):
             raise CSBSError(codes.ITEM_IN_EXECUTING)
-        todo = [i for i in live if i.status in ("available", "error")]
-        if not todo:
-            return None
-        job = enqueue(session, "delete", project_id, checkpoint_id, state={"items": [i.id for i in todo]})
+        job = enqueue(session, "delete", project_id, checkpoint_id, state={"items": [i.id for i in live]})
         now = utcnow()
-        for item in todo:
-            item.status = "waiting_delete"
+        for item in live:
+            item.status = "deleting"
             item.updated_at = now
-        if all(i.status in ("waiting_delete", "deleting", "deleted") for i in cp.items):
-            cp.status = "waiting_delete"
+        if all(i.status in DELETING_STATUSES + ("deleted",) for i in cp.items):
+            cp.status = "deleting"
         return job.id
 
 

@@ -192,6 +192,19 @@ def _clean_definition(runtime: Runtime, definition: dict) -> dict:
     return stored
 
 
+def merge_definition(stored: dict | None, given: dict) -> dict:
+    """The ``operation_definition`` an update leaves: the stored one with the keys ``given`` sends replaced, a key
+    sent as ``null`` removed, every key left out kept (docs/policies.md "Partial updates"). The caller validates
+    the result as a whole (e.g. ``day_backups`` sent alone still finds the stored ``timezone``)."""
+    merged = dict(stored or {})
+    for key, value in given.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
 def _integrity(exc: IntegrityError, resources: list[dict]) -> CSBSError:
     text = str(exc.orig).lower()
     if "uq_policies_project_id_name" in text or "policies.project_id, policies.name" in text:
@@ -367,7 +380,8 @@ def update_policy(runtime: Runtime, principal: Principal, project_id: str, polic
                     op.enabled = item["enabled"]
                     enabled_changed = reschedule = True
                 if item.get("operation_definition") is not None:
-                    op.operation_definition = _clean_definition(runtime, item["operation_definition"])
+                    op.operation_definition = _clean_definition(
+                        runtime, merge_definition(op.operation_definition, item["operation_definition"]))
                 if item.get("trigger") is not None:
                     pattern = item["trigger"]["properties"]["pattern"]
                     parse_pattern(pattern, op.start_time)

@@ -7,7 +7,9 @@ querying_the_number_of_backups.rst, deleting_a_backup.rst; quota_management/quer
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Path, Query
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from opencsbs.api.deps import Caller, check_provider, require
 from opencsbs.api.schemas.backups import CheckpointItemEnvelope, CheckpointItemList, Count, QuotaEnvelope
@@ -29,12 +31,13 @@ def item_query(
     image_type: str | None = Query(None, max_length=32),
     policy_id: str | None = Query(None, max_length=64),
     checkpoint_id: str | None = Query(None, max_length=64),
+    ip: str | None = Query(None, max_length=64, description="the server's private IP or EIP"),
     all_tenants: bool = Query(False),
 ) -> backups.ItemQuery:
-    """The filters shared by the list and the count."""
+    """The filters shared by the list and the count (one dependency, so the two never disagree)."""
     return backups.ItemQuery(status=status, name=name, az=az, resource_id=resource_id, resource_name=resource_name,
                              resource_type=resource_type, start_time=start_time, end_time=end_time,
-                             image_type=image_type, policy_id=policy_id, checkpoint_id=checkpoint_id,
+                             image_type=image_type, policy_id=policy_id, checkpoint_id=checkpoint_id, ip=ip,
                              all_tenants=all_tenants)
 
 
@@ -43,8 +46,10 @@ def _tenants(caller: Caller, q: backups.ItemQuery) -> None:
         caller.enforce("csbs:all_tenants")
 
 
-@router.get("/v1/{project_id}/checkpoint_items", response_model=CheckpointItemList, summary="Query all backups")
+@router.get("/v1/{project_id}/checkpoint_items", response_model=CheckpointItemList,
+            response_model_exclude_unset=True, summary="Query all backups")
 def list_checkpoint_items(
+    request: Request,
     q: backups.ItemQuery = Depends(item_query),
     sort: str | None = Query(None, max_length=1024),
     limit: int | None = Query(None, le=MAX_QUERY_INT),
@@ -53,22 +58,33 @@ def list_checkpoint_items(
     caller: Caller = Depends(require("csbs:checkpoint_items:read")),
 ) -> dict:
     """Backups matching the filters, ``sort`` ``key[:asc|desc],...`` (default ``created_at:desc``), after
-    ``marker``, skipping ``offset``, at most ``limit`` (default 1000). ``all_tenants`` needs the admin role."""
+    ``marker``, skipping ``offset``, at most ``limit`` (default 1000). ``all_tenants`` needs the admin role.
+    When more remain, ``checkpoint_items_links`` holds ``{"rel": "next", "href": ...}``: this URL with ``marker``
+    set to the page's last id (``offset`` dropped), which the Go SDKs' pagers follow; none on the last page."""
     _tenants(caller, q)
-    items = backups.list_items(caller.runtime, caller.project_id, q, sort=sort, limit=limit, marker=marker,
+    page_size = backups.DEFAULT_LIMIT if limit is None else limit
+    probe = page_size + 1 if page_size > 0 else page_size  # one more tells whether a next page exists
+    items = backups.list_items(caller.runtime, caller.project_id, q, sort=sort, limit=probe, marker=marker,
                                offset=offset)
-    return {"checkpoint_items": items}
+    body: dict = {"checkpoint_items": items[:page_size]}
+    if len(items) > page_size:
+        body["checkpoint_items_links"] = next_links(request, items[page_size - 1]["id"])
+    return body
+
+
+def next_links(request: Request, marker: str) -> list[dict]:
+    """``[{"rel": "next", "href": ...}]``: the request's URL with ``marker`` replaced and ``offset`` dropped."""
+    params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("marker", "offset")]
+    return [{"rel": "next", "href": str(request.url.replace(query=urlencode([*params, ("marker", marker)])))}]
 
 
 @router.get("/v1/{project_id}/checkpoint_items/count", response_model=Count, summary="Query the number of backups")
 def count_checkpoint_items(
     q: backups.ItemQuery = Depends(item_query),
-    ip: str | None = Query(None, max_length=64),
     caller: Caller = Depends(require("csbs:checkpoint_items:read")),
 ) -> dict:
     """``{"count": n}`` of the backups matching the filters."""
     _tenants(caller, q)
-    q.ip = ip
     return {"count": backups.count_items(caller.runtime, caller.project_id, q)}
 
 
@@ -93,7 +109,8 @@ def delete_checkpoint(
     caller: Caller = Depends(require("csbs:checkpoints:delete")),
 ) -> dict:
     """Delete every backup of the checkpoint, or those in ``checkpoint_items``; answers ``{}`` at once while the
-    data is dropped in the background (items read ``waiting_delete``, then ``deleted``)."""
+    data is dropped in the background (items read ``deleting``, then ``deleted``; a repeated DELETE meanwhile is 400
+    CSBS.2003)."""
     ids = None
     if checkpoint_items is not None:
         ids = [i.strip() for i in checkpoint_items.split(",") if i.strip()]

@@ -67,8 +67,15 @@ class CheckpointItemEnvelope(BaseModel):
     checkpoint_item: dict[str, Any]
 
 
+class CheckpointItemLink(BaseModel):
+    rel: str
+    href: str
+
+
 class CheckpointItemList(BaseModel):
     checkpoint_items: list[dict[str, Any]]
+    checkpoint_items_links: list[CheckpointItemLink] | None = Field(
+        default=None, description="a next link when more remain")
 
 
 class Count(BaseModel):
