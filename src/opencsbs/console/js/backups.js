@@ -119,7 +119,7 @@ export async function backupView(match, main) {
       h("dt", {}, "Stored"), h("dd", {}, bytes(x.size * 1024 * 1024)),
       h("dt", {}, "Space saving"), h("dd", {}, `${x.space_saving_ratio} %`),
       h("dt", {}, "Average speed"), h("dd", {}, `${bytes(x.average_speed * 1024)}/s`),
-      h("dt", {}, "Kind"), h("dd", {}, (x.incremental ? "incremental" : "full") + (x.auto_trigger ? ", by a policy" : ", manual")),
+      h("dt", {}, "Kind"), h("dd", {}, (x.incremental ? "incremental" : "full") + (x.auto_trigger ? ", by the schedule" : ", on request")),
       h("dt", {}, "Description"), h("dd", {}, item.description || "—"),
       item.status === "error" ? [h("dt", {}, "Failure"),
         h("dd.bad", { role: "alert" }, `${x.fail_op}: ${x.fail_reason}`, x.fail_code && x.fail_code.Code !== undefined ?

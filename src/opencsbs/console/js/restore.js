@@ -36,6 +36,8 @@ export async function restoreView(match, main) {
     const server = targetServer();
     if (!item || !server) { render(mapping); return; }
     const disks = server.volumes;
+    check.disabled = !disks.length;
+    if (!disks.length) { render(mapping, h("p.bad", {}, `${server.name || server.id} has no disk to restore onto.`)); return; }
     render(mapping, h("fieldset", {}, h("legend", {}, "Disk mapping"),
       (item.extend_info.volume_backups || []).map((vb, n) => {
         const pick = disks.find((d) => d.id === vb.source_volume_id) ||
