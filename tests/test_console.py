@@ -218,6 +218,9 @@ def test_policy_backup_restore_round_trip(page, server):
     page.get_by_text("Policy nightly disabled.").wait_for()
     row(page, "nightly").get_by_role("button", name="Enable").click()
     page.get_by_text("Policy nightly enabled.").wait_for()
+    for v in WEB_1_DISKS:  # some data on web-1's disks, the same 4 MiB twice on each
+        block = os.urandom(4 << 20)
+        _cli(data, "sandbox", "write", v, stdin=block + block)
     hashes = {v: _cli(data, "sandbox", "hash", v) for v in WEB_1_DISKS}
     row(page, "nightly").get_by_role("button", name="Run now").click()
     page.get_by_text("Policy nightly is running").wait_for()

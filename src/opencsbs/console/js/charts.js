@@ -75,7 +75,7 @@ export function lineChart(days, series, format, fixedMax) {
 // stacked bars: series [{label, colour, values[]}] (counts) over days
 export function barChart(days, series) {
   const totals = days.map((_, i) => series.reduce((n, s) => n + s.values[i], 0));
-  const max = Math.max(1, ...totals);
+  const max = Math.ceil(Math.max(1, ...totals) / 4) * 4; // whole numbers on the four grid lines
   const format = (v) => String(v);
   const svg = frame(days, max, format, "backups per day by status");
   const plotW = W - PAD.l - PAD.r;
