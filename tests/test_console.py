@@ -319,3 +319,50 @@ def test_another_project_sees_nothing(page, server):
     login(page, data, project="other-project", as_project="demo")
     page.get_by_text("APIGW.0302").wait_for()
     assert page.get_by_role("button", name="Log in").is_visible()
+
+
+@pytest.mark.keystone
+def test_keystone_login_by_user_name_and_password(browser, settings):
+    """In Keystone mode the console asks for user name, password and project, and gets the token through
+    ``POST /opencsbs/v1/auth/tokens``; a wrong password is refused with the gateway's code."""
+    import threading
+
+    import uvicorn
+    from identity_support import keystone_available, keystone_env, keystone_settings
+
+    from opencsbs.api.app import create_app
+    from opencsbs.runtime import Runtime
+
+    env = keystone_env()
+    require_component(keystone_available(env), "Keystone not running (scripts/services/keystone.sh start)")
+    keystone_settings(settings, env)
+    rt = Runtime.from_settings(settings, migrate=False)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(rt), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    context = browser.new_context()
+    try:
+        while not server.started:
+            assert thread.is_alive()
+            time.sleep(0.05)
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        page.goto(f"http://127.0.0.1:{port}/console/")
+        page.get_by_label("User name").fill("csbs-member")
+        page.get_by_label("Password").fill("wrong")
+        page.get_by_label("Project (name or id)").fill("csbs-alpha")
+        page.get_by_role("button", name="Log in").click()
+        page.get_by_text("APIGW.0301").wait_for()
+        page.get_by_label("Password").fill(env["OPENCSBS_TEST_KEYSTONE_PASSWORD"])
+        page.get_by_role("button", name="Log in").click()
+        page.get_by_text("project csbs-alpha · csbs-member").wait_for()
+        page.get_by_role("heading", name="Servers").wait_for()
+        assert env["OPENCSBS_TEST_KEYSTONE_PASSWORD"] not in page.evaluate("JSON.stringify(sessionStorage)")
+        page.get_by_role("button", name="Log out").click()
+        page.get_by_label("User name").wait_for()
+    finally:
+        context.close()
+        server.should_exit = True
+        thread.join(timeout=10)
+        rt.close()
