@@ -103,3 +103,26 @@ def test_keystone_login_gives_a_token_the_api_accepts(settings):
                 assert env["OPENCSBS_TEST_KEYSTONE_PASSWORD"] not in r.text
     finally:
         rt.close()
+
+
+def test_keystone_login_when_keystone_is_down_answers_503(settings):
+    from conftest import free_port
+    from opencsbs.api.app import create_app
+    from opencsbs.runtime import Runtime
+
+    settings.auth.mode = "keystone"
+    settings.auth.keystone_url = f"http://127.0.0.1:{free_port()}/v3"  # nothing listens there
+    settings.auth.service_username, settings.auth.service_password = "opencsbs", "x"
+    settings.auth.service_project_name = "service"
+    settings.auth.keystone_timeout = 3
+    rt = Runtime.from_settings(settings, migrate=False)
+    try:
+        with TestClient(create_app(rt), raise_server_exceptions=False) as c:
+            r = c.post("/opencsbs/v1/auth/tokens",
+                       json={"auth": {"username": "u", "password": "secret-pw", "project": "p"}})
+            assert r.status_code == 503 and r.json()["error_code"] == "CSBS.9999", r.text
+            assert "secret-pw" not in r.text
+            r = c.post("/opencsbs/v1/auth/tokens", json={"auth": {"username": "u", "password": 1, "project": "p"}})
+            assert r.status_code == 400 and r.json()["error_code"] == "CSBS.9001"
+    finally:
+        rt.close()

@@ -43,11 +43,9 @@ def password_token(settings: AuthSettings, username: str, password: str, project
     url = (settings.keystone_url or "").rstrip("/")
     if not url.endswith("/v3"):
         url += "/v3"
-    scope = {"project_name": project, "project_domain_name": domain}
-    tokens = []
-    for attempt in (scope, {"project_id": project}):
-        plugin = v3.Password(auth_url=url, username=username, password=password, user_domain_name=domain,
-                             **attempt)
+    # the project by name in the domain first, then as an id
+    for scope in ({"project_name": project, "project_domain_name": domain}, {"project_id": project}):
+        plugin = v3.Password(auth_url=url, username=username, password=password, user_domain_name=domain, **scope)
         try:
             access = plugin.get_access(ks_session.Session(timeout=settings.keystone_timeout))
         except (ks_exc.Unauthorized, ks_exc.BadRequest, ks_exc.NotFound):
@@ -55,10 +53,7 @@ def password_token(settings: AuthSettings, username: str, password: str, project
         except (ks_exc.ConnectFailure, ks_exc.ConnectTimeout, ks_exc.RequestTimeout, ks_exc.DiscoveryFailure,
                 ks_exc.HttpError) as exc:
             raise CSBSError(codes.IDENTITY_UNAVAILABLE, f"asking Keystone ({type(exc).__name__})") from exc
-        tokens.append(access)
-        break
-    if not tokens or not tokens[0].project_id:
-        raise AuthFailed("Keystone refused the user name, password or project")
-    access = tokens[0]
-    return IssuedToken(access.auth_token, access.project_id, access.project_name or "", access.user_id,
-                       access.expires)
+        if access.project_id:
+            return IssuedToken(access.auth_token, access.project_id, access.project_name or "", access.user_id,
+                               access.expires)
+    raise AuthFailed("Keystone refused the user name, password or project")
