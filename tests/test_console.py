@@ -243,10 +243,10 @@ def test_policy_backup_restore_round_trip(page, server):
     assert page.get_by_role("button", name="Restore", exact=True).is_disabled()  # not before the check
     page.get_by_role("button", name="Check").click()
     page.get_by_text("Can be restored.").wait_for()
-    shot(page, "restore")
     page.get_by_role("button", name="Restore", exact=True).click()
     page.locator("#restore-status .badge.success").wait_for(timeout=120_000)
     assert "100 %" in page.locator("#restore-status").inner_text()
+    shot(page, "restore")
     assert {v: _cli(data, "sandbox", "hash", v) for v in WEB_1_DISKS} == hashes
 
     # a restore the API refuses (web-1's two disks onto db-1's one) shows check_restorable's reason and cannot run
