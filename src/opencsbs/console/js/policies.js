@@ -102,8 +102,8 @@ export async function policyForm(_match, policyId) {
   const boundElsewhere = new Map();
   for (const p of policies) if (p.id !== policyId) for (const r of p.resources || []) boundElsewhere.set(r.id, p.name);
 
-  const name = h("input", { name: "name", required: true, pattern: "[A-Za-z0-9_\\-]{1,255}", value: policy?.name || "" });
-  const description = h("input", { name: "description", maxlength: 255, value: policy?.description || "" });
+  const name = h("input", { name: "name", required: true, value: policy?.name || "" });
+  const description = h("input", { name: "description", value: policy?.description || "" });
   const days = DAYS.map(([code, label]) => h("input", { type: "checkbox", name: "day", value: code,
     checked: policy ? ruleDays.includes(code) : true }));
   const times = h("input", { name: "times", required: true, value: policy ? timePoints(rule).join(", ") : "02:00",
@@ -114,12 +114,11 @@ export async function policyForm(_match, policyId) {
       "a number of backups"),
     h("option", { value: "days", selected: def.retention_duration_days !== undefined &&
       Number(def.retention_duration_days) !== -1 }, "a number of days"));
-  const count = h("input", { name: "max_backups", type: "number", min: 1, max: 99999,
+  const count = h("input", { name: "max_backups", type: "number",
     value: Number(def.max_backups) > 0 ? def.max_backups : 7 });
-  const dayCount = h("input", { name: "retention_duration_days", type: "number", min: 1, max: 99999,
+  const dayCount = h("input", { name: "retention_duration_days", type: "number",
     value: Number(def.retention_duration_days) > 0 ? def.retention_duration_days : 30 });
-  const gfs = ["day", "week", "month", "year"].map((k) => h("input", { name: `${k}_backups`, type: "number", min: 0,
-    max: 100, value: def[`${k}_backups`] || "" }));
+  const gfs = ["day", "week", "month", "year"].map((k) => h("input", { name: `${k}_backups`, type: "number", value: def[`${k}_backups`] || "" }));
   const bound = new Set((policy?.resources || []).map((r) => r.id));
   const serverBoxes = servers.map((s) => h("input", { type: "checkbox", name: "server", value: s.id,
     checked: bound.has(s.id) }));

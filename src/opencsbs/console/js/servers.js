@@ -67,7 +67,7 @@ export async function serversView(_match, main, marker = undefined, previous = [
 
 // ask check_protectable about any id and type (a volume, or a server the list does not show)
 function checkOther() {
-  const id = h("input", { name: "resource_id", required: true, maxlength: 64 });
+  const id = h("input", { name: "resource_id", required: true });
   const type = h("input", { name: "resource_type", required: true, value: "OS::Nova::Server", list: "resource-types" });
   const answer = h("div", { role: "status", "aria-live": "polite" });
   const form = h("form.card", { "aria-label": "Check another resource" },
@@ -95,9 +95,9 @@ function verdictCell(v) {
 }
 
 async function backUpNow(server) {
-  const name = h("input", { name: "backup_name", pattern: "[A-Za-z0-9_\\-]{1,255}", maxlength: 255,
+  const name = h("input", { name: "backup_name",
     placeholder: "manualbk_…" });
-  const description = h("textarea", { name: "description", maxlength: 255, rows: 2 });
+  const description = h("textarea", { name: "description", rows: 2 });
   const dlg = await modal(`Back up ${server.name || server.id}`,
     [field("Backup name", name, "letters, digits, _ and -; empty: opencsbs names it"),
       field("Description", description)], "Back up");
