@@ -214,3 +214,23 @@ def test_unreachable_libvirtd_answers_503(lv, settings, tmp_path):
         assert "libvirt" in body["error_msg"]
     finally:
         rt.close()
+
+
+def test_the_console_lists_the_projects_domains(lv, client, make_token, runtime):
+    """``GET /opencsbs/v1/{project_id}/servers`` (docs/console.md) through the libvirt driver: the domains of
+    the project (the host may hold others of the same project), never another project's; two libvirt calls once
+    the domains' XML is cached."""
+    _conn, ids, _doms, _tag = lv
+    headers = {"X-Auth-Token": make_token("demo", "member")}
+    r = client.get("/opencsbs/v1/demo/servers", headers=headers)
+    assert r.status_code == 200, r.text
+    listed = {s["id"]: s for s in r.json()["servers"]}
+    assert {ids[k] for k in ids if k != "other"} <= listed.keys() and ids["other"] not in listed
+    assert listed[ids["running"]]["status"] == "ACTIVE" and listed[ids["shutoff"]]["status"] == "SHUTOFF"
+    assert [v["device"] for v in listed[ids["running"]]["volumes"]] == ["/dev/vda", "/dev/vdb"]
+    before = runtime.driver.calls
+    client.get("/opencsbs/v1/demo/servers", headers=headers)
+    assert runtime.driver.calls - before == 2
+    other = {"X-Auth-Token": make_token("someone-else", "member")}
+    assert list(map(lambda s: s["id"], client.get("/opencsbs/v1/someone-else/servers", headers=other)
+                    .json()["servers"])) == [ids["other"]]

@@ -427,3 +427,19 @@ def test_bare_metal_servers_with_the_callers_token(bare_metal, keystone_client):
     v = _verdicts(client, w.admin_project_id, {"X-Auth-Token": w.admin.session.get_token()},
                   [inst["bms"]], rtype=BMS)
     assert v[inst["bms"]]["error_code"] == "CSBS.6000"
+
+
+def test_the_console_lists_the_projects_servers(world, client, make_token, keystone_client):
+    """``GET /opencsbs/v1/{project_id}/servers`` (docs/console.md) through the OpenStack driver: the project's
+    Nova servers, with the service user and with the caller's own token; never another project's."""
+    ids = world.ids
+    live = {ids[k] for k in ("active", "shutoff", "error", "novol", "multi", "dss", "noaz", "paused")}
+    for c, headers in ((client, {"X-Auth-Token": make_token(world.project_id, "member")}),
+                       (keystone_client[0], {"X-Auth-Token": world.demo.session.get_token()})):
+        r = c.get(f"/opencsbs/v1/{world.project_id}/servers", headers=headers)
+        assert r.status_code == 200, r.text
+        listed = {s["id"]: s for s in r.json()["servers"]}
+        assert live <= listed.keys()
+        assert ids["foreign"] not in listed and ids["deleted"] not in listed
+        assert listed[ids["shutoff"]]["status"] == "SHUTOFF"
+        assert len(listed[ids["active"]]["volumes"]) == 2

@@ -22,7 +22,9 @@ from opencsbs.db.base import transaction
 
 PROVIDER = "fc4d5750-22e7-4798-8a46-f48f62c4c1da"
 #: routes that need no token: the version documents only
-PUBLIC = {("get", "/"), ("get", "/v1"), ("get", "/v1/")}
+PUBLIC = {("get", "/"), ("get", "/v1"), ("get", "/v1/"), ("get", "/opencsbs/v1/auth")}
+#: the console's login takes credentials, not a token: without them it is a 400, never a 401 nor a 2xx
+LOGIN = {("post", "/opencsbs/v1/auth/tokens")}
 METHODS = ("get", "post", "put", "patch", "delete")
 
 
@@ -77,7 +79,7 @@ def sweep(client, own_project: str, own_token: str, other_project: str, other_to
           own_resource_ids: set[str]) -> int:
     routes = _routes(client)
     assert routes, "the OpenAPI document lists no routes"
-    unauthenticated = {(m, p) for m, p, _ in routes if (m, p) not in PUBLIC}
+    unauthenticated = {(m, p) for m, p, _ in routes if (m, p) not in PUBLIC | LOGIN}
     assert all("{project_id}" in p for _, p in unauthenticated), "a route outside /v1/{project_id} needs a token"
     seen, _ = _own_data(client, routes, own_project, own_token)
     secrets = (seen | own_resource_ids) - {""}
@@ -85,6 +87,10 @@ def sweep(client, own_project: str, own_token: str, other_project: str, other_to
     for method, path, _op in routes:
         if (method, path) in PUBLIC:
             assert _call(client, method, _fill(path, own_project, {}), None).status_code < 400
+            continue
+        if (method, path) in LOGIN:
+            r = _call(client, method, path, None)
+            assert r.status_code == 400 and set(r.json()) == {"error_code", "error_msg"}, (method, path, r.text)
             continue
         url = _fill(path, own_project, {})
         for token in (None, "", "not-a-token"):

@@ -15,15 +15,16 @@ import json
 from fastapi import FastAPI
 
 from opencsbs import __version__
+from opencsbs.api.console import mount_console
 from opencsbs.api.errors import install_error_handlers
 from opencsbs.api.input_guard import InputGuard
-from opencsbs.api.routes import backups, policies, providers, resources, restores, tags, versions
+from opencsbs.api.routes import backups, extensions, policies, providers, resources, restores, tags, versions
 from opencsbs.api.schemas.common import ErrorBody
 from opencsbs.core import codes
 from opencsbs.runtime import Runtime
 
 ROUTERS = [versions.router, providers.router, resources.router, backups.router, restores.router, policies.router,
-           tags.router]
+           tags.router, extensions.router]
 
 
 class BodyLimit:
@@ -214,6 +215,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    mount_console(app)
     app.add_middleware(JsonBody)
     app.add_middleware(TrailingSlash)
     app.add_middleware(InputGuard)

@@ -147,6 +147,11 @@ class CloudDriver(ABC):
         whatever ``len(server_ids)``. Raises :class:`CloudUnavailable` when the cloud cannot be asked.
         """
 
+    def list_server_ids(self, ctx: CloudContext) -> list[str]:
+        """Ids of every server ``ctx.project_id`` may see (one listing call; feed them to :meth:`get_servers`).
+        Raises :class:`CloudUnavailable`; the default raises :class:`DataPathUnsupported`."""
+        raise DataPathUnsupported(self.name, "list servers")
+
     # --- data side (see the module docstring) ----------------------------------------------------------------
 
     def snapshot_server(

@@ -245,6 +245,17 @@ class LibvirtDriver(CloudDriver):
                     log.warning("size of RBD disk %s/%s of %s unknown", *loc, info.uuid, exc_info=True)
         return out
 
+    def list_server_ids(self, ctx: CloudContext) -> list[str]:
+        """Every domain's UUID (one call); :meth:`get_servers` then keeps those of ``ctx``'s project."""
+        libvirt = _libvirt()
+        conn = self._connection()
+        self.count_call()
+        try:
+            return [dom.UUIDString() for dom in conn.listAllDomains(0)]
+        except libvirt.libvirtError as exc:
+            self._drop_connection()
+            raise CloudUnavailable(f"libvirt {self.uri}: {exc.get_error_message()}") from exc
+
     # -- data side (see the module docstring) -----------------------------------------------------------------
     def _rw(self):
         """The read-write connection (opened lazily). Raises :class:`CloudUnavailable`."""

@@ -216,6 +216,16 @@ class OpenStackDriver(CloudDriver):
         except Exception as exc:  # noqa: BLE001 - every cloud failure becomes one clear answer
             raise self._translate_error(exc, scoped) from exc
 
+    def list_server_ids(self, ctx: CloudContext) -> list[str]:
+        """Ids of the project's Nova servers (bare-metal instances are Nova servers too), one listing call."""
+        conn, scoped = self._connection(ctx)
+        try:
+            return [s.id for s in conn.compute.servers(details=False, **self._project_filters(ctx, scoped))]
+        except CSBSError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every cloud failure becomes one clear answer
+            raise self._translate_error(exc, scoped) from exc
+
     def _translate_error(self, exc: Exception, scoped: bool) -> CSBSError:
         import openstack.exceptions
         from keystoneauth1 import exceptions as ks_exc

@@ -130,6 +130,15 @@ class SandboxDriver(CloudDriver):
             for sid, project, name, rtype, status, task, az, flavor in rows
         }
 
+    def list_server_ids(self, ctx: CloudContext) -> list[str]:
+        """The project's server ids (every project's with ``all_tenants``), one SELECT."""
+        self.count_call()
+        query = select(SandboxServer.id).order_by(SandboxServer.id)
+        if not ctx.all_tenants:
+            query = query.where(SandboxServer.project_id == ctx.project_id)
+        with self.sessions() as session:
+            return list(session.scalars(query))
+
     # --- data side ------------------------------------------------------------------------------------------
 
     @property
