@@ -115,6 +115,7 @@ def serve(ctx: Ctx, host, port, data_dir_opt, inventory, tls_cert, tls_key, forw
     # the port first: a taken port is refused before any worker or scheduler thread starts
     sock = _bind(settings.host, settings.port)
     runtime = Runtime.from_settings(settings)
+    _cross_project_notice(runtime)
     runtime.start_workers()
     if settings.scheduler:
         runtime.start_scheduler()
@@ -131,6 +132,18 @@ def serve(ctx: Ctx, host, port, data_dir_opt, inventory, tls_cert, tls_key, forw
     finally:
         sock.close()
         runtime.close()
+
+
+def _cross_project_notice(runtime) -> None:
+    """Print (and log) what an upgraded deployment must configure for cross-project admins, if anything."""
+    import logging
+
+    from opencsbs.auth.admin_scope import cross_project_notice
+
+    notice = cross_project_notice(runtime.settings, runtime.sessions, runtime.enforcer)
+    if notice:
+        logging.getLogger("opencsbs.auth").warning("%s", notice)
+        click.echo(notice, err=True)
 
 
 def _bind(host: str, port: int):
@@ -322,28 +335,35 @@ def token() -> None:
 
 
 @token.command("create")
-@click.option("--project", required=True, help="project id the token is scoped to")
+@click.option("--project", default=None, help="project id the token is scoped to (required but with --cloud-admin)")
 @click.option("--role", type=click.Choice(["reader", "member", "admin"]), default="member", show_default=True)
+@click.option("--cloud-admin", is_flag=True,
+              help="a system-scoped admin token (no project) that may act on every project (rule context_is_admin)")
 @click.option("--user", default=None, help="user id recorded with the token")
 @click.option("--data-dir", "data_dir_opt", type=click.Path(file_okay=False), default=None)
 @config_option
 @pass_ctx
-def token_create(ctx: Ctx, project: str, role: str, user: str | None, data_dir_opt: str | None) -> None:
-    """Create a token; it is printed once, as the last line."""
+def token_create(ctx: Ctx, project: str | None, role: str, cloud_admin: bool, user: str | None,
+                 data_dir_opt: str | None) -> None:
+    """Create a token; it is printed once, as the last line. An ``admin`` token is admin of its own project only;
+    ``--cloud-admin`` makes one for every project."""
     from opencsbs.auth.local import create_token
     from opencsbs.db.base import transaction
 
+    if not cloud_admin and not project:
+        raise click.UsageError("--project is required (or --cloud-admin for a token of every project)")
     if data_dir_opt:
         ctx.data_dir = data_dir_opt
     runtime = ctx.runtime()
     try:
         with transaction(runtime.sessions) as session:
-            value = create_token(session, project, role, user)
+            value = create_token(session, project, role, user, cloud_admin=cloud_admin)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     finally:
         runtime.close()
-    click.echo(f"token for project {project} with role {role} (store it: it is not shown again):", err=True)
+    what = "cloud-admin token (every project)" if cloud_admin else f"token for project {project} with role {role}"
+    click.echo(f"{what} (store it: it is not shown again):", err=True)
     click.echo(value)
 
 

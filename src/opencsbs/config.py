@@ -36,8 +36,14 @@ class AuthSettings(BaseModel):
     cache_size: int = 10000
     #: seconds to wait for Keystone before answering 503
     keystone_timeout: float = 10.0
-    #: YAML file overriding the default API policy rules
+    #: YAML file overriding the default API policy rules (docs/keystone.md, "Who may act on other projects")
     policy_file: Path | None = None
+    #: the operator's admin project, by id: its tokens pass ``is_admin_project:True`` (by default its admins may act
+    #: on every project, rule ``context_is_admin``); None: only system-scoped tokens are cloud admins
+    admin_project_id: str | None = None
+    #: keystone mode: the admin project by name, in domain ``admin_project_domain`` (instead of, or with, the id)
+    admin_project_name: str | None = None
+    admin_project_domain: str = "Default"
 
 
 class CloudSettings(BaseModel):
