@@ -101,6 +101,7 @@ def serve(ctx: Ctx, host, port, data_dir_opt, inventory, tls_cert, tls_key, forw
     import uvicorn
 
     from opencsbs.api.app import create_app
+    from opencsbs.api.http_protocol import JsonErrorH11Protocol
 
     if data_dir_opt:
         ctx.data_dir = data_dir_opt
@@ -127,7 +128,7 @@ def serve(ctx: Ctx, host, port, data_dir_opt, inventory, tls_cert, tls_key, forw
                                 ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
                                 ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
                                 timeout_keep_alive=int(settings.keepalive_timeout), proxy_headers=True,
-                                forwarded_allow_ips=settings.forwarded_allow_ips)
+                                forwarded_allow_ips=settings.forwarded_allow_ips, http=JsonErrorH11Protocol)
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
