@@ -818,8 +818,10 @@ def bank_gc(ctx: Ctx, grace: float, as_json: bool) -> None:
         click.echo(f"bank {the_bank.store.location}: {report.indexes} indexes reference "
                    f"{report.referenced_chunks} chunks; {report.chunks_seen} chunks seen; "
                    f"deleted {report.deleted_chunks} chunks ({report.freed_bytes / 1e6:.1f} MB); "
-                   f"kept {report.kept_recent} recent unreferenced chunks; "
-                   f"{report.in_flight_backups} backups in flight, {report.stale_leases} stale leases removed; "
+                   f"kept {report.kept_recent} recent unreferenced chunks "
+                   f"({report.reclaimable_bytes / 1e6:.1f} MB reclaimable after the grace period); "
+                   f"{report.in_flight_backups} backups in flight, {report.stale_leases} stale leases and "
+                   f"{report.stale_gc_markers} stale GC markers removed; "
                    f"{report.seconds:.1f} s")
         for err in report.errors:
             click.echo(f"error: {err}")

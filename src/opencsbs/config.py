@@ -133,7 +133,8 @@ class EngineSettings(BaseModel):
     before it is failed; ``progress_seconds``: how often progress is written to the database;
     ``job_retention_days``: finished (done/failed) jobs older than this are deleted by the scheduler's
     housekeeping (0 or less: kept for ever); ``housekeeping_seconds``: time between two housekeeping passes
-    (finished jobs, the sandbox's unneeded change logs; docs/engine.md).
+    (finished jobs, the sandbox's unneeded change logs, the bank's garbage collection every
+    ``gc_interval_seconds`` with ``gc_grace_seconds``; docs/engine.md).
     """
 
     lease_seconds: float = 30.0
@@ -142,6 +143,12 @@ class EngineSettings(BaseModel):
     progress_seconds: float = 1.0
     job_retention_days: float = 7.0
     housekeeping_seconds: float = 3600.0
+    #: housekeeping runs the bank's garbage collection when the last one (``gc/finished``, by any process) ended
+    #: longer ago than this (seconds), so deleted, retention-deleted and failed backups give their chunks back;
+    #: 0 or less: only ``opencsbs bank gc`` collects (docs/bank.md)
+    gc_interval_seconds: float = 86400.0
+    #: the garbage collection of housekeeping keeps unreferenced chunks younger than this (seconds)
+    gc_grace_seconds: float = 3600.0
 
 
 class Settings(BaseSettings):
