@@ -94,9 +94,12 @@ def main(ctx: click.Context, config: str | None, data_dir: str | None, database_
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None, help="PEM private key")
 @click.option("--forwarded-allow-ips", default=None,
               help="reverse proxies whose X-Forwarded-For/-Proto are trusted (default 127.0.0.1; '*': any)")
+@click.option("--workers", "http_processes", type=click.IntRange(min=1), default=None,
+              help="HTTP worker processes (default 1; more than 1 needs PostgreSQL)")
 @config_option
 @pass_ctx
-def serve(ctx: Ctx, host, port, data_dir_opt, inventory, tls_cert, tls_key, forwarded_allow_ips) -> None:
+def serve(ctx: Ctx, host, port, data_dir_opt, inventory, tls_cert, tls_key, forwarded_allow_ips,
+          http_processes) -> None:
     """Run the CSBS v1 API (and its workers and scheduler). See docs/deployment.md for TLS and proxies."""
     import uvicorn
 
@@ -106,9 +109,14 @@ def serve(ctx: Ctx, host, port, data_dir_opt, inventory, tls_cert, tls_key, forw
     if data_dir_opt:
         ctx.data_dir = data_dir_opt
     settings = ctx.settings(host=host, port=port, tls_cert=tls_cert, tls_key=tls_key,
-                            forwarded_allow_ips=forwarded_allow_ips)
+                            forwarded_allow_ips=forwarded_allow_ips, http_processes=http_processes)
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together")
+    from opencsbs.api.processes import multi_process_refusal
+
+    refusal = multi_process_refusal(settings, settings.http_processes)
+    if refusal:
+        raise click.UsageError(refusal)
     if inventory:
         settings.cloud.inventory = Path(inventory)
     from opencsbs.runtime import Runtime
@@ -120,16 +128,29 @@ def serve(ctx: Ctx, host, port, data_dir_opt, inventory, tls_cert, tls_key, forw
     runtime.start_workers()
     if settings.scheduler:
         runtime.start_scheduler()
-    app = create_app(runtime)
+    processes = settings.http_processes
     click.echo(f"opencsbs listening on http{'s' if settings.tls_cert else ''}://{settings.host}:{settings.port} "
-               f"(data dir {settings.data_dir}, cloud driver {settings.cloud.driver})", err=True)
+               f"(data dir {settings.data_dir}, cloud driver {settings.cloud.driver}"
+               f"{f', {processes} HTTP processes' if processes > 1 else ''})", err=True)
     try:
-        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                                ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
-                                ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
-                                timeout_keep_alive=int(settings.keepalive_timeout), proxy_headers=True,
-                                forwarded_allow_ips=settings.forwarded_allow_ips, http=JsonErrorH11Protocol)
-        uvicorn.Server(config).run(sockets=[sock])
+        options = dict(host=settings.host, port=settings.port, log_level=settings.log_level,
+                       ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+                       ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+                       timeout_keep_alive=int(settings.keepalive_timeout), proxy_headers=True,
+                       forwarded_allow_ips=settings.forwarded_allow_ips, http=JsonErrorH11Protocol)
+        if processes > 1:
+            from uvicorn.supervisors import Multiprocess
+
+            from opencsbs.api.processes import export_settings
+
+            export_settings(settings)
+            # a worker importing the app on a loaded machine can take many seconds before it answers the
+            # supervisor's health pings (default 5 s): it would be killed and respawned in a loop
+            config = uvicorn.Config("opencsbs.api.processes:worker_app", factory=True, workers=processes,
+                                    timeout_worker_healthcheck=60, **options)
+            Multiprocess(config, sockets=[sock]).run()
+        else:
+            uvicorn.Server(uvicorn.Config(create_app(runtime), **options)).run(sockets=[sock])
     finally:
         sock.close()
         runtime.close()

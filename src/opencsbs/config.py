@@ -174,8 +174,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1024 * 1024
     #: seconds a client has to send a whole request body (408 after that)
     body_timeout: float = 60.0
-    #: seconds an idle keep-alive connection stays open
-    keepalive_timeout: float = 5.0
+    #: seconds an idle keep-alive connection stays open. 75 s (nginx's default), longer than the idle expiry of
+    #: client pools (httpx 5 s, aiohttp 15 s, urllib3 none) and of proxies in front (AWS ALB 60 s), so a server
+    #: never closes a connection at the moment a busy client sends its next request on it (docs/performance.md)
+    keepalive_timeout: float = 75.0
+    #: HTTP worker processes of ``serve`` (``--workers``); more than 1 needs PostgreSQL (docs/deployment.md)
+    http_processes: int = Field(default=1, ge=1)
     #: addresses of reverse proxies whose X-Forwarded-For/-Proto headers are trusted (comma-separated, "*": any)
     forwarded_allow_ips: str = "127.0.0.1"
     #: backup/restore worker threads inside ``serve`` (0: run ``opencsbs worker`` processes instead)
