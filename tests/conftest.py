@@ -136,11 +136,14 @@ def inventory(runtime) -> Path:
 
 @pytest.fixture
 def make_token(runtime):
-    """``make_token(project, role="member") -> token``."""
+    """``make_token(project, role="member") -> token``; role ``"cloud-admin"``: a cloud-admin token (no project,
+    ``opencsbs token create --cloud-admin``)."""
     from opencsbs.auth.local import create_token
 
-    def _make(project: str = "demo", role: str = "member") -> str:
+    def _make(project: str | None = "demo", role: str = "member") -> str:
         with transaction(runtime.sessions) as session:
+            if role == "cloud-admin":
+                return create_token(session, None, cloud_admin=True)
             return create_token(session, project, role)
 
     return _make

@@ -68,3 +68,13 @@ def keystone_settings(settings, env: dict[str, str], cache_seconds: int = 60):
     settings.auth.service_project_name = "service"
     settings.auth.cache_seconds = cache_seconds
     return settings
+
+
+def issue_system_token(env: dict[str, str], user: str) -> str:
+    """A system-scoped token (``"system": {"all": true}``) of ``user`` (password auth)."""
+    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": user, "domain": {"id": "default"}, "password": env["OPENCSBS_TEST_KEYSTONE_PASSWORD"]}}},
+        "scope": {"system": {"all": True}}}}
+    r = httpx.post(env["OPENCSBS_TEST_KEYSTONE_URL"] + "/auth/tokens?nocatalog", json=body, timeout=30)
+    r.raise_for_status()
+    return r.headers["X-Subject-Token"]

@@ -324,3 +324,51 @@ def test_backend_touch_renews_a_chunk(env):
     bank.store.delete("chunks/zz/probe")
     with pytest.raises(ObjectNotFound):
         bank.store.touch("chunks/zz/probe")
+
+
+def test_a_killed_gc_leaves_no_lasting_marker(env, monkeypatch):
+    """``kill -9`` of ``opencsbs bank gc`` leaves its ``gc/running/<id>`` marker (owner host and pid inside). Once
+    the marker's lease has passed without renewal, backups no longer count it as a GC in progress (they used to
+    re-check every reused chunk for 24 h), and the next GC removes it; a live GC's marker still counts."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from opencsbs.bank import store as store_mod
+
+    bank = env.open()
+    env.backup(bank, env.image("a.img", os.urandom(2 * CHUNK_SIZE)), "checkpoints/a/v")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    doc = {"host": socket.gethostname(), "pid": int(dead.stdout), "started_at": "2026-01-01T00:00:00.000000"}
+    bank.store.put("gc/running/killed", json.dumps(doc).encode(), sync=False)
+    monkeypatch.setattr(store_mod, "GC_MARKER_LEASE", 1.0)
+    assert bank._gc_overlapped(time.time() - 60)  # a backup that ran while that GC could still delete: re-checks
+    time.sleep(2.2)
+    assert not bank._gc_overlapped(time.time())  # a backup started after the lease: no re-check
+    # a live GC elsewhere on this host (this process) still counts, however recent the backup
+    bank.store.put("gc/running/live", json.dumps({**doc, "pid": os.getpid()}).encode(), sync=False)
+    assert bank._gc_overlapped(time.time() + 3600)
+    bank.store.delete("gc/running/live")
+    report = bank.gc(grace_seconds=0)
+    assert report.stale_gc_markers == 1 and report.skipped_reason is None
+    assert [i.key for i in bank.store.list("gc/running/")] == []
+    finished = json.loads(bank.store.get("gc/finished"))
+    assert {"freed_bytes", "reclaimable_bytes", "deleted_chunks"} <= set(finished)
+
+
+def test_a_dead_owners_marker_is_removed_at_once_on_its_host(env):
+    """A marker whose owner is a dead process of this host is stale before its lease ends: the next GC drops it."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    bank = env.open()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    bank.store.put("gc/running/killed", json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout)}).encode(),
+                   sync=False)
+    assert bank.gc(grace_seconds=0).stale_gc_markers == 1
+    assert [i.key for i in bank.store.list("gc/running/")] == []

@@ -127,11 +127,14 @@ def test_bad_query_parameters_are_400(demo, params):
     assert r.json()["error_code"] == "CSBS.9001"
 
 
-def test_all_tenants_is_for_admins(five, make_token):
+def test_all_tenants_is_for_cloud_admins(five, make_token):
     client, headers, _ = five
     r = client.get("/v1/demo/checkpoint_items", params={"all_tenants": "true"}, headers=headers)
     assert r.status_code == 403
-    admin = {"X-Auth-Token": make_token("demo", "admin")}
+    project_admin = {"X-Auth-Token": make_token("demo", "admin")}
+    r = client.get("/v1/demo/checkpoint_items", params={"all_tenants": "true"}, headers=project_admin)
+    assert r.status_code == 403
+    admin = {"X-Auth-Token": make_token(None, "cloud-admin")}
     assert "theirs" in _list(client, admin, all_tenants="true")
     assert "theirs" not in _list(client, admin)
     assert _count(client, admin, all_tenants="1") == 6

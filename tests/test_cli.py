@@ -84,6 +84,8 @@ def test_sandbox_commands_end_to_end(cli, tmp_path):
     (["token", "create", "--project", " "], "project id must not be empty"),
     (["token", "create", "--project", "p" * 65], "project id must be at most 64 characters"),
     (["token", "create", "--project", "demo", "--user", "u" * 65], "user id must be at most 64 characters"),
+    (["token", "create"], "--project is required (or --cloud-admin"),
+    (["token", "create", "--cloud-admin", "--project", "demo"], "not scoped to a project"),
 ])
 def test_errors_exit_non_zero_with_a_message(cli, args, words):
     cli("sandbox", "load", str(EXAMPLE_INVENTORY))
@@ -215,3 +217,29 @@ def test_backup_command_backs_up_a_bare_metal_server(cli):
     result = cli("backup", bms_1, "--wait", ok=False)
     assert result.exit_code == 0, result.output
     assert "available" in result.output
+
+
+def test_token_create_cloud_admin_and_the_upgrade_notice(cli, settings):
+    """``--cloud-admin`` makes a system-scoped admin token; the one-line notice of ``opencsbs serve`` names it while
+    only project admin tokens exist, and is gone once a cloud admin or an admin project is configured."""
+    from opencsbs.auth.admin_scope import cross_project_notice
+    from opencsbs.runtime import Runtime
+
+    cli("token", "create", "--project", "demo", "--role", "admin")
+    settings.data_dir = cli.data_dir
+    rt = Runtime.from_settings(settings, migrate=False)
+    try:
+        notice = cross_project_notice(rt.settings, rt.sessions, rt.enforcer)
+        assert notice and "--cloud-admin" in notice and "\n" not in notice
+        result = cli("token", "create", "--cloud-admin")
+        assert "cloud-admin token (every project)" in result.output
+        token = result.output.strip().splitlines()[-1]
+        p = rt.authenticator.authenticate(token)
+        assert p.system_scope == "all" and p.project_id == "" and rt.enforcer.may_act_on(p, "anyone")
+        assert cross_project_notice(rt.settings, rt.sessions, rt.enforcer) is None
+    finally:
+        rt.close()
+    settings.auth.mode = "keystone"
+    assert "system-scoped" in cross_project_notice(settings, None, rt.enforcer)
+    settings.auth.admin_project_name = "admin"
+    assert cross_project_notice(settings, None, rt.enforcer) is None

@@ -2,9 +2,9 @@
 ``{"error_code": "CSBS.xxxx" | "APIGW.xxxx", "error_msg": ...}``; 2xx answers match their documented schema.
 
 Every operation of the document is fuzzed in both of schemathesis' modes (data that fits the schema and data that
-does not), with an admin token (admins reach every project, so generated project ids get past authorization and
-into the handlers). Bounded by ``OPENCSBS_FUZZ_EXAMPLES`` per operation and mode (default 15: about a
-minute today). The longer run documented in docs/deployment.md:
+does not), with a cloud-admin token (``token create --cloud-admin``: it reaches every project, so generated
+project ids get past authorization and into the handlers). Bounded by ``OPENCSBS_FUZZ_EXAMPLES`` per operation
+and mode (default 15: about a minute today). The longer run documented in docs/deployment.md:
 
     OPENCSBS_FUZZ_EXAMPLES=1000 .venv/bin/python -m pytest --timeout=3600 tests/test_fuzz.py
 """
@@ -50,7 +50,7 @@ def check_answer(case, response) -> str | None:
 
 def test_schemathesis_finds_no_5xx_and_only_documented_errors(client, make_token, inventory):
     schema = schemathesis.openapi.from_asgi("/openapi.json", client.app)
-    token = make_token("demo", "admin")
+    token = make_token(None, "cloud-admin")
     problems: dict[tuple[str, str, str], str] = {}
     operations = 0
     for result in schema.get_all_operations():

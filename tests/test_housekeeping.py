@@ -129,3 +129,47 @@ def test_sandbox_change_logs_no_backup_needs_are_dropped(demo, runtime):
     assert not (runtime.settings.volumes_dir / f"{DB1_SYS}.changes").exists()
     fifth = _backup(client, headers, runtime, DB1)
     assert fifth["status"] == "available" and fifth["extend_info"]["incremental"] is False
+
+
+def _chunks(runtime) -> int:
+    return sum(1 for _ in runtime.bank.store.list("chunks/"))
+
+
+def test_housekeeping_gives_the_space_of_deleted_backups_back(demo, runtime, caplog):
+    """No operator: a deleted backup's chunks are freed by housekeeping's garbage collection once the grace
+    period has passed, which is logged; the next pass within ``gc_interval_seconds`` does not collect again."""
+    import logging
+    import time
+
+    client, headers = demo
+    fill(runtime, DB1_SYS, 3)
+    kept = _backup(client, headers, runtime, WEB1)
+    gone = _backup(client, headers, runtime, DB1)
+    before = _chunks(runtime)
+    engine = runtime.settings.engine
+    engine.gc_grace_seconds = 3600.0
+    _delete(client, headers, runtime, gone)
+    with caplog.at_level(logging.INFO, logger="opencsbs.engine"):
+        first = housekeep(runtime).gc
+    assert first is not None and first.deleted_chunks == 0  # all within the grace period
+    assert first.reclaimable_bytes > 0 and _chunks(runtime) == before
+    assert "bank gc: 0 chunks (0 bytes) freed" in caplog.text and "grace period of 3600 s" in caplog.text
+    assert housekeep(runtime).gc is None  # not due again before gc_interval_seconds
+    engine.gc_grace_seconds = 0.0
+    engine.gc_interval_seconds = 0.01
+    time.sleep(0.05)
+    report = housekeep(runtime).gc
+    assert report.deleted_chunks > 0 and report.freed_bytes >= first.reclaimable_bytes > 0
+    assert _chunks(runtime) == before - report.deleted_chunks
+    # the kept backup still restores (the bank checks every chunk and the volume hash)
+    from opencsbs.db.models import Restore as RestoreRow
+
+    assert restore(client, headers, kept, WEB1).status_code == 200
+    run_jobs(runtime)
+    with runtime.sessions() as session:
+        assert [r.status for r in session.query(RestoreRow)] == ["success"]
+
+
+def test_housekeeping_gc_can_be_turned_off(demo, runtime):
+    runtime.settings.engine.gc_interval_seconds = 0
+    assert housekeep(runtime).gc is None

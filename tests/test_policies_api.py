@@ -300,7 +300,9 @@ def test_projects_are_isolated_and_all_tenants_is_admin_only(demo, make_token):
     assert r.status_code == 404 and r.json()["error_code"] == "CSBS.3000"
     assert client.get("/v1/demo/policies", headers=other).status_code == 403
     assert client.get("/v1/other/policies?all_tenants=true", headers=other).status_code == 403
-    admin = {"X-Auth-Token": make_token("other", "admin")}
+    assert client.get("/v1/other/policies?all_tenants=1",
+                      headers={"X-Auth-Token": make_token("other", "admin")}).status_code == 403
+    admin = {"X-Auth-Token": make_token(None, "cloud-admin")}
     assert [p["id"] for p in client.get("/v1/other/policies?all_tenants=1", headers=admin).json()["policies"]] == [pid]
 
 

@@ -7,27 +7,40 @@ import yaml
 from click.testing import CliRunner
 
 from opencsbs.auth.base import Principal
-from opencsbs.auth.policy import DEFAULT_RULES, Enforcer, PolicyFileError, load_policy_file, parse_rule
+from opencsbs.auth.policy import DEFAULT_RULES, Enforcer, PolicyFileError, Rule, load_policy_file, parse_rule
 
 PROVIDER = "fc4d5750-22e7-4798-8a46-f48f62c4c1da"
 SERVER = "6507cb66-90dc-4a12-a573-c9f3398f899d"
 
 
-def _p(*roles: str, project: str = "demo") -> Principal:
-    return Principal(project_id=project, user_id="u", roles=frozenset(roles))
+def _p(*roles: str, project: str = "demo", system: bool = False, admin_project: bool = False) -> Principal:
+    return Principal(project_id="" if system else project, user_id="u", roles=frozenset(roles),
+                     system_scope="all" if system else None, is_admin_project=admin_project)
 
 
-def test_defaults_reader_reads_member_changes_admin_crosses_projects():
+ADMIN_ROLES = ("reader", "member", "admin")
+CROSS = ("context_is_admin", "csbs:all_tenants")
+
+
+def test_defaults_reader_reads_member_changes_admin_of_its_project_only():
     e = Enforcer()
-    reader, member, admin = _p("reader"), _p("reader", "member"), _p("reader", "member", "admin")
+    reader, member, admin = _p("reader"), _p("reader", "member"), _p(*ADMIN_ROLES)
+    cloud, ops = _p(*ADMIN_ROLES, system=True), _p(*ADMIN_ROLES, project="ops", admin_project=True)
     for rule in DEFAULT_RULES:
         write = rule.endswith((":write", ":create", ":delete", ":protect"))
-        assert e.allowed(reader, rule) == (not write and rule != "csbs:all_tenants"), rule
-        assert e.allowed(member, rule) == (rule != "csbs:all_tenants"), rule
-        assert e.allowed(admin, rule), rule
-    assert e.allowed(admin, "csbs:no-such-rule")  # unknown rules: admin only
-    assert not e.allowed(member, "csbs:no-such-rule")
+        assert e.allowed(reader, rule) == (not write and rule not in CROSS), rule
+        assert e.allowed(member, rule) == (rule not in CROSS), rule
+        assert e.allowed(admin, rule) == (rule not in CROSS), rule
+        assert e.allowed(cloud, rule) and e.allowed(ops, rule), rule
+    assert not e.allowed(admin, "csbs:no-such-rule")  # unknown rules: cloud admins only
+    assert e.allowed(cloud, "csbs:no-such-rule")
     assert not e.allowed(_p("service"), "csbs:providers:read")
+    # a system-scoped or admin-project token without the admin role is no cloud admin
+    assert not e.is_cloud_admin(_p("reader", "member", system=True))
+    assert not e.is_cloud_admin(_p("reader", "member", project="ops", admin_project=True))
+    assert e.may_act_on(admin, "demo") and not e.may_act_on(admin, "other")
+    assert e.may_act_on(cloud, "other") and e.may_act_on(ops, "other")
+    assert not e.may_act_on(_p("reader", system=True), "")  # no project of its own
 
 
 @pytest.mark.parametrize("value, roles", [
@@ -40,11 +53,20 @@ def test_defaults_reader_reads_member_changes_admin_crosses_projects():
     ([], set()),
 ])
 def test_parse_rule(value, roles):
-    assert parse_rule(value) == frozenset(roles)
+    assert parse_rule(value) == Rule.of_roles(*roles)
+    assert parse_rule(value).roles == frozenset(roles)
 
 
-@pytest.mark.parametrize("value", ["role:member and role:admin", "project_id:%(project_id)s", "role:", 3, [1],
-                                   {"a": 1}, "rule:admin_api"])
+def test_parse_rule_scope_checks():
+    rule = parse_rule("role:Admin and system_scope:all or (role:admin) and is_admin_project:true")
+    assert rule == DEFAULT_RULES["context_is_admin"]
+    assert parse_rule(rule.render()) == rule
+    assert parse_rule("rule:context_is_admin") == DEFAULT_RULES["csbs:all_tenants"]
+    assert parse_rule("role:member and role:admin").any_of == (frozenset({"role:member", "role:admin"}),)
+
+
+@pytest.mark.parametrize("value", ["project_id:%(project_id)s", "role:", 3, [1], {"a": 1}, "rule:admin_api",
+                                   "system_scope:domain", "role:admin and not system_scope:all"])
 def test_parse_rule_refuses_what_it_cannot_honour(value):
     with pytest.raises(PolicyFileError):
         parse_rule(value)
@@ -60,6 +82,9 @@ def test_policy_file_unknown_rule_and_bad_yaml_are_refused(tmp_path):
         load_policy_file(f)
     f.write_text("a: [\n")
     with pytest.raises(PolicyFileError):
+        load_policy_file(f)
+    f.write_text('"context_is_admin": "rule:context_is_admin"\n')
+    with pytest.raises(PolicyFileError, match="itself"):
         load_policy_file(f)
 
 
@@ -137,6 +162,7 @@ def test_every_operation_goes_through_a_rule(settings, inventory, tmp_path):
     try:
         with transaction(rt.sessions) as s:
             admin = create_token(s, "demo", "admin")
+            cloud = create_token(s, None, cloud_admin=True)
         with TestClient(create_app(rt), raise_server_exceptions=False) as c:
             doc = c.get("/openapi.json").json()
             seen = 0
@@ -147,9 +173,10 @@ def test_every_operation_goes_through_a_rule(settings, inventory, tmp_path):
                     m.group(1), str(uuid.uuid4())), path)
                 for method, op in ops.items():
                     body = {} if "requestBody" in op else None
-                    r = c.request(method.upper(), url, json=body, headers={"X-Auth-Token": admin})
                     allowed = (403, 400) if "requestBody" in op else (403,)
-                    assert r.status_code in allowed, (method, path, r.status_code, r.text[:200])
+                    for tok in (admin, cloud):
+                        r = c.request(method.upper(), url, json=body, headers={"X-Auth-Token": tok})
+                        assert r.status_code in allowed, (method, path, r.status_code, r.text[:200])
                     seen += 1
             assert seen >= 10
     finally:

@@ -144,3 +144,132 @@ def test_sweep_with_keystone_tokens(settings, tmp_path):
         assert n >= 2
     finally:
         rt.close()
+
+
+def cloud_admin_sweep(client, project: str, own_token: str, admin_token: str) -> int:
+    """Every route of ``project`` called with the project's own admin and with a cloud admin of no project (or of
+    the admin project): the cloud admin gets what the project's admin gets, never 401/403, and reads the same
+    data. Returns the number of routes compared."""
+    compared = 0
+    for method, path, _op in _routes(client):
+        if (method, path) in PUBLIC or "{project_id}" not in path:
+            continue
+        url = _fill(path, project, {})
+        mine = _call(client, method, url, own_token)
+        theirs = _call(client, method, url, admin_token)
+        assert theirs.status_code not in (401, 403), (method, path, theirs.status_code, theirs.text)
+        assert theirs.status_code == mine.status_code, (method, path, mine.text, theirs.text)
+        if method == "get" and mine.status_code == 200:
+            assert theirs.json() == mine.json(), (method, path)
+        compared += 1
+    return compared
+
+
+def _seed_policy(client, project: str, token: str) -> str:
+    from policy_helpers import body
+
+    name = "sweep-" + uuid.uuid4().hex[:8]
+    r = client.post(f"/v1/{project}/policies", json=body(name=name, resources=()), headers={"X-Auth-Token": token})
+    assert r.status_code == 200, r.text
+    return r.json()["policy"]["id"]
+
+
+def test_a_project_admin_is_admin_of_its_own_project_only(client, make_token, inventory):
+    """An ``admin`` token of project intruder: 403/404 and nothing of demo on every route (was: everything)."""
+    from opencsbs.clouds.sandbox.inventory import list_servers
+
+    with transaction(client.app.state.runtime.sessions) as s:
+        ids = {srv.id for srv in list_servers(s, "demo")}
+    own = make_token("demo", "member")
+    ids.add(_seed_policy(client, "demo", own))
+    assert sweep(client, "demo", own, "intruder", make_token("intruder", "admin"), ids) >= 10
+    # all_tenants is the cloud admin's too
+    r = client.get("/v1/intruder/policies?all_tenants=1", headers={"X-Auth-Token": make_token("intruder", "admin")})
+    assert r.status_code == 403, r.text
+
+
+def test_a_local_cloud_admin_acts_on_every_project(client, make_token, inventory):
+    """``opencsbs token create --cloud-admin`` (a system-scoped local token): every route of demo, as demo's admin."""
+    from opencsbs.auth.local import create_token
+
+    own = make_token("demo", "admin")
+    pid = _seed_policy(client, "demo", own)
+    with transaction(client.app.state.runtime.sessions) as s:
+        cloud = create_token(s, None, cloud_admin=True)
+    assert cloud_admin_sweep(client, "demo", own, cloud) >= 10
+    r = client.get("/v1/demo/policies", headers={"X-Auth-Token": cloud})
+    assert [p["id"] for p in r.json()["policies"]] == [pid]
+    r = client.get("/v1/elsewhere/policies?all_tenants=1", headers={"X-Auth-Token": cloud})
+    assert pid in [p["id"] for p in r.json()["policies"]]
+
+
+def test_the_admin_project_is_what_the_operator_configures(settings, inventory, tmp_path):
+    """``auth.admin_project_id``: its admins act everywhere, its members do not; the policy file can narrow
+    ``context_is_admin`` to system scope only, which takes the admin project's rights away."""
+    import yaml
+
+    from opencsbs.api.app import create_app
+    from opencsbs.auth.local import create_token
+    from opencsbs.clouds.sandbox.inventory import load_inventory_file
+    from opencsbs.runtime import Runtime
+
+    settings.auth.admin_project_id = "ops"
+    for narrowed in (False, True):
+        if narrowed:
+            f = tmp_path / "policy.yaml"
+            f.write_text(yaml.safe_dump({"context_is_admin": "role:admin and system_scope:all"}))
+            settings.auth.policy_file = f
+        rt = Runtime.from_settings(settings, migrate=False)
+        try:
+            with transaction(rt.sessions) as s:
+                if not narrowed:
+                    load_inventory_file(s, inventory, rt.settings.volumes_dir)
+                own, ops_admin, ops_member = (create_token(s, "demo", "admin"), create_token(s, "ops", "admin"),
+                                              create_token(s, "ops", "member"))
+            with TestClient(create_app(rt), raise_server_exceptions=False) as c:
+                _seed_policy(c, "demo", own)
+                if narrowed:
+                    assert sweep(c, "demo", own, "ops", ops_admin, set()) >= 10
+                else:
+                    assert cloud_admin_sweep(c, "demo", own, ops_admin) >= 10
+                assert sweep(c, "demo", own, "ops", ops_member, set()) >= 10
+        finally:
+            rt.close()
+
+
+@pytest.mark.keystone
+def test_keystone_project_admin_and_cloud_admins(settings, tmp_path):
+    """Against the real Keystone: csbs-admin (admin of csbs-alpha) gets nothing of csbs-beta on any route; the
+    bootstrap admin with a system-scoped token (system: all) is a cloud admin, and so is the admin of the project
+    ``admin`` once ``auth.admin_project_name`` names it, not before."""
+    from identity_support import issue_system_token, issue_token, keystone_available, keystone_env, keystone_settings
+
+    from opencsbs.api.app import create_app
+    from opencsbs.runtime import Runtime
+
+    env = keystone_env()
+    require_component(keystone_available(env), "Keystone not running (scripts/services/keystone.sh start)")
+    keystone_settings(settings, env, cache_seconds=0)
+    alpha, beta = env["OPENCSBS_TEST_KEYSTONE_PROJECT_ALPHA"], env["OPENCSBS_TEST_KEYSTONE_PROJECT_BETA"]
+    beta_member = issue_token(env, "csbs-other", "csbs-beta")
+    alpha_admin = issue_token(env, "csbs-admin", "csbs-alpha")
+    system_admin = issue_system_token(env, "admin")
+    admin_project_admin = issue_token(env, "admin", "admin")
+    for admin_project in (None, "admin"):
+        settings.auth.admin_project_name = admin_project
+        rt = Runtime.from_settings(settings, migrate=False)
+        try:
+            with TestClient(create_app(rt), raise_server_exceptions=False) as c:
+                own = beta_member
+                pid = _seed_policy(c, beta, own)
+                assert sweep(c, beta, own, alpha, alpha_admin, {pid}) >= 10
+                assert cloud_admin_sweep(c, beta, own, system_admin) >= 10
+                if admin_project:
+                    assert cloud_admin_sweep(c, beta, own, admin_project_admin) >= 10
+                else:
+                    r = c.get(f"/v1/{beta}/policies", headers={"X-Auth-Token": admin_project_admin})
+                    assert r.status_code == 403, r.text
+                r = c.delete(f"/v1/{beta}/policies/{pid}", headers={"X-Auth-Token": system_admin})
+                assert r.status_code == 200, r.text
+        finally:
+            rt.close()

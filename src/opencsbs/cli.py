@@ -103,20 +103,29 @@ def main(ctx: click.Context, config: str | None, data_dir: str | None, database_
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None, help="PEM private key")
 @click.option("--forwarded-allow-ips", default=None,
               help="reverse proxies whose X-Forwarded-For/-Proto are trusted (default 127.0.0.1; '*': any)")
+@click.option("--workers", "http_processes", type=click.IntRange(min=1), default=None,
+              help="HTTP worker processes (default 1; more than 1 needs PostgreSQL)")
 @config_option
 @pass_ctx
-def serve(ctx: Ctx, host, port, data_dir_opt, inventory, tls_cert, tls_key, forwarded_allow_ips) -> None:
+def serve(ctx: Ctx, host, port, data_dir_opt, inventory, tls_cert, tls_key, forwarded_allow_ips,
+          http_processes) -> None:
     """Run the CSBS v1 API (and its workers and scheduler). See docs/deployment.md for TLS and proxies."""
     import uvicorn
 
     from opencsbs.api.app import create_app
+    from opencsbs.api.http_protocol import JsonErrorH11Protocol
 
     if data_dir_opt:
         ctx.data_dir = data_dir_opt
     settings = ctx.settings(host=host, port=port, tls_cert=tls_cert, tls_key=tls_key,
-                            forwarded_allow_ips=forwarded_allow_ips)
+                            forwarded_allow_ips=forwarded_allow_ips, http_processes=http_processes)
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together")
+    from opencsbs.api.processes import multi_process_refusal
+
+    refusal = multi_process_refusal(settings, settings.http_processes)
+    if refusal:
+        raise click.UsageError(refusal)
     if inventory:
         settings.cloud.inventory = Path(inventory)
     # the port first: a taken port is refused before any worker or scheduler thread starts
@@ -126,22 +135,48 @@ def serve(ctx: Ctx, host, port, data_dir_opt, inventory, tls_cert, tls_key, forw
     except BaseException:
         sock.close()
         raise
+    _cross_project_notice(runtime)
     runtime.start_workers()
     if settings.scheduler:
         runtime.start_scheduler()
-    app = create_app(runtime)
+    processes = settings.http_processes
     click.echo(f"opencsbs listening on http{'s' if settings.tls_cert else ''}://{settings.host}:{settings.port} "
-               f"(data dir {settings.data_dir}, cloud driver {settings.cloud.driver})", err=True)
+               f"(data dir {settings.data_dir}, cloud driver {settings.cloud.driver}"
+               f"{f', {processes} HTTP processes' if processes > 1 else ''})", err=True)
     try:
-        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                                ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
-                                ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
-                                timeout_keep_alive=int(settings.keepalive_timeout), proxy_headers=True,
-                                forwarded_allow_ips=settings.forwarded_allow_ips)
-        uvicorn.Server(config).run(sockets=[sock])
+        options = dict(host=settings.host, port=settings.port, log_level=settings.log_level,
+                       ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+                       ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+                       timeout_keep_alive=int(settings.keepalive_timeout), proxy_headers=True,
+                       forwarded_allow_ips=settings.forwarded_allow_ips, http=JsonErrorH11Protocol)
+        if processes > 1:
+            from uvicorn.supervisors import Multiprocess
+
+            from opencsbs.api.processes import export_settings
+
+            export_settings(settings)
+            # a worker importing the app on a loaded machine can take many seconds before it answers the
+            # supervisor's health pings (default 5 s): it would be killed and respawned in a loop
+            config = uvicorn.Config("opencsbs.api.processes:worker_app", factory=True, workers=processes,
+                                    timeout_worker_healthcheck=60, **options)
+            Multiprocess(config, sockets=[sock]).run()
+        else:
+            uvicorn.Server(uvicorn.Config(create_app(runtime), **options)).run(sockets=[sock])
     finally:
         sock.close()
         runtime.close()
+
+
+def _cross_project_notice(runtime) -> None:
+    """Print (and log) what an upgraded deployment must configure for cross-project admins, if anything."""
+    import logging
+
+    from opencsbs.auth.admin_scope import cross_project_notice
+
+    notice = cross_project_notice(runtime.settings, runtime.sessions, runtime.enforcer)
+    if notice:
+        logging.getLogger("opencsbs.auth").warning("%s", notice)
+        click.echo(notice, err=True)
 
 
 def _bind(host: str, port: int):
@@ -333,28 +368,35 @@ def token() -> None:
 
 
 @token.command("create")
-@click.option("--project", required=True, help="project id the token is scoped to")
+@click.option("--project", default=None, help="project id the token is scoped to (required but with --cloud-admin)")
 @click.option("--role", type=click.Choice(["reader", "member", "admin"]), default="member", show_default=True)
+@click.option("--cloud-admin", is_flag=True,
+              help="a system-scoped admin token (no project) that may act on every project (rule context_is_admin)")
 @click.option("--user", default=None, help="user id recorded with the token")
 @click.option("--data-dir", "data_dir_opt", type=click.Path(file_okay=False), default=None)
 @config_option
 @pass_ctx
-def token_create(ctx: Ctx, project: str, role: str, user: str | None, data_dir_opt: str | None) -> None:
-    """Create a token; it is printed once, as the last line."""
+def token_create(ctx: Ctx, project: str | None, role: str, cloud_admin: bool, user: str | None,
+                 data_dir_opt: str | None) -> None:
+    """Create a token; it is printed once, as the last line. An ``admin`` token is admin of its own project only;
+    ``--cloud-admin`` makes one for every project."""
     from opencsbs.auth.local import create_token
     from opencsbs.db.base import transaction
 
+    if not cloud_admin and not project:
+        raise click.UsageError("--project is required (or --cloud-admin for a token of every project)")
     if data_dir_opt:
         ctx.data_dir = data_dir_opt
     runtime = ctx.runtime()
     try:
         with transaction(runtime.sessions) as session:
-            value = create_token(session, project, role, user)
+            value = create_token(session, project, role, user, cloud_admin=cloud_admin)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     finally:
         runtime.close()
-    click.echo(f"token for project {project} with role {role} (store it: it is not shown again):", err=True)
+    what = "cloud-admin token (every project)" if cloud_admin else f"token for project {project} with role {role}"
+    click.echo(f"{what} (store it: it is not shown again):", err=True)
     click.echo(value)
 
 
@@ -808,8 +850,10 @@ def bank_gc(ctx: Ctx, grace: float, as_json: bool) -> None:
         click.echo(f"bank {the_bank.store.location}: {report.indexes} indexes reference "
                    f"{report.referenced_chunks} chunks; {report.chunks_seen} chunks seen; "
                    f"deleted {report.deleted_chunks} chunks ({report.freed_bytes / 1e6:.1f} MB); "
-                   f"kept {report.kept_recent} recent unreferenced chunks; "
-                   f"{report.in_flight_backups} backups in flight, {report.stale_leases} stale leases removed; "
+                   f"kept {report.kept_recent} recent unreferenced chunks "
+                   f"({report.reclaimable_bytes / 1e6:.1f} MB reclaimable after the grace period); "
+                   f"{report.in_flight_backups} backups in flight, {report.stale_leases} stale leases and "
+                   f"{report.stale_gc_markers} stale GC markers removed; "
                    f"{report.seconds:.1f} s")
         for err in report.errors:
             click.echo(f"error: {err}")

@@ -36,8 +36,14 @@ class AuthSettings(BaseModel):
     cache_size: int = 10000
     #: seconds to wait for Keystone before answering 503
     keystone_timeout: float = 10.0
-    #: YAML file overriding the default API policy rules
+    #: YAML file overriding the default API policy rules (docs/keystone.md, "Who may act on other projects")
     policy_file: Path | None = None
+    #: the operator's admin project, by id: its tokens pass ``is_admin_project:True`` (by default its admins may act
+    #: on every project, rule ``context_is_admin``); None: only system-scoped tokens are cloud admins
+    admin_project_id: str | None = None
+    #: keystone mode: the admin project by name, in domain ``admin_project_domain`` (instead of, or with, the id)
+    admin_project_name: str | None = None
+    admin_project_domain: str = "Default"
 
 
 class RbdSettings(BaseModel):
@@ -160,7 +166,8 @@ class EngineSettings(BaseModel):
     before it is failed; ``progress_seconds``: how often progress is written to the database;
     ``job_retention_days``: finished (done/failed) jobs older than this are deleted by the scheduler's
     housekeeping (0 or less: kept for ever); ``housekeeping_seconds``: time between two housekeeping passes
-    (finished jobs, the sandbox's unneeded change logs; docs/engine.md).
+    (finished jobs, the sandbox's unneeded change logs, the bank's garbage collection every
+    ``gc_interval_seconds`` with ``gc_grace_seconds``; docs/engine.md).
     """
 
     lease_seconds: float = 30.0
@@ -169,6 +176,12 @@ class EngineSettings(BaseModel):
     progress_seconds: float = 1.0
     job_retention_days: float = 7.0
     housekeeping_seconds: float = 3600.0
+    #: housekeeping runs the bank's garbage collection when the last one (``gc/finished``, by any process) ended
+    #: longer ago than this (seconds), so deleted, retention-deleted and failed backups give their chunks back;
+    #: 0 or less: only ``opencsbs bank gc`` collects (docs/bank.md)
+    gc_interval_seconds: float = 86400.0
+    #: the garbage collection of housekeeping keeps unreferenced chunks younger than this (seconds)
+    gc_grace_seconds: float = 3600.0
 
 
 class Settings(BaseSettings):
@@ -194,8 +207,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1024 * 1024
     #: seconds a client has to send a whole request body (408 after that)
     body_timeout: float = 60.0
-    #: seconds an idle keep-alive connection stays open
-    keepalive_timeout: float = 5.0
+    #: seconds an idle keep-alive connection stays open. 75 s (nginx's default), longer than the idle expiry of
+    #: client pools (httpx 5 s, aiohttp 15 s, urllib3 none) and of proxies in front (AWS ALB 60 s), so a server
+    #: never closes a connection at the moment a busy client sends its next request on it (docs/performance.md)
+    keepalive_timeout: float = 75.0
+    #: HTTP worker processes of ``serve`` (``--workers``); more than 1 needs PostgreSQL (docs/deployment.md)
+    http_processes: int = Field(default=1, ge=1)
     #: addresses of reverse proxies whose X-Forwarded-For/-Proto headers are trusted (comma-separated, "*": any)
     forwarded_allow_ips: str = "127.0.0.1"
     #: backup/restore worker threads inside ``serve`` (0: run ``opencsbs worker`` processes instead)

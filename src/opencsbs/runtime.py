@@ -157,7 +157,7 @@ def build_authenticator(settings: Settings, sessions: sessionmaker[Session]) -> 
     if settings.auth.mode == "local":
         from opencsbs.auth.local import LocalAuthenticator
 
-        return LocalAuthenticator(sessions)
+        return LocalAuthenticator(sessions, admin_project_id=settings.auth.admin_project_id)
     if settings.auth.mode == "keystone":
         from opencsbs.auth.keystone import KeystoneAuthenticator
 

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from opencsbs import __version__
 from opencsbs.api.console import mount_console
 from opencsbs.api.errors import install_error_handlers
+from opencsbs.api.faults import FaultBarrier
 from opencsbs.api.input_guard import InputGuard
 from opencsbs.api.routes import backups, extensions, policies, providers, resources, restores, tags, versions
 from opencsbs.api.schemas.common import ErrorBody
@@ -221,5 +222,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.add_middleware(InputGuard)
     app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes, timeout=runtime.settings.body_timeout)
     app.add_middleware(HeadAsGet)
+    app.add_middleware(FaultBarrier)  # outermost of ours: just inside Starlette's ServerErrorMiddleware
     app.openapi = lambda: wire_openapi(app)
     return app

@@ -47,8 +47,9 @@ def project_caller(
     principal: Principal = Depends(get_principal),
     runtime: Runtime = Depends(get_runtime),
 ) -> Caller:
-    """The caller, scoped to the URL's project: 403 when the token is of another project (admins excepted)."""
-    if principal.project_id != project_id and not principal.is_admin:
+    """The caller, scoped to the URL's project: 403 when the token is of another project, unless the
+    ``context_is_admin`` rule (a cloud admin, as the operator configured it) allows the principal."""
+    if not runtime.enforcer.may_act_on(principal, project_id):
         raise Forbidden("the token is not scoped to this project")
     return Caller(principal, project_id, runtime)
 

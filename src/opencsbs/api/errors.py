@@ -60,7 +60,7 @@ def auth_denial(request: Request) -> CSBSError | None:
         principal = runtime.authenticator.authenticate(request.headers.get("x-auth-token"))
     except CSBSError as exc:
         return exc
-    if principal.project_id != project_id and not principal.is_admin:
+    if not runtime.enforcer.may_act_on(principal, project_id):
         return Forbidden("the token is not scoped to this project")
     return None
 

@@ -15,18 +15,25 @@ ROLES = ("reader", "member", "admin")
 class Principal:
     """An authenticated caller: the token's project, user and roles (lower-case).
 
-    ``auth_token`` is kept only to pass on to the cloud (keystone mode); it never reaches logs or errors.
+    ``system_scope``: ``"all"`` for a system-scoped token (Keystone ``"system": {"all": true}``, or a local token
+    made with ``opencsbs token create --cloud-admin``); its ``project_id`` is then ``""``. ``is_admin_project``:
+    the token is scoped to the operator's admin project (``auth.admin_project_id`` / ``auth.admin_project_name``).
+    Neither grants anything by itself: the ``context_is_admin`` rule of :mod:`opencsbs.auth.policy` decides who may
+    act on other projects. ``auth_token`` is kept only to pass on to the cloud (keystone mode); it never reaches
+    logs or errors.
     """
 
     project_id: str
     user_id: str
     roles: frozenset[str] = field(default_factory=frozenset)
     auth_token: str | None = field(default=None, repr=False)
+    system_scope: str | None = None
+    is_admin_project: bool = False
 
-    @property
-    def is_admin(self) -> bool:
-        """Admins may act across projects and use ``all_tenants``."""
-        return "admin" in self.roles
+    def cloud_token(self, project_id: str) -> str | None:
+        """The caller's token for cloud calls on ``project_id``'s resources: only when the token is scoped to that
+        project (a cloud admin acting on another project goes through the service user, with project filters)."""
+        return self.auth_token if self.project_id == project_id else None
 
 
 class AuthFailed(CSBSError):

@@ -69,19 +69,39 @@ def _utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def principal_from_token_body(body: dict, token: str) -> tuple[Principal, datetime | None]:
+def principal_from_token_body(body: dict, token: str, settings: AuthSettings | None = None,
+                              ) -> tuple[Principal, datetime | None]:
     """The principal of a ``GET /v3/auth/tokens`` answer (``{"token": {...}}``) and the token's expiry.
 
-    Raises :class:`AuthFailed` for a token that is not scoped to a project (unscoped, domain or system tokens).
+    A system-scoped token (``"system": {"all": true}``) gives ``system_scope="all"`` and project ``""``; a project
+    token matching ``settings.admin_project_id`` or ``admin_project_name`` (in ``admin_project_domain``, compared
+    by name or id) gives ``is_admin_project``. Keystone's own ``is_admin_project`` field is not trusted: it is true
+    whenever Keystone has no admin project configured. Raises :class:`AuthFailed` for an unscoped or
+    domain-scoped token.
     """
     data = body.get("token") or {}
     project = data.get("project") or {}
     user = data.get("user") or {}
-    if not project.get("id"):
-        raise AuthFailed("the token is not scoped to a project")
+    system = data.get("system") or {}
     roles = frozenset(str(r.get("name", "")).lower() for r in data.get("roles") or [] if r.get("name"))
-    principal = Principal(project_id=project["id"], user_id=str(user.get("id", "")), roles=roles, auth_token=token)
+    if not project.get("id"):
+        if isinstance(system, dict) and system.get("all") is True:
+            principal = Principal(project_id="", user_id=str(user.get("id", "")), roles=roles, auth_token=token,
+                                  system_scope="all")
+            return principal, _parse_expiry(data.get("expires_at"))
+        raise AuthFailed("the token is not scoped to a project")
+    principal = Principal(project_id=project["id"], user_id=str(user.get("id", "")), roles=roles, auth_token=token,
+                          is_admin_project=settings is not None and _is_admin_project(project, settings))
     return principal, _parse_expiry(data.get("expires_at"))
+
+
+def _is_admin_project(project: dict, settings: AuthSettings) -> bool:
+    if settings.admin_project_id and project.get("id") == settings.admin_project_id:
+        return True
+    if not settings.admin_project_name or project.get("name") != settings.admin_project_name:
+        return False
+    domain = project.get("domain") or {}
+    return settings.admin_project_domain in (domain.get("name"), domain.get("id"))
 
 
 class KeystoneAuthenticator(Authenticator):
@@ -113,6 +133,7 @@ class KeystoneAuthenticator(Authenticator):
             )
             session = ks_session.Session(auth=plugin, timeout=settings.keystone_timeout)
         self.session = session
+        self.settings = settings
         self.cache_seconds = max(0, settings.cache_seconds)
         self._cache: TTLCache[str, _Entry] | None = (
             TTLCache(maxsize=max(1, settings.cache_size), ttl=self.cache_seconds, timer=time.monotonic)
@@ -194,7 +215,7 @@ class KeystoneAuthenticator(Authenticator):
         except ValueError:
             raise IdentityUnavailable("token validation (unreadable answer)") from None
         try:
-            principal, expires_at = principal_from_token_body(body, token)
+            principal, expires_at = principal_from_token_body(body, token, self.settings)
         except AuthFailed:
             return _Entry(None, None)
         return _Entry(principal, expires_at)

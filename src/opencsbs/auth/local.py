@@ -19,7 +19,10 @@ from opencsbs.core.timeutil import utcnow
 from opencsbs.db.models import LocalToken
 
 #: Which roles a token of each role level carries (a member may also read; an admin may do everything).
-IMPLIED_ROLES = {"reader": {"reader"}, "member": {"reader", "member"}, "admin": {"reader", "member", "admin"}}
+IMPLIED_ROLES = {"reader": {"reader"}, "member": {"reader", "member"}, "admin": {"reader", "member", "admin"},
+                 "cloud-admin": {"reader", "member", "admin"}}
+#: the stored role of a system-scoped local token (``opencsbs token create --cloud-admin``); its project is ""
+CLOUD_ADMIN_ROLE = "cloud-admin"
 
 
 def token_digest(token: str) -> str:
@@ -29,15 +32,22 @@ def token_digest(token: str) -> str:
 
 def create_token(
     session: Session, project_id: str, role: str = "member", user_id: str | None = None,
-    expires_at: datetime | None = None,
+    expires_at: datetime | None = None, cloud_admin: bool = False,
 ) -> str:
     """Store a new token for ``project_id`` with ``role`` (reader|member|admin) and return it (shown once).
 
-    Raises ``ValueError`` for an unknown role, an empty project id or a project/user id over 64 characters.
+    ``cloud_admin``: a system-scoped admin token instead (``project_id`` must be empty or None, ``role`` is
+    ignored), the local counterpart of a Keystone ``system: all`` token; the default ``context_is_admin`` rule lets
+    it act on every project. Raises ``ValueError`` for an unknown role, an empty project id (or a project with
+    ``cloud_admin``) or a project/user id over 64 characters.
     """
-    if role not in ROLES:
+    if cloud_admin:
+        if project_id:
+            raise ValueError("a cloud-admin token is not scoped to a project (leave --project out)")
+        role, project_id = CLOUD_ADMIN_ROLE, ""
+    elif role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
-    if not project_id or not project_id.strip():
+    elif not project_id or not project_id.strip():
         raise ValueError("project id must not be empty")
     if len(project_id) > 64:
         raise ValueError("project id must be at most 64 characters")
@@ -54,10 +64,14 @@ def create_token(
 
 
 class LocalAuthenticator(Authenticator):
-    """Validates local tokens against the ``local_tokens`` table."""
+    """Validates local tokens against the ``local_tokens`` table.
 
-    def __init__(self, sessions: sessionmaker[Session]):
+    ``admin_project_id``: tokens of this project get ``is_admin_project`` (``auth.admin_project_id``).
+    """
+
+    def __init__(self, sessions: sessionmaker[Session], admin_project_id: str | None = None):
         self.sessions = sessions
+        self.admin_project_id = admin_project_id or None
 
     def authenticate(self, token: str | None) -> Principal:
         if not token:
@@ -69,6 +83,9 @@ class LocalAuthenticator(Authenticator):
             raise AuthFailed("token is not valid")
         if row.revoked or (row.expires_at is not None and row.expires_at <= utcnow()):
             raise AuthFailed("token has expired or was revoked")
+        system = row.role == CLOUD_ADMIN_ROLE
         return Principal(
-            project_id=row.project_id, user_id=row.user_id, roles=frozenset(IMPLIED_ROLES[row.role]),
+            project_id="" if system else row.project_id, user_id=row.user_id,
+            roles=frozenset(IMPLIED_ROLES.get(row.role, ())), system_scope="all" if system else None,
+            is_admin_project=not system and row.project_id == self.admin_project_id,
         )

@@ -54,6 +54,10 @@ GC_MARKER_MAX_AGE = 86400.0
 LEASE_CLOCK_SLACK = 2.0
 #: how often (seconds) a finishing backup looks again while an older GC still runs
 GC_WAIT_SECONDS = 0.2
+#: a running GC renews its ``gc/running/<id>`` marker at least this often (seconds); a marker not renewed for
+#: :data:`GC_MARKER_LEASE`, or naming a dead process of this host, is stale (left by a killed GC)
+GC_MARKER_RENEW = 60.0
+GC_MARKER_LEASE = 600.0
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$")
 _ADDR_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -176,6 +180,11 @@ class GCReport:
     kept_recent: int = 0
     in_flight_backups: int = 0
     stale_leases: int = 0
+    #: ``gc/running/*`` markers of killed GCs removed
+    stale_gc_markers: int = 0
+    #: bytes of the unreferenced chunks kept only for the grace period (or for a backup in flight): what the next
+    #: GC after the cutoff frees
+    reclaimable_bytes: int = 0
     temporary_removed: int = 0
     cutoff: float = 0.0
     seconds: float = 0.0
@@ -365,15 +374,38 @@ class Bank:
         info = self.store.head(key)
         return key, (info.mtime if info else time.time())
 
+    def _gc_marker_stale(self, key: str, mtime: float, now: float) -> bool:
+        """Whether the GC marker ``key`` was left by a GC that no longer runs: not renewed for
+        :data:`GC_MARKER_LEASE`, or its owner (``host``/``pid`` in the marker) is a dead process of this host."""
+        if mtime < now - GC_MARKER_LEASE:
+            return True
+        try:
+            doc = json.loads(self.store.get(key))
+        except (ObjectNotFound, ValueError):
+            return False
+        return (doc.get("host") == socket.gethostname() and isinstance(doc.get("pid"), int)
+                and not _pid_alive(doc["pid"]))
+
     def _gc_overlapped(self, since: float) -> bool:
-        """Whether a garbage collection ran at some moment after ``since`` (backend time)."""
+        """Whether a garbage collection ran at some moment after ``since`` (backend time). A stale marker (a
+        killed GC) counts only for backups that started before its last renewal + :data:`GC_MARKER_LEASE` (it
+        may have deleted until then), not for ever."""
         now = time.time()
         for info in self.store.list("gc/"):
-            if info.key.startswith("gc/running/") and info.mtime > now - GC_MARKER_MAX_AGE:
-                return True
+            if info.key.startswith("gc/running/"):
+                if not self._gc_marker_stale(info.key, info.mtime, now) or since <= info.mtime + GC_MARKER_LEASE:
+                    return True
             if info.key == "gc/finished" and info.mtime >= since - 2.0:
                 return True
         return False
+
+    def _drop_stale_gc_markers(self, report: GCReport) -> None:
+        """Delete the ``gc/running/*`` markers of killed GCs (see :meth:`_gc_marker_stale`)."""
+        now = time.time()
+        for info in list(self.store.list("gc/running/")):
+            if self._gc_marker_stale(info.key, info.mtime, now):
+                self.store.delete(info.key)
+                report.stale_gc_markers += 1
 
     # --- backup --------------------------------------------------------------------------------------
     def backup_volume(self, reader: BlockReader, index_name: str, base_index: str | None = None,
@@ -516,8 +548,20 @@ class Bank:
         """Whether a garbage collection that may have read the leases before this backup's lease existed (its
         marker is not clearly newer than the lease) is still running."""
         now = time.time()
-        return any(info.mtime <= lease_time + LEASE_CLOCK_SLACK and info.mtime > now - GC_MARKER_MAX_AGE
-                   for info in self.store.list("gc/running/"))
+        for info in self.store.list("gc/running/"):
+            if self._gc_marker_stale(info.key, info.mtime, now):
+                continue
+            if info.mtime <= lease_time + LEASE_CLOCK_SLACK:
+                return True
+            # a running GC renews its marker, so a newer mtime may hide an older start: read when it started
+            try:
+                doc = json.loads(self.store.get(info.key))
+                begun = datetime.fromisoformat(doc["started_at"]).replace(tzinfo=UTC).timestamp()
+            except (ObjectNotFound, ValueError, KeyError, TypeError):
+                return True
+            if begun <= lease_time + LEASE_CLOCK_SLACK:
+                return True
+        return False
 
     def _restore_reused(self, reader: BlockReader, chunks: list[str | None], addresses: set[str],
                         lease_time: float, ctx: _BackupContext, stats: IndexStats) -> None:
@@ -704,9 +748,19 @@ class Bank:
         """
         started = time.monotonic()
         report = GCReport()
+        self._drop_stale_gc_markers(report)
         marker = f"gc/running/{uuid.uuid4().hex}"
-        self.store.put(marker, json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                                           "started_at": _utcnow_iso()}).encode(), sync=False)
+        marker_doc = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started_at": _utcnow_iso(),
+                                 "lease_seconds": GC_MARKER_LEASE}).encode()
+        self.store.put(marker, marker_doc, sync=False)
+        renewed = time.monotonic()
+
+        def renew() -> None:  # keeps the marker from looking stale while this GC runs
+            nonlocal renewed
+            if time.monotonic() - renewed >= GC_MARKER_RENEW:
+                self.store.put(marker, marker_doc, sync=False)
+                renewed = time.monotonic()
+
         try:
             info = self.store.head(marker)
             t0 = info.mtime if info else time.time()
@@ -714,6 +768,7 @@ class Bank:
             oldest, bases = self._live_leases(report)
             marked: set[str] = set()
             for name in self.list_indexes():
+                renew()
                 try:
                     marked |= self.read_index(name).addresses()
                     report.indexes += 1
@@ -733,28 +788,35 @@ class Bank:
                 cutoff = min(cutoff, oldest - TOUCH_AGE - SAFETY)
             report.cutoff = cutoff
             if report.skipped_reason is None:
-                self._sweep(marked, cutoff, report)
+                self._sweep(marked, cutoff, report, renew)
                 report.temporary_removed = self.store.cleanup_temporary(min(cutoff, time.time() - SAFETY))
         finally:
-            self.store.put("gc/finished", json.dumps({"finished_at": _utcnow_iso()}).encode(), sync=False)
+            self.store.put("gc/finished", json.dumps({
+                "finished_at": _utcnow_iso(), "deleted_chunks": report.deleted_chunks,
+                "freed_bytes": report.freed_bytes, "reclaimable_bytes": report.reclaimable_bytes,
+                "skipped_reason": report.skipped_reason}).encode(), sync=False)
             self.store.delete(marker)
         report.seconds = time.monotonic() - started
         return report
 
-    def _sweep(self, marked: set[str], cutoff: float, report: GCReport) -> None:
+    def _sweep(self, marked: set[str], cutoff: float, report: GCReport,
+               renew: Callable[[], None] = lambda: None) -> None:
         for info in self.store.list("chunks/"):
+            renew()
             addr = info.key.rsplit("/", 1)[-1]
             report.chunks_seen += 1
             if addr in marked:
                 continue
             if info.mtime >= cutoff:
                 report.kept_recent += 1
+                report.reclaimable_bytes += info.size
                 continue
             fresh = self.store.head(info.key)  # renewed since it was listed?
             if fresh is None:
                 continue
             if fresh.mtime >= cutoff:
                 report.kept_recent += 1
+                report.reclaimable_bytes += fresh.size
                 continue
             self.store.delete(info.key)
             report.deleted_chunks += 1

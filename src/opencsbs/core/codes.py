@@ -98,6 +98,9 @@ INTERNAL_ERROR = _c("CSBS.9999", 500, "%s failed")
 CLOUD_UNAVAILABLE = _c("CSBS.9999", 503, "%s failed")
 #: the identity service (Keystone) cannot judge a token: the same shape, 503
 IDENTITY_UNAVAILABLE = _c("CSBS.9999", 503, "%s failed")
+#: the server's disk or database is full (ENOSPC, SQLite "database or disk is full", PostgreSQL 53100): 503, the
+#: message says which, so an operator reading the client's error knows what to free
+STORAGE_FULL = _c("CSBS.9999", 503, "%s failed: %s is full")
 
 # --- not in the appendix: what the API gateway in front of the real service answers (docs/errors.md) ------
 AUTH_FAILED = _c("APIGW.0301", 401, "Incorrect IAM authentication information: %s")

@@ -12,11 +12,16 @@ several schedulers sharing a database may run it at once.
   backups still kept (not deleted, not failed) and those recorded by unfinished backup jobs; the cloud driver
   drops the rest (:meth:`opencsbs.clouds.base.CloudDriver.prune_change_tracking`; the sandbox removes its
   older change-log generations).
+- **Bank space** (:func:`collect_garbage`): when the bank's last garbage collection (its ``gc/finished`` object,
+  written by any process sharing the bank) ended more than ``engine.gc_interval_seconds`` ago, the pass runs
+  ``Bank.gc(grace_seconds=engine.gc_grace_seconds)``, so the chunks of deleted, retention-deleted and failed
+  backups are freed without an operator. It logs what it freed and what is reclaimable after the grace period.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -88,12 +93,35 @@ def change_tokens_in_use(session: Session) -> dict[str, set[str]]:
     return needed
 
 
+def collect_garbage(bank: Any, interval: float, grace: float, now: float | None = None) -> Any | None:
+    """``bank.gc(grace)`` when the last GC of ``bank`` ended ``interval`` seconds or more before ``now`` (POSIX
+    time, default the real time) or never; returns its :class:`~opencsbs.bank.store.GCReport`, or None when not
+    due (or ``interval`` <= 0). Logs the outcome at INFO (a skipped sweep at WARNING)."""
+    if interval <= 0:
+        return None
+    last = bank.store.head("gc/finished")
+    now = time.time() if now is None else now
+    if last is not None and last.mtime > now - interval:
+        return None
+    report = bank.gc(grace_seconds=grace)
+    if report.skipped_reason:
+        log.warning("bank gc: nothing swept: %s", report.skipped_reason)
+    else:
+        log.info("bank gc: %d chunks (%d bytes) freed, %d bytes reclaimable after the grace period of %.0f s, "
+                 "%d stale leases and %d stale GC markers removed, in %.1f s", report.deleted_chunks,
+                 report.freed_bytes, report.reclaimable_bytes, grace, report.stale_leases, report.stale_gc_markers,
+                 report.seconds)
+    return report
+
+
 @dataclass(frozen=True)
 class HousekeepingReport:
-    """What one pass removed: ``jobs`` rows, ``change_logs`` pieces of change tracking."""
+    """What one pass removed: ``jobs`` rows, ``change_logs`` pieces of change tracking; ``gc``: the bank's
+    garbage collection report when one ran (``None``: not due, disabled, or failed: see the log)."""
 
     jobs: int
     change_logs: int
+    gc: Any | None = None
 
 
 def housekeep(runtime: Any, now: datetime | None = None) -> HousekeepingReport:
@@ -106,4 +134,11 @@ def housekeep(runtime: Any, now: datetime | None = None) -> HousekeepingReport:
     logs = runtime.driver.prune_change_tracking(needed)
     if jobs or logs:
         log.info("housekeeping: %d finished jobs and %d change logs removed", jobs, logs)
-    return HousekeepingReport(jobs, logs)
+    engine = runtime.settings.engine
+    gc = None
+    if engine.gc_interval_seconds > 0:
+        try:
+            gc = collect_garbage(runtime.bank, engine.gc_interval_seconds, engine.gc_grace_seconds)
+        except Exception:  # noqa: BLE001 - the bank's failure must not stop the other housekeeping steps
+            log.exception("bank gc failed during housekeeping")
+    return HousekeepingReport(jobs, logs, gc)

@@ -225,7 +225,7 @@ def create_backup(
     6006, 6007, 6010, 6027, 6033), CSBS.9006 (quota), CSBS.9001 (bad parameters), 503 (cloud unreachable).
     """
     validate_backup_params(name, description, tags)
-    ctx = CloudContext(project_id=project_id, auth_token=principal.auth_token)
+    ctx = CloudContext(project_id=project_id, auth_token=principal.cloud_token(project_id))
     servers = runtime.driver.get_servers(ctx, [resource_id])
     server = servers.get(resource_id)
     if server is not None and server.project_id != project_id:

@@ -59,7 +59,7 @@ def check_protectable(
     Raises ``CloudUnavailable`` (503) when the driver cannot ask its cloud.
     """
     ids = [rid for rid, _ in items]
-    ctx = CloudContext(project_id=project_id, auth_token=principal.auth_token)
+    ctx = CloudContext(project_id=project_id, auth_token=principal.cloud_token(project_id))
     servers = runtime.driver.get_servers(ctx, ids)
     # A driver may return more than asked (or, under all_tenants, others' servers): keep the project's own.
     servers = {sid: s for sid, s in servers.items() if s.project_id == project_id}

@@ -68,7 +68,7 @@ def check_restorable(runtime: Runtime, principal: Principal, project_id: str,
                      requests: Sequence[RestoreRequest]) -> list[RestoreVerdict]:
     """Verdicts for ``requests`` in order. Raises ``CloudUnavailable`` (503) when the cloud cannot be asked."""
     backups = _backups(runtime, project_id, [r.checkpoint_item_id for r in requests])
-    ctx = CloudContext(project_id=project_id, auth_token=principal.auth_token)
+    ctx = CloudContext(project_id=project_id, auth_token=principal.cloud_token(project_id))
     targets = runtime.driver.get_servers(ctx, [r.target_id for r in requests])
     targets = {sid: s for sid, s in targets.items() if s.project_id == project_id}
     states = protection_states(runtime, [r.target_id for r in requests])
