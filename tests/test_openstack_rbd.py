@@ -259,7 +259,7 @@ def _worker(config: str, log) -> subprocess.Popen:
                             start_new_session=True)
 
 
-@pytest.mark.parametrize("step,delay", [("start", 0.8), ("copy", 0.5)])
+@pytest.mark.parametrize("step,delay", [("start", 0.8), ("copy", 0.1)])
 def test_worker_killed_mid_backup_is_resumed_and_leaks_no_snapshot(rbd_world, runtime, client, make_token,
                                                                    tmp_path, step, delay):
     w = rbd_world
