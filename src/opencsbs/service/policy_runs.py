@@ -45,7 +45,7 @@ MAKING = ("waiting_protect", "protecting")
 
 def scheduler_principal(project_id: str) -> Principal:
     """Who a scheduled run acts as: the project itself, with no user token (drivers use service credentials)."""
-    return Principal(project_id=project_id, user_id="opencsbs-scheduler", roles=frozenset({"member"}))
+    return Principal.operator(project_id, "opencsbs-scheduler", roles=("member",))
 
 
 def _running_kind(runtime: Runtime, policy_id: str) -> bool | None:

@@ -12,15 +12,10 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from opencsbs.api.deps import Caller, check_provider, project_caller
 from opencsbs.api.schemas.common import ERRORS, MAX_QUERY_INT
 from opencsbs.api.schemas.backups import CheckpointEnvelope
-from opencsbs.api.schemas.policies import (
-    CheckpointCreateRequest,
-    PolicyCreateRequest,
-    PolicyEnvelope,
-    PolicyList,
-    PolicyUpdateRequest,
-)
+from opencsbs.api.schemas.policies import PolicyEnvelope, PolicyList
 from opencsbs.core.errors import invalid
 from opencsbs.service import policies, policy_runs
+from opencsbs.wire.policies import CheckpointCreateRequest, PolicyCreateRequest, PolicyUpdateRequest
 
 router = APIRouter(tags=["policies"], responses=ERRORS)
 

@@ -44,7 +44,7 @@ def resource_action(
         if len(body.check_restorable) > limit:
             raise invalid(f"Invalid request parameters: check_restorable holds more than {limit} items")
         requests = [
-            restores.RestoreRequest(p.checkpoint_item_id, p.target.resource_id, p.target.resource_type,
+            restores.RestorePlan(p.checkpoint_item_id, p.target.resource_id, p.target.resource_type,
                                     restores.mapping_of(p.target.volumes))
             for p in body.check_restorable
         ]
