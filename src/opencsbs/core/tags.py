@@ -32,7 +32,7 @@ _CHARS = re.compile(r"^[A-Za-z0-9_-]*$")
 
 
 def _bad(msg: str) -> CSBSError:
-    return invalid(f"Invalid request parameters: {msg}")
+    return invalid(msg)
 
 
 def clean_key(key: object, where: str = "tag") -> str:

@@ -32,6 +32,7 @@ from opencsbs.core import codes
 from opencsbs.core import protectable as rules
 from opencsbs.core.errors import CSBSError, invalid
 from opencsbs.core.facts import SERVER, ServerFacts
+from opencsbs.core.listing import parse_sort
 from opencsbs.core.quotas import QuotaUsage, check_new_backup
 from opencsbs.core.timeutil import parse_wire_ts, utcnow, wire_ts
 from opencsbs.db.base import lock_project, new_id, transaction
@@ -165,24 +166,24 @@ def _backup_data(runtime: Runtime, server: ServerFacts) -> dict[str, Any]:
 def validate_backup_params(name: str | None, description: str | None, tags: Sequence[dict] | None) -> None:
     """Raise CSBS.9001 for a name, description or tag list the reference does not allow (protect_param)."""
     if name is not None and not NAME_RE.match(name):
-        raise invalid("Invalid request parameters: backup_name must be 1 to 255 letters, digits, '_' or '-'")
+        raise invalid("backup_name must be 1 to 255 letters, digits, '_' or '-'")
     if description is not None and (len(description) > 255 or "<" in description or ">" in description):
-        raise invalid("Invalid request parameters: description must be at most 255 characters without '<' or '>'")
+        raise invalid("description must be at most 255 characters without '<' or '>'")
     if tags is not None:
         if not tags:
-            raise invalid("Invalid request parameters: tags must not be an empty list")
+            raise invalid("tags must not be an empty list")
         if len(tags) > 10:
             raise CSBSError(codes.TAGS_OVER_LIMIT, 10)
         keys = [str(t.get("key", "")).strip() for t in tags]
         if len(set(keys)) != len(keys):
-            raise invalid("Invalid request parameters: tag keys must be unique")
+            raise invalid("tag keys must be unique")
         for t in tags:
             key = str(t.get("key", "")).strip()
             value = str(t.get("value", "")).strip()
             if not re.fullmatch(r"[A-Za-z0-9_-]{1,36}", key):
-                raise invalid(f"Invalid request parameters: tag key {key!r} must be 1 to 36 letters, digits, '_' or '-'")
+                raise invalid(f"tag key {key!r} must be 1 to 36 letters, digits, '_' or '-'")
             if not re.fullmatch(r"[A-Za-z0-9_-]{0,43}", value):
-                raise invalid(f"Invalid request parameters: tag value {value!r} must be at most 43 letters, digits, "
+                raise invalid(f"tag value {value!r} must be at most 43 letters, digits, "
                               "'_' or '-'")
 
 
@@ -313,7 +314,7 @@ def _ts(value: str, what: str) -> datetime:
     try:
         return parse_wire_ts(value)
     except ValueError:
-        raise invalid(f"Invalid request parameters: {what} {value!r} is not a time like 2017-04-18T01:21:52.701973") \
+        raise invalid(f"{what} {value!r} is not a time like 2017-04-18T01:21:52.701973") \
             from None
 
 
@@ -323,7 +324,7 @@ def _filters(project_id: str, q: ItemQuery) -> list:
         conds.append(CheckpointItem.project_id == project_id)
     if q.status is not None:
         if q.status not in STATUSES:
-            raise invalid(f"Invalid request parameters: status must be one of {', '.join(STATUSES)}")
+            raise invalid(f"status must be one of {', '.join(STATUSES)}")
         conds.append(CheckpointItem.status == q.status)
     else:
         conds.append(CheckpointItem.status != "deleted")
@@ -353,26 +354,6 @@ def _filters(project_id: str, q: ItemQuery) -> list:
     return conds
 
 
-def parse_sort(text: str | None) -> list[tuple[str, str]]:
-    """``key1[:dir],key2[:dir]`` → ``[(key, "asc"|"desc")]`` (default direction desc). Raises CSBS.9001."""
-    if text is None or not text.strip():
-        return [("created_at", "desc")]
-    if len(text) > 255:
-        raise invalid("Invalid request parameters: sort is longer than 255 characters")
-    keys: list[tuple[str, str]] = []
-    for part in text.split(","):
-        key, _, direction = part.strip().partition(":")
-        key, direction = key.strip(), (direction.strip().lower() or "desc")
-        if key not in SORT_KEYS:
-            raise invalid(f"Invalid request parameters: sort key {key!r} is not one of {', '.join(SORT_KEYS)}")
-        if direction not in ("asc", "desc"):
-            raise invalid(f"Invalid request parameters: sort direction {direction!r} is not asc or desc")
-        if key in (k for k, _ in keys):
-            raise invalid(f"Invalid request parameters: sort key {key!r} given twice")
-        keys.append((key, direction))
-    return keys
-
-
 def _sort_column(key: str):
     if key == "protected_at":
         return func.coalesce(CheckpointItem.protected_at, EPOCH)
@@ -391,10 +372,10 @@ def list_items(runtime: Runtime, project_id: str, q: ItemQuery, *, sort: str | N
     skipping ``offset``, at most ``limit`` (default 1000). Raises CSBS.9001 for bad parameters or an unknown
     marker."""
     if limit is not None and limit < 1:
-        raise invalid("Invalid request parameters: limit must be a positive integer")
+        raise invalid("limit must be a positive integer")
     if offset is not None and offset < 0:
-        raise invalid("Invalid request parameters: offset must not be negative")
-    order = parse_sort(sort)
+        raise invalid("offset must not be negative")
+    order = parse_sort(None if sort is None or not sort.strip() else sort, SORT_KEYS, [("created_at", True)])
     if "id" not in (k for k, _ in order):
         order.append(("id", order[-1][1]))
     conds = _filters(project_id, q)
@@ -405,18 +386,18 @@ def list_items(runtime: Runtime, project_id: str, q: ItemQuery, *, sort: str | N
                 scope.append(CheckpointItem.project_id == project_id)
             anchor = session.scalars(select(CheckpointItem).where(*scope)).first()
             if anchor is None:
-                raise invalid(f"Invalid request parameters: marker {marker} not found")
+                raise invalid(f"marker {marker} not found")
             branches = []
-            for i, (key, direction) in enumerate(order):
+            for i, (key, descending) in enumerate(order):
                 col, val = _sort_column(key), _sort_value(anchor, key)
                 eq = [_sort_column(k) == _sort_value(anchor, k) for k, _ in order[:i]]
-                branches.append(and_(*eq, col > val if direction == "asc" else col < val))
+                branches.append(and_(*eq, col < val if descending else col > val))
             conds.append(or_(*branches))
         query = (
             select(CheckpointItem)
             .where(*conds)
             .options(selectinload(CheckpointItem.volume_backups))
-            .order_by(*[_sort_column(k).asc() if d == "asc" else _sort_column(k).desc() for k, d in order])
+            .order_by(*[_sort_column(k).desc() if descending else _sort_column(k).asc() for k, descending in order])
             .limit(limit or DEFAULT_LIMIT)
         )
         if offset:

@@ -30,6 +30,7 @@ from opencsbs.auth.base import Principal
 from opencsbs.core import codes
 from opencsbs.core import tags as tag_rules
 from opencsbs.core.errors import CSBSError, invalid
+from opencsbs.core.listing import parse_sort
 from opencsbs.core.retention import RetentionRule, validate_rule
 from opencsbs.core.schedule import parse_pattern
 from opencsbs.core.timeutil import utcnow, wire_ts
@@ -143,17 +144,17 @@ def find_policy(session: Session, principal: Principal | None, project_id: str, 
 
 def _check_provider(runtime: Runtime, provider_id: str | None, where: str) -> None:
     if provider_id is not None and provider_id != runtime.settings.provider_id:
-        raise invalid(f"Invalid request parameters: {where} provider invalid")
+        raise invalid(f"{where} provider invalid")
 
 
 def _check_resources(runtime: Runtime, principal: Principal, project_id: str, resources: list[dict]) -> None:
     """Duplicates, count, and that each is an existing server of the project (CSBS.6003/6000/6001)."""
     ids = [r["id"] for r in resources]
     if len(set(ids)) != len(ids):
-        raise invalid("Invalid request parameters: resources holds a server twice")
+        raise invalid("resources holds a server twice")
     limit = runtime.settings.policy_max_resources
     if len(ids) > limit:
-        raise invalid(f"Invalid request parameters: a policy holds at most {limit} servers")
+        raise invalid(f"a policy holds at most {limit} servers")
     if not ids:
         return
     from opencsbs.service.protection import check_protectable
@@ -293,28 +294,11 @@ class ListQuery:
     all_tenants: bool = False
 
 
-def parse_sort(sort: str | None) -> list[tuple[str, bool]]:
-    """``key1[:asc|desc],key2...`` -> ``[(key, descending)]``; default newest first. Raises CSBS.9001."""
-    if not sort:
-        return [("created_at", True), ("id", True)]
-    if len(sort) > 255:
-        raise invalid("Invalid request parameters: sort is longer than 255 characters")
-    out = []
-    for part in sort.split(","):
-        key, _, direction = part.strip().partition(":")
-        key, direction = key.strip(), (direction.strip().lower() or "desc")
-        if key not in SORT_KEYS or direction not in ("asc", "desc"):
-            raise invalid(f"Invalid request parameters: sort {part!r} is not <key>[:asc|desc] with key one of "
-                          + ", ".join(SORT_KEYS))
-        out.append((key, direction == "desc"))
-    return out
-
-
 def list_policies(
     runtime: Runtime, principal: Principal, project_id: str, query: ListQuery
 ) -> tuple[list[dict], str | None]:
     """One page of policies and the marker of the next page (None on the last page)."""
-    order = parse_sort(query.sort)
+    order = parse_sort(query.sort, SORT_KEYS, [("created_at", True), ("id", True)], one_message=True)
     with runtime.sessions() as session:
         stmt = select(Policy)
         if not query.all_tenants:
@@ -329,7 +313,7 @@ def list_policies(
         if query.marker is not None:
             ids = [p.id for p in policies]
             if query.marker not in ids:
-                raise invalid(f"Invalid request parameters: marker {query.marker} not found")
+                raise invalid(f"marker {query.marker} not found")
             policies = policies[ids.index(query.marker) + 1 :]
         if query.offset:
             policies = policies[query.offset :]
@@ -368,9 +352,9 @@ def update_policy(runtime: Runtime, principal: Principal, project_id: str, polic
             for item in spec.get("scheduled_operations") or []:
                 op = next((o for o in policy.scheduled_operations if o.id == item["id"]), None)
                 if op is None:
-                    raise invalid(f"Invalid request parameters: scheduled operation {item['id']} is not in the policy")
+                    raise invalid(f"scheduled operation {item['id']} is not in the policy")
                 if item.get("trigger_id") is not None and item["trigger_id"] != op.trigger_id:
-                    raise invalid(f"Invalid request parameters: trigger {item['trigger_id']} is not this operation's")
+                    raise invalid(f"trigger {item['trigger_id']} is not this operation's")
                 reschedule = False
                 if item.get("name") is not None:
                     op.name = item["name"]

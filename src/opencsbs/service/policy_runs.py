@@ -94,7 +94,7 @@ def execute(
         known = {rid for rid, _, _ in bound}
         unknown = [rid for rid in wanted if rid not in known]
         if unknown:
-            raise invalid(f"Invalid request parameters: resources {', '.join(unknown)} not in the policy")
+            raise invalid(f"resources {', '.join(unknown)} not in the policy")
         bound = [b for b in bound if b[0] in set(wanted)]
     if not bound:
         raise CSBSError(codes.PLAN_HAS_NO_RESOURCE)

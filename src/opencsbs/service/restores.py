@@ -197,5 +197,5 @@ def mapping_of(volumes: Sequence[Any]) -> tuple[tuple[str, str], ...]:
     pairs = tuple((v["backup_id"], v["volume_id"]) if isinstance(v, dict) else (v.backup_id, v.volume_id)
                   for v in volumes)
     if not pairs:
-        raise invalid("Invalid request parameters: volumes must not be empty")
+        raise invalid("volumes must not be empty")
     return pairs

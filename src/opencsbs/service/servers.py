@@ -32,7 +32,7 @@ def list_servers(runtime: Runtime, principal: Principal, project_id: str, marker
     if marker is not None:
         position = next((i for i, s in enumerate(servers) if s.id == marker), None)
         if position is None:
-            raise invalid(f"Invalid request parameters: marker {marker} is not a server of the project")
+            raise invalid(f"marker {marker} is not a server of the project")
         servers = servers[position + 1:]
     servers = servers[:DEFAULT_LIMIT if limit is None else limit]
     return [

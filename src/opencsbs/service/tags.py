@@ -168,7 +168,7 @@ def add_tag(runtime: Runtime, project_id: str, kind: str, resource_id: str, tag:
     """``POST .../{resource_id}/tags`` with ``{"tag": {"key", "value"}}``: set one tag (a key already there
     takes the new value)."""
     if not isinstance(tag, dict):
-        raise invalid("Invalid request parameters: tag must be an object")
+        raise invalid("tag must be an object")
     added = rules.clean_tag_list([tag], "tag")
     with transaction(runtime.sessions) as session:
         _require(session, kind, project_id, resource_id, lock=True)
@@ -190,10 +190,10 @@ def batch(runtime: Runtime, project_id: str, kind: str, resource_id: str, body: 
     """``POST .../{resource_id}/tags/action``: ``action`` ``create`` (set every tag, CSBS.7000 past 10) or
     ``delete`` (remove those there; a value, when given, must match)."""
     if not isinstance(body, dict):
-        raise invalid("Invalid request parameters: request body must be an object")
+        raise invalid("request body must be an object")
     action = body.get("action")
     if action not in ("create", "delete"):
-        raise invalid("Invalid request parameters: action must be 'create' or 'delete'")
+        raise invalid("action must be 'create' or 'delete'")
     if action == "create":
         added = rules.clean_tag_list(body.get("tags"), "tags")
     else:

@@ -117,7 +117,7 @@ def delete_checkpoint(
         if not ids:
             from opencsbs.core.errors import invalid
 
-            raise invalid("Invalid request parameters: checkpoint_items is empty")
+            raise invalid("checkpoint_items is empty")
     backups.delete_checkpoint(caller.runtime, caller.project_id, checkpoint_id, ids)
     return {}
 

@@ -39,7 +39,7 @@ def _bool(value: str | None, name: str) -> bool:
         return True
     if lowered in ("false", "0", "no", ""):
         return False
-    raise invalid(f"Invalid request parameters: {name} must be true or false")
+    raise invalid(f"{name} must be true or false")
 
 
 @router.get("/v1/{project_id}/policies", response_model=PolicyList, response_model_exclude_unset=True,
