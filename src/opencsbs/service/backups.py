@@ -30,6 +30,7 @@ from opencsbs.auth.base import Principal
 from opencsbs.clouds.base import CloudContext
 from opencsbs.core import codes
 from opencsbs.core import protectable as rules
+from opencsbs.core import tags as tag_rules
 from opencsbs.core.errors import CSBSError, invalid
 from opencsbs.core.facts import SERVER, ServerFacts
 from opencsbs.core.listing import parse_sort
@@ -170,21 +171,7 @@ def validate_backup_params(name: str | None, description: str | None, tags: Sequ
     if description is not None and (len(description) > 255 or "<" in description or ">" in description):
         raise invalid("description must be at most 255 characters without '<' or '>'")
     if tags is not None:
-        if not tags:
-            raise invalid("tags must not be an empty list")
-        if len(tags) > 10:
-            raise CSBSError(codes.TAGS_OVER_LIMIT, 10)
-        keys = [str(t.get("key", "")).strip() for t in tags]
-        if len(set(keys)) != len(keys):
-            raise invalid("tag keys must be unique")
-        for t in tags:
-            key = str(t.get("key", "")).strip()
-            value = str(t.get("value", "")).strip()
-            if not re.fullmatch(r"[A-Za-z0-9_-]{1,36}", key):
-                raise invalid(f"tag key {key!r} must be 1 to 36 letters, digits, '_' or '-'")
-            if not re.fullmatch(r"[A-Za-z0-9_-]{0,43}", value):
-                raise invalid(f"tag value {value!r} must be at most 43 letters, digits, "
-                              "'_' or '-'")
+        tag_rules.check_backup_tags(tags)
 
 
 def quota_usage(session: Session, runtime: Runtime, project_id: str) -> QuotaUsage:

@@ -38,8 +38,6 @@ from opencsbs.db.base import lock_project, transaction
 from opencsbs.db.models import Policy, PolicyResource, ScheduledOperation, Tag
 from opencsbs.runtime import Runtime
 
-POLICY_KIND = "policy"
-BACKUP_KIND = "backup"
 SORT_KEYS = ("created_at", "updated_at", "name", "id", "status")
 DEFINITION_NUMBERS = ("max_backups", "retention_duration_days", "day_backups", "week_backups", "month_backups",
                       "year_backups")
@@ -265,7 +263,7 @@ def create_policy(runtime: Runtime, principal: Principal, project_id: str, spec:
                 schedule_next(op, now)
                 policy.scheduled_operations.append(op)
             for key, value in tags.items():
-                session.add(Tag(project_id=project_id, resource_kind=POLICY_KIND, resource_id=policy.id,
+                session.add(Tag(project_id=project_id, resource_kind=tag_rules.POLICY, resource_id=policy.id,
                                 key=key, value=value))
             session.flush()
             return policy_wire(policy, tags, strings=True)
@@ -277,7 +275,7 @@ def show_policy(runtime: Runtime, principal: Principal, project_id: str, policy_
     """The ``policy`` of ``GET /policies/{policy_id}``."""
     with runtime.sessions() as session:
         policy = find_policy(session, principal, project_id, policy_id)
-        tags = load_tags(session, POLICY_KIND, [policy.id])[policy.id]
+        tags = load_tags(session, tag_rules.POLICY, [policy.id])[policy.id]
         return policy_wire(policy, tags)
 
 
@@ -319,7 +317,7 @@ def list_policies(
             policies = policies[query.offset :]
         limit = query.limit if query.limit is not None else 1000
         page, more = policies[:limit], len(policies) > limit
-        tags = load_tags(session, POLICY_KIND, [p.id for p in page])
+        tags = load_tags(session, tag_rules.POLICY, [p.id for p in page])
         body = [policy_wire(p, tags.get(p.id, {})) for p in page]
         return body, (page[-1].id if more and page else None)
 
@@ -378,7 +376,7 @@ def update_policy(runtime: Runtime, principal: Principal, project_id: str, polic
                 policy.status = "enabled" if any(o.enabled for o in policy.scheduled_operations) else "disabled"
             policy.updated_at = now
             session.flush()
-            tags = load_tags(session, POLICY_KIND, [policy.id])[policy.id]
+            tags = load_tags(session, tag_rules.POLICY, [policy.id])[policy.id]
             body = policy_wire(policy, tags, strings=True)
             body["user_id"] = None
             return body
@@ -390,7 +388,7 @@ def delete_policy(runtime: Runtime, principal: Principal, project_id: str, polic
     """Delete the policy, its bindings, schedule and tags; its backups stay (user guide)."""
     with transaction(runtime.sessions) as session:
         policy = find_policy(session, principal, project_id, policy_id, lock=True)
-        session.query(Tag).filter(Tag.resource_kind == POLICY_KIND, Tag.resource_id == policy.id).delete()
+        session.query(Tag).filter(Tag.resource_kind == tag_rules.POLICY, Tag.resource_id == policy.id).delete()
         session.delete(policy)
 
 

@@ -30,12 +30,13 @@ from opencsbs.auth.base import Principal
 from opencsbs.core import codes
 from opencsbs.core.errors import CSBSError, invalid
 from opencsbs.core.retention import BackupInfo, RetentionRule, plan
+from opencsbs.core.tags import POLICY
 from opencsbs.core.timeutil import utcnow
 from opencsbs.db.base import transaction
 from opencsbs.db.models import CheckpointItem, Policy, PolicyRun, ResourceLock, ScheduledOperation
 from opencsbs.runtime import Runtime
 from opencsbs.service import backups
-from opencsbs.service.policies import POLICY_KIND, find_policy, load_tags
+from opencsbs.service.policies import find_policy, load_tags
 
 log = logging.getLogger("opencsbs.policies")
 
@@ -88,7 +89,7 @@ def execute(
     with runtime.sessions() as session:
         policy = find_policy(session, principal, project_id, policy_id)
         bound = [(r.resource_id, r.resource_type, r.name) for r in policy.resources]
-        tags = load_tags(session, POLICY_KIND, [policy.id])[policy.id]
+        tags = load_tags(session, POLICY, [policy.id])[policy.id]
     if resources:  # None or [] = every server of the policy
         wanted = list(dict.fromkeys(resources))
         known = {rid for rid, _, _ in bound}

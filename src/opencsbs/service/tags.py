@@ -26,8 +26,7 @@ from opencsbs.db.models import CheckpointItem, Policy, Tag
 from opencsbs.runtime import Runtime
 from opencsbs.service.backups import item_to_wire
 
-POLICY = "policy"
-BACKUP = "backup"
+POLICY, BACKUP = rules.POLICY, rules.BACKUP
 
 
 @dataclass
