@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 import click
 
 from opencsbs.config import Settings, load_settings
+from opencsbs.core.lifecycle import ItemStatus, RestoreStatus
 
 
 class Ctx:
@@ -84,7 +85,7 @@ def operator_of(runtime, server_id: str):
 CLI_USER = "opencsbs-cli"
 
 #: statuses of a backup or restore whose job still runs
-RUNNING = ("in_progress", "protecting", "waiting_restore", "restoring")
+RUNNING = (RestoreStatus.IN_PROGRESS, ItemStatus.PROTECTING, ItemStatus.WAITING_RESTORE, ItemStatus.RESTORING)
 
 
 def follow(runtime, read_progress: Callable[[], tuple[str, int]], label: str, running=RUNNING) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from opencsbs.cli._common import Ctx, csbs_errors, follow, operator_of, pass_ctx
+from opencsbs.core.lifecycle import ItemStatus
 
 
 @click.command()
@@ -34,7 +35,7 @@ def backup(ctx: Ctx, server_id: str, name, description, full: bool, wait: bool) 
                 return state.status, state.progress
             status = follow(runtime, read, "backing up")
             done = checkpoint_items.find_item(runtime, item.id)
-            if status != "available":
+            if status != ItemStatus.AVAILABLE:
                 raise click.ClickException(f"backup ended {status}: {done.fail_reason}")
             click.echo(f"available: {done.source_bytes} bytes of disk, {done.stored_bytes} bytes stored", err=True)
         click.echo(item.id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from opencsbs.cli._common import Ctx, csbs_errors, follow, operator_of, pass_ctx
+from opencsbs.core.lifecycle import RestoreStatus
 
 
 @click.command()
@@ -32,7 +33,7 @@ def restore(ctx: Ctx, checkpoint_item_id: str, target_id, power_on: bool, wait: 
         click.echo(f"restore {rs['id']} of {checkpoint_item_id} onto {target_id} started", err=True)
         if wait:
             status = follow(runtime, lambda: restores.restore_progress(runtime, rs["id"])[:2], "restoring")
-            if status != "success":
+            if status != RestoreStatus.SUCCESS:
                 reason = restores.restore_progress(runtime, rs["id"])[2]
                 raise click.ClickException(f"restore ended {status}: {reason}")
         click.echo(rs["id"])

@@ -33,6 +33,7 @@ from opencsbs.core import protectable as rules
 from opencsbs.core import tags as tag_rules
 from opencsbs.core.errors import CSBSError, invalid
 from opencsbs.core.facts import SERVER, ServerFacts
+from opencsbs.core.lifecycle import ItemStatus
 from opencsbs.core.listing import parse_sort
 from opencsbs.core.quotas import QuotaUsage, check_new_backup
 from opencsbs.core.timeutil import parse_wire_ts, utcnow, wire_ts
@@ -44,11 +45,6 @@ from opencsbs.runtime import Runtime
 from opencsbs.service.protection import protection_states
 
 MB = 1024 * 1024
-STATUSES = ("waiting_protect", "protecting", "available", "waiting_restore", "restoring", "error",
-            "waiting_delete", "deleting", "deleted")
-BUSY_STATUSES = ("waiting_protect", "protecting", "waiting_restore", "restoring")
-#: a delete accepted (queued or running); new deletes read ``deleting`` at once, ``waiting_delete`` is older rows
-DELETING_STATUSES = ("waiting_delete", "deleting")
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 SORT_KEYS = ("created_at", "updated_at", "name", "status", "protected_at", "id")
 EPOCH = datetime(1970, 1, 1)
@@ -95,7 +91,7 @@ def volume_backup_to_wire(vb: VolumeBackup) -> dict[str, Any]:
         "source_volume_id": vb.source_volume_id,
         "source_volume_size": vb.source_volume_size,
         "source_volume_name": vb.source_volume_name,
-        "space_saving_ratio": saving_ratio(vb.size_bytes, vb.stored_bytes) if vb.status == "available" else 0,
+        "space_saving_ratio": saving_ratio(vb.size_bytes, vb.stored_bytes) if vb.status == ItemStatus.AVAILABLE else 0,
         "snapshot_id": vb.snapshot_id or "",
     }
 
@@ -125,7 +121,7 @@ def item_to_wire(item: CheckpointItem) -> dict[str, Any]:
         if item.protected_at is not None else 0,
         "volume_backups": [volume_backup_to_wire(vb) for vb in item.volume_backups],
         "finished_at": wire_ts(item.finished_at) or "",
-        "supported_restore_mode": "backup" if item.status not in ("error", "deleted") else "na",
+        "supported_restore_mode": "backup" if item.status not in (ItemStatus.ERROR, ItemStatus.DELETED) else "na",
         "os_images_data": [],
         "support_lld": False,
         "taskid": item.job_id or "",
@@ -178,7 +174,7 @@ def quota_usage(session: Session, runtime: Runtime, project_id: str) -> QuotaUsa
     """The project's quotas and what its retained backups use."""
     count, used = session.execute(
         select(func.count(CheckpointItem.id), func.coalesce(func.sum(CheckpointItem.stored_bytes), 0))
-        .where(CheckpointItem.project_id == project_id, CheckpointItem.status != "deleted")
+        .where(CheckpointItem.project_id == project_id, CheckpointItem.status != ItemStatus.DELETED)
     ).one()
     backups, capacity = runtime.settings.quotas.for_project(project_id)
     return QuotaUsage(backups, capacity, int(count), int(used))
@@ -244,11 +240,11 @@ def create_backup(
                                "extra_info": json.dumps(extra_info or {})}],
             }
             cp = Checkpoint(id=checkpoint_id, project_id=project_id, provider_id=runtime.settings.provider_id,
-                            status="protecting", policy_id=policy_id, plan=plan, extra_info=extra_info)
+                            status=ItemStatus.PROTECTING, policy_id=policy_id, plan=plan, extra_info=extra_info)
             session.add(cp)
             item = CheckpointItem(
                 id=item_id, checkpoint_id=checkpoint_id, project_id=project_id, name=name,
-                description=description or "", status="protecting", resource_id=resource_id,
+                description=description or "", status=ItemStatus.PROTECTING, resource_id=resource_id,
                 resource_type=resource_type, resource_name=server.name, resource_az=server.availability_zone,
                 policy_id=policy_id, auto_trigger=auto_trigger,
                 incremental=True if incremental is None else bool(incremental),
@@ -259,7 +255,7 @@ def create_backup(
             for position, volume in enumerate(server.volumes):
                 session.add(VolumeBackup(
                     id=new_id(), checkpoint_item_id=item_id, position=position,
-                    name=f"{name}_{volume.name or volume.id}"[:255], status="protecting",
+                    name=f"{name}_{volume.name or volume.id}"[:255], status=ItemStatus.PROTECTING,
                     source_volume_id=volume.id, source_volume_name=volume.name,
                     source_volume_size=volume.size_gb, device=volume.device, bootable=volume.bootable,
                 ))
@@ -310,11 +306,11 @@ def _filters(project_id: str, q: ItemQuery) -> list:
     if not q.all_tenants:
         conds.append(CheckpointItem.project_id == project_id)
     if q.status is not None:
-        if q.status not in STATUSES:
-            raise invalid(f"status must be one of {', '.join(STATUSES)}")
+        if q.status not in ItemStatus.ALL:
+            raise invalid(f"status must be one of {', '.join(ItemStatus.ALL)}")
         conds.append(CheckpointItem.status == q.status)
     else:
-        conds.append(CheckpointItem.status != "deleted")
+        conds.append(CheckpointItem.status != ItemStatus.DELETED)
     if q.name:
         conds.append(CheckpointItem.name.like(_like(q.name), escape="\\"))
     if q.resource_name:
@@ -405,7 +401,7 @@ def get_item(runtime: Runtime, project_id: str, item_id: str, all_tenants: bool 
     backups: real clients ask with the checkpoint id). A deleted item is gone: 404 CSBS.3001, as for an unknown
     id (clients wait for that 404 after a delete; ``status=deleted`` lists still show it)."""
     with runtime.sessions() as session:
-        scope = [CheckpointItem.status != "deleted"]
+        scope = [CheckpointItem.status != ItemStatus.DELETED]
         if not all_tenants:
             scope.append(CheckpointItem.project_id == project_id)
         item = session.scalars(
@@ -440,7 +436,7 @@ def delete_checkpoint(runtime: Runtime, project_id: str, checkpoint_id: str,
             select(Checkpoint).where(Checkpoint.id == checkpoint_id, Checkpoint.project_id == project_id)
             .with_for_update()
         ).first()
-        if cp is None or cp.status == "deleted":
+        if cp is None or cp.status == ItemStatus.DELETED:
             raise CSBSError(codes.CHECKPOINT_ITEM_NOT_FOUND, checkpoint_id)
         items = list(cp.items)
         if item_ids is not None:
@@ -450,18 +446,18 @@ def delete_checkpoint(runtime: Runtime, project_id: str, checkpoint_id: str,
             if unknown:
                 raise CSBSError(codes.CHECKPOINT_ITEM_NOT_FOUND, ",".join(unknown))
             items = [by_id[i] for i in wanted]
-        live = [i for i in items if i.status != "deleted"]
+        live = [i for i in items if i.status != ItemStatus.DELETED]
         if not live:
             raise CSBSError(codes.CHECKPOINT_ITEM_NOT_FOUND, checkpoint_id)
-        if any(i.status in BUSY_STATUSES + DELETING_STATUSES for i in live):
+        if any(i.status in ItemStatus.BUSY + ItemStatus.BEING_DELETED for i in live):
             raise CSBSError(codes.ITEM_IN_EXECUTING)
         job = enqueue(session, "delete", project_id, checkpoint_id, state={"items": [i.id for i in live]})
         now = utcnow()
         for item in live:
-            item.status = "deleting"
+            item.status = ItemStatus.DELETING
             item.updated_at = now
-        if all(i.status in DELETING_STATUSES + ("deleted",) for i in cp.items):
-            cp.status = "deleting"
+        if all(i.status in ItemStatus.BEING_DELETED + (ItemStatus.DELETED,) for i in cp.items):
+            cp.status = ItemStatus.DELETING
         return job.id
 
 

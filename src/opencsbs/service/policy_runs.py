@@ -29,6 +29,7 @@ from sqlalchemy import select
 from opencsbs.auth.base import Principal
 from opencsbs.core import codes
 from opencsbs.core.errors import CSBSError, invalid
+from opencsbs.core.lifecycle import ItemStatus
 from opencsbs.core.retention import BackupInfo, RetentionRule, plan
 from opencsbs.core.tags import POLICY
 from opencsbs.core.timeutil import utcnow
@@ -39,9 +40,6 @@ from opencsbs.service import backups
 from opencsbs.service.policies import find_policy, load_tags
 
 log = logging.getLogger("opencsbs.policies")
-
-#: checkpoint_item statuses of a backup still being made
-MAKING = ("waiting_protect", "protecting")
 
 
 def scheduler_principal(project_id: str) -> Principal:
@@ -54,7 +52,7 @@ def _running_kind(runtime: Runtime, policy_id: str) -> bool | None:
     with runtime.sessions() as session:
         rows = session.execute(
             select(CheckpointItem.auto_trigger).where(CheckpointItem.policy_id == policy_id,
-                                                      CheckpointItem.status.in_(MAKING))
+                                                      CheckpointItem.status.in_(ItemStatus.MAKING))
         ).all()
     if not rows:
         return None
@@ -201,7 +199,7 @@ def apply_retention(runtime: Runtime, policy_id: str, now: datetime | None = Non
         rows = session.execute(
             select(CheckpointItem.id, CheckpointItem.resource_id, CheckpointItem.created_at, CheckpointItem.status)
             .where(CheckpointItem.policy_id == policy_id, CheckpointItem.auto_trigger.is_(True),
-                   CheckpointItem.project_id == project_id, CheckpointItem.status != "deleted")
+                   CheckpointItem.project_id == project_id, CheckpointItem.status != ItemStatus.DELETED)
         ).all()
     per_server: dict[str, list[BackupInfo]] = defaultdict(list)
     for item_id, resource_id, created_at, status in rows:

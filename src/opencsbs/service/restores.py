@@ -22,6 +22,7 @@ from opencsbs.clouds.base import CloudContext
 from opencsbs.core import codes
 from opencsbs.core.errors import CSBSError, invalid
 from opencsbs.core.facts import SERVER, ProtectionState
+from opencsbs.core.lifecycle import ItemStatus, RestoreStatus
 from opencsbs.core.restorable import BackupFacts, DiskBackupFacts, RestoreVerdict, check_restorable as rule
 from opencsbs.core.timeutil import wire_ts
 from opencsbs.db.base import new_id, transaction
@@ -139,8 +140,8 @@ def create_restore(runtime: Runtime, principal: Principal, project_id: str, *, c
                 raise CSBSError(codes.CHECKPOINT_ITEM_NOT_FOUND, request.checkpoint_item_id)
             res = session.execute(
                 update(CheckpointItem)
-                .where(CheckpointItem.id == item.id, CheckpointItem.status == "available")
-                .values(status="waiting_restore")
+                .where(CheckpointItem.id == item.id, CheckpointItem.status == ItemStatus.AVAILABLE)
+                .values(status=ItemStatus.WAITING_RESTORE)
             )
             if res.rowcount != 1:
                 raise CSBSError(codes.CHECKPOINT_ITEM_NOT_AVAILABLE)
@@ -152,8 +153,8 @@ def create_restore(runtime: Runtime, principal: Principal, project_id: str, *, c
             restore = Restore(
                 id=restore_id, project_id=project_id, provider_id=runtime.settings.provider_id,
                 checkpoint_id=checkpoint_id, checkpoint_item_id=item.id, target_server_id=request.target_id,
-                parameters=parameters, restore_target=restore_target, status="in_progress",
-                resources_status={request.target_id: "in_progress"}, resources_reason={}, job_id=job.id,
+                parameters=parameters, restore_target=restore_target, status=RestoreStatus.IN_PROGRESS,
+                resources_status={request.target_id: RestoreStatus.IN_PROGRESS}, resources_reason={}, job_id=job.id,
             )
             session.add(restore)
             session.flush()

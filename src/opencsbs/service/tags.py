@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, selectinload
 from opencsbs.core import codes
 from opencsbs.core import tags as rules
 from opencsbs.core.errors import CSBSError, invalid
+from opencsbs.core.lifecycle import ItemStatus
 from opencsbs.db.base import transaction
 from opencsbs.db.models import CheckpointItem, Policy, Tag
 from opencsbs.runtime import Runtime
@@ -95,7 +96,7 @@ def _table_store(kind: str):
 
 def _live_items(session: Session, project_id: str):
     return (select(CheckpointItem).where(CheckpointItem.project_id == project_id,
-                                         CheckpointItem.status != "deleted"))
+                                         CheckpointItem.status != ItemStatus.DELETED))
 
 
 def _backup_one(session: Session, project_id: str, resource_id: str, lock: bool) -> TaggedResource | None:
@@ -113,7 +114,7 @@ def _backup_every(session: Session, project_id: str) -> list[TaggedResource]:
 
 def _backup_load(session: Session, project_id: str, ids: list[str] | None) -> dict[str, dict[str, str]]:
     stmt = select(CheckpointItem.id, CheckpointItem.tags).where(CheckpointItem.project_id == project_id,
-                                                                 CheckpointItem.status != "deleted")
+                                                                 CheckpointItem.status != ItemStatus.DELETED)
     out: dict[str, dict[str, str]] = {}
     chunks = [None] if ids is None else [ids[i : i + 900] for i in range(0, len(ids), 900)]
     for chunk in chunks:
