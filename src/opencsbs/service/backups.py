@@ -42,7 +42,7 @@ from opencsbs.db.models import Checkpoint, CheckpointItem, Policy, ResourceLock,
 from opencsbs.engine.jobs import enqueue
 from opencsbs.engine.steps import saving_ratio
 from opencsbs.runtime import Runtime
-from opencsbs.service.protection import protection_states
+from opencsbs.service.protectable import protection_states
 
 MB = 1024 * 1024
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")

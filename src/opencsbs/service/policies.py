@@ -128,8 +128,7 @@ def load_tags(session: Session, kind: str, resource_ids: Sequence[str]) -> dict[
     return out
 
 
-def find_policy(session: Session, principal: Principal | None, project_id: str, policy_id: str,
-                lock: bool = False) -> Policy:
+def find_policy(session: Session, project_id: str, policy_id: str, lock: bool = False) -> Policy:
     """The policy ``policy_id`` of ``project_id`` or CSBS.3000 (404)."""
     query = select(Policy).where(Policy.id == policy_id, Policy.project_id == project_id)
     if lock:
@@ -155,7 +154,7 @@ def _check_resources(runtime: Runtime, principal: Principal, project_id: str, re
         raise invalid(f"a policy holds at most {limit} servers")
     if not ids:
         return
-    from opencsbs.service.protection import check_protectable
+    from opencsbs.service.protectable import check_protectable
 
     verdicts = check_protectable(runtime, principal, project_id, [(r["id"], r["type"]) for r in resources])
     refused = {codes.TYPE_NOT_PROTECTABLE.code, codes.SERVER_NOT_FOUND.code, codes.SERVER_TERMINATED.code}
@@ -274,7 +273,7 @@ def create_policy(runtime: Runtime, principal: Principal, project_id: str, spec:
 def show_policy(runtime: Runtime, principal: Principal, project_id: str, policy_id: str) -> dict:
     """The ``policy`` of ``GET /policies/{policy_id}``."""
     with runtime.sessions() as session:
-        policy = find_policy(session, principal, project_id, policy_id)
+        policy = find_policy(session, project_id, policy_id)
         tags = load_tags(session, tag_rules.POLICY, [policy.id])[policy.id]
         return policy_wire(policy, tags)
 
@@ -331,7 +330,7 @@ def update_policy(runtime: Runtime, principal: Principal, project_id: str, polic
     now = utcnow()
     try:
         with transaction(runtime.sessions) as session:
-            policy = find_policy(session, principal, project_id, policy_id, lock=True)
+            policy = find_policy(session, project_id, policy_id, lock=True)
             if spec.get("name") is not None and spec["name"] != policy.name:
                 dup = session.scalar(
                     select(Policy.id).where(Policy.project_id == project_id, Policy.name == spec["name"])
@@ -387,7 +386,7 @@ def update_policy(runtime: Runtime, principal: Principal, project_id: str, polic
 def delete_policy(runtime: Runtime, principal: Principal, project_id: str, policy_id: str) -> None:
     """Delete the policy, its bindings, schedule and tags; its backups stay (user guide)."""
     with transaction(runtime.sessions) as session:
-        policy = find_policy(session, principal, project_id, policy_id, lock=True)
+        policy = find_policy(session, project_id, policy_id, lock=True)
         session.query(Tag).filter(Tag.resource_kind == tag_rules.POLICY, Tag.resource_id == policy.id).delete()
         session.delete(policy)
 

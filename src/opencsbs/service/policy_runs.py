@@ -85,7 +85,7 @@ def execute(
     wire dict of the first backup started. ``auto_trigger`` marks the backups automatic (``autobk_xxxx``,
     subject to retention). Raises the CSBSError codes listed in the module docstring."""
     with runtime.sessions() as session:
-        policy = find_policy(session, principal, project_id, policy_id)
+        policy = find_policy(session, project_id, policy_id)
         bound = [(r.resource_id, r.resource_type, r.name) for r in policy.resources]
         tags = load_tags(session, POLICY, [policy.id])[policy.id]
     if resources:  # None or [] = every server of the policy

@@ -30,7 +30,7 @@ from opencsbs.db.models import Checkpoint, CheckpointItem, ResourceLock, Restore
 from opencsbs.engine.jobs import enqueue
 from opencsbs.runtime import Runtime
 from opencsbs.service.checkpoint_items import ItemState
-from opencsbs.service.protection import protection_states
+from opencsbs.service.protectable import protection_states
 
 _IN_CHUNK = 900
 

@@ -17,7 +17,7 @@ from opencsbs.api.schemas.common import ERRORS
 from opencsbs.api.schemas.resources import ProtectableResponse, ResourceActionRequest
 from opencsbs.core.errors import invalid
 from opencsbs.core.facts import SERVER
-from opencsbs.service import backups, protection, restores
+from opencsbs.service import backups, protectable, restores
 
 router = APIRouter(tags=["resources"], responses=ERRORS)
 
@@ -56,7 +56,7 @@ def resource_action(
     if len(body.check_protectable) > limit:
         raise invalid(f"check_protectable holds more than {limit} items")
     items = [(p.resource_id, p.resource_type) for p in body.check_protectable]
-    verdicts = protection.check_protectable(caller.runtime, caller.principal, caller.project_id, items)
+    verdicts = protectable.check_protectable(caller.runtime, caller.principal, caller.project_id, items)
     return {"protectable": [v.to_wire() for v in verdicts]}
 
 
