@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 import click
 
 from opencsbs.config import Settings, load_settings
+from opencsbs.core.errors import CSBSError
 from opencsbs.core.lifecycle import ItemStatus, RestoreStatus
 
 
@@ -54,14 +55,48 @@ pass_ctx = click.make_pass_decorator(Ctx)
 
 
 @contextlib.contextmanager
-def csbs_errors() -> Iterator[None]:
-    """Turn a use case's ``CSBSError`` into ``Error: CSBS.xxxx: message`` (exit 1)."""
-    from opencsbs.core.errors import CSBSError
-
+def csbs_errors(explain: Callable[[CSBSError], list[str]] | None = None) -> Iterator[None]:
+    """Turn a use case's ``CSBSError`` into ``Error: CSBS.xxxx: message`` (exit 1), followed by one indented line
+    per fact ``explain(error)`` gives (what the wire text leaves out: the policy a server is bound to, why a server
+    is refused, ...)."""
     try:
         yield
     except CSBSError as exc:
-        raise click.ClickException(f"{exc.error_code}: {exc.error_msg}") from exc
+        lines = [f"{exc.error_code}: {exc.error_msg}"] + [f"  {line}" for line in (explain(exc) if explain else ())]
+        raise click.ClickException("\n".join(lines)) from exc
+
+
+def server_refusals(runtime, principal, project_id: str, server_ids) -> list[str]:
+    """``"<server id>: CSBS.xxxx: <why>"`` for each of ``server_ids`` that check_protectable refuses or that is
+    bound to a policy (its verdict names the policy), and whether a backup or restore of it is running."""
+    from opencsbs.service import protectable
+
+    ids = list(dict.fromkeys(server_ids))
+    if not ids:
+        return []
+    from opencsbs.service.servers import find_server
+
+    items = [(sid, server.resource_type if (server := find_server(runtime, sid)) else "OS::Nova::Server")
+             for sid in ids]
+    states = protectable.protection_states(runtime, ids)
+    lines = []
+    for verdict in protectable.check_protectable(runtime, principal, project_id, items):
+        if verdict.error_code is None:
+            continue
+        running = states.get(verdict.resource_id)
+        busy = f" (a {running.busy_operation} of it is running)" if running and running.busy_operation else ""
+        lines.append(f"{verdict.resource_id}: {verdict.error_code}: {verdict.error_msg}{busy}")
+    return lines
+
+
+def database_location(settings: Settings) -> str:
+    """Where the settings' database is: the SQLite file, or the URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.db_url)
+    if url.get_backend_name() == "sqlite" and url.database:
+        return url.database
+    return url.render_as_string(hide_password=True)
 
 
 def echo_json(obj) -> None:
@@ -69,15 +104,15 @@ def echo_json(obj) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=True))
 
 
-def operator_of(runtime, server_id: str):
-    """The principal the CLI acts as: an admin of the project owning ``server_id``; exits when the cloud has no
-    such server."""
+def operator_of(runtime, server_id: str, hint: str = ""):
+    """The principal the CLI acts as: an admin of the project owning ``server_id``; exits with
+    ``server '<id>' not found`` and ``hint`` when the cloud has no such server."""
     from opencsbs.auth.base import Principal
     from opencsbs.service.servers import find_server
 
     server = find_server(runtime, server_id)
     if server is None:
-        raise click.ClickException(f"no server {server_id}")
+        raise click.ClickException(f"server '{server_id}' not found{hint}")
     return Principal.operator(server.project_id, CLI_USER)
 
 

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import click
 
-from opencsbs.cli._common import Ctx, csbs_errors, follow, operator_of, pass_ctx
+from opencsbs.cli._common import Ctx, csbs_errors, follow, operator_of, pass_ctx, server_refusals
 from opencsbs.core.lifecycle import ItemStatus
+
+
+#: what ``opencsbs backup list`` (or a typo) is told besides "not found"
+NOT_A_SERVER = (" (opencsbs backup takes the id of a server to back up; backups are listed by "
+                "GET /v1/{project_id}/checkpoint_items)")
 
 
 @click.command()
@@ -22,8 +27,8 @@ def backup(ctx: Ctx, server_id: str, name, description, full: bool, wait: bool) 
 
     runtime = ctx.runtime()
     try:
-        principal = operator_of(runtime, server_id)
-        with csbs_errors():
+        principal = operator_of(runtime, server_id, NOT_A_SERVER)
+        with csbs_errors(lambda _exc: server_refusals(runtime, principal, principal.project_id, [server_id])):
             cp = backups.create_backup(runtime, principal, principal.project_id, server_id, name=name,
                                        description=description, incremental=not full,
                                        resource_type=find_server(runtime, server_id).resource_type)

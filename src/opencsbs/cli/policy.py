@@ -6,7 +6,7 @@ import json
 
 import click
 
-from opencsbs.cli._common import CLI_USER, Ctx, csbs_errors, echo_json, pass_ctx
+from opencsbs.cli._common import CLI_USER, Ctx, csbs_errors, echo_json, pass_ctx, server_refusals
 
 
 @click.group()
@@ -14,7 +14,9 @@ def policy() -> None:
     """Backup policies of a project (the same rules as the API; output is the API's JSON)."""
 
 
-def _policy_call(ctx: Ctx, project: str, fn):
+def _policy_call(ctx: Ctx, project: str, fn, explain=None):
+    """``fn(runtime, principal)`` as an admin of ``project``; a refusal exits with its CSBS text followed by what
+    ``explain(runtime, principal, error)`` adds (see :func:`_why`), a body the wire models refuse with the field."""
     from pydantic import ValidationError
 
     from opencsbs.auth.base import Principal
@@ -22,12 +24,36 @@ def _policy_call(ctx: Ctx, project: str, fn):
     runtime = ctx.runtime()
     principal = Principal.operator(project, CLI_USER)
     try:
-        with csbs_errors():
+        with csbs_errors(lambda exc: explain(runtime, principal, exc) if explain else []):
             return fn(runtime, principal)
     except ValidationError as exc:
         raise click.ClickException(f"invalid policy: {exc.errors()[0].get('loc')}: {exc.errors()[0].get('msg')}") from exc
     finally:
         runtime.close()
+
+
+def _why(project: str, servers=(), name: str | None = None):
+    """An ``explain`` for :func:`_policy_call`: for a duplicate name, which name the project already has; for a
+    server refusal (CSBS.60xx: bound to another policy, busy, in a bad state, none left to back up), each server's
+    refusal as check_protectable gives it. ``servers``: ids, or ``servers(runtime, principal)`` giving them."""
+    from opencsbs.core import codes
+
+    def explain(runtime, principal, exc) -> list[str]:
+        if exc.error_code == codes.DUPLICATE_POLICY_NAME.code and name:
+            return [f"project {project} already has a policy named {name!r}"]
+        if exc.error_code.startswith("CSBS.60"):
+            ids = servers(runtime, principal) if callable(servers) else servers
+            return server_refusals(runtime, principal, project, ids)
+        return []
+
+    return explain
+
+
+def _body_servers(raw: dict) -> list[str]:
+    """The server ids of a policy body (those that look like ones)."""
+    resources = raw["policy"].get("resources")
+    return [r["id"] for r in resources if isinstance(r, dict) and isinstance(r.get("id"), str)] \
+        if isinstance(resources, list) else []
 
 
 def _load_body(file) -> dict:
@@ -59,8 +85,8 @@ DAILY_2AM = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nRRULE:FREQ=DAILY;BYHOUR=2;BYMINU
 def policy_create(ctx: Ctx, project, file, name, description, servers, pattern, max_backups, retention_days,
                   disabled) -> None:
     """Create a policy; prints it."""
-    from opencsbs.wire.policies import PolicyCreateRequest
     from opencsbs.service import policies
+    from opencsbs.wire.policies import PolicyCreateRequest
 
     if file is not None:
         raw = _load_body(file)
@@ -83,7 +109,9 @@ def policy_create(ctx: Ctx, project, file, name, description, servers, pattern, 
         spec = PolicyCreateRequest.model_validate(raw).policy.model_dump(exclude_unset=True)
         return policies.create_policy(runtime, principal, project, spec)
 
-    echo_json(_policy_call(ctx, project, _create))
+    name = raw["policy"].get("name")
+    explain = _why(project, _body_servers(raw), name if isinstance(name, str) else None)
+    echo_json(_policy_call(ctx, project, _create, explain))
 
 
 @policy.command("list")
@@ -125,12 +153,14 @@ def policy_show(ctx: Ctx, project, policy_id) -> None:
 @pass_ctx
 def policy_update(ctx: Ctx, project, policy_id, file, name, description, enabled, pattern) -> None:
     """Change a policy; prints it."""
-    from opencsbs.wire.policies import PolicyUpdateRequest
     from opencsbs.service import policies
+    from opencsbs.wire.policies import PolicyUpdateRequest
+
+    body = _load_body(file) if file is not None else None
 
     def _update(runtime, principal):
-        if file is not None:
-            raw = _load_body(file)
+        if body is not None:
+            raw = body
         else:
             raw = {"policy": {k: v for k, v in (("name", name), ("description", description)) if v is not None}}
             if enabled is not None or pattern is not None:
@@ -144,7 +174,10 @@ def policy_update(ctx: Ctx, project, policy_id, file, name, description, enabled
         spec = PolicyUpdateRequest.model_validate(raw).policy.model_dump(exclude_unset=True)
         return policies.update_policy(runtime, principal, project, policy_id, spec)
 
-    echo_json(_policy_call(ctx, project, _update))
+    new_name = body["policy"].get("name") if body is not None else name
+    explain = _why(project, _body_servers(body) if body is not None else [],
+                   new_name if isinstance(new_name, str) else None)
+    echo_json(_policy_call(ctx, project, _update, explain))
 
 
 @policy.command("delete")
@@ -166,7 +199,11 @@ def policy_delete(ctx: Ctx, project, policy_id) -> None:
 @pass_ctx
 def policy_run(ctx: Ctx, project, policy_id, servers) -> None:
     """Execute a policy now (manual backups); prints the checkpoint."""
-    from opencsbs.service import policy_runs
+    from opencsbs.service import policies, policy_runs
+
+    def _servers(runtime, principal) -> list[str]:
+        return list(servers) or [r["id"] for r in policies.show_policy(runtime, principal, project, policy_id)
+                                 ["resources"]]
 
     echo_json(_policy_call(ctx, project, lambda rt, p: policy_runs.execute(
-        rt, p, project, policy_id, resources=list(servers) or None)))
+        rt, p, project, policy_id, resources=list(servers) or None), _why(project, _servers)))

@@ -24,8 +24,10 @@ def restore(ctx: Ctx, checkpoint_item_id: str, target_id, power_on: bool, wait: 
         item = checkpoint_items.find_item(runtime, checkpoint_item_id)
         if item is None:
             raise click.ClickException(f"no checkpoint_item {checkpoint_item_id}")
+        hint = "" if target_id else (" (the backed-up server is gone: restore onto another server with "
+                                     "--target SERVER_ID)")
         target_id = target_id or item.resource_id
-        principal = operator_of(runtime, target_id)
+        principal = operator_of(runtime, target_id, hint)
         plan = restores.plan_onto_server(runtime, item, target_id)
         with csbs_errors():
             rs = restores.create_restore(runtime, principal, item.project_id, checkpoint_id=item.checkpoint_id,

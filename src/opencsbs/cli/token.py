@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from opencsbs.cli._common import Ctx, config_option, pass_ctx
+from opencsbs.cli._common import Ctx, config_option, database_location, pass_ctx
 
 
 @click.group()
@@ -39,5 +39,6 @@ def token_create(ctx: Ctx, project: str | None, role: str, cloud_admin: bool, us
     finally:
         runtime.close()
     what = "cloud-admin token (every project)" if cloud_admin else f"token for project {project} with role {role}"
-    click.echo(f"{what} (store it: it is not shown again):", err=True)
+    click.echo(f"{what}, stored in {database_location(runtime.settings)} (store it: it is not shown again):",
+               err=True)
     click.echo(value)
