@@ -18,7 +18,6 @@ server type), CSBS.9001 (any other invalid field).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -37,6 +36,7 @@ from opencsbs.core.timeutil import utcnow, wire_ts
 from opencsbs.db.base import lock_project, transaction
 from opencsbs.db.models import Policy, PolicyResource, ScheduledOperation, Tag
 from opencsbs.runtime import Runtime
+from opencsbs.service.tags import tags_of
 
 SORT_KEYS = ("created_at", "updated_at", "name", "id", "status")
 DEFINITION_NUMBERS = ("max_backups", "retention_duration_days", "day_backups", "week_backups", "month_backups",
@@ -113,19 +113,6 @@ def policy_wire(policy: Policy, tags: dict[str, str], strings: bool = False) -> 
 
 
 # --- helpers ----------------------------------------------------------------------------------------------
-
-
-def load_tags(session: Session, kind: str, resource_ids: Sequence[str]) -> dict[str, dict[str, str]]:
-    """``{resource_id: {key: value}}`` for ``kind`` (``policy``/``backup``)."""
-    out: dict[str, dict[str, str]] = {rid: {} for rid in resource_ids}
-    ids = list(resource_ids)
-    for start in range(0, len(ids), 900):
-        rows = session.scalars(
-            select(Tag).where(Tag.resource_kind == kind, Tag.resource_id.in_(ids[start : start + 900])).order_by(Tag.key)
-        )
-        for tag in rows:
-            out.setdefault(tag.resource_id, {})[tag.key] = tag.value
-    return out
 
 
 def find_policy(session: Session, project_id: str, policy_id: str, lock: bool = False) -> Policy:
@@ -274,7 +261,7 @@ def show_policy(runtime: Runtime, principal: Principal, project_id: str, policy_
     """The ``policy`` of ``GET /policies/{policy_id}``."""
     with runtime.sessions() as session:
         policy = find_policy(session, project_id, policy_id)
-        tags = load_tags(session, tag_rules.POLICY, [policy.id])[policy.id]
+        tags = tags_of(session, tag_rules.POLICY, [policy.id])[policy.id]
         return policy_wire(policy, tags)
 
 
@@ -316,7 +303,7 @@ def list_policies(
             policies = policies[query.offset :]
         limit = query.limit if query.limit is not None else 1000
         page, more = policies[:limit], len(policies) > limit
-        tags = load_tags(session, tag_rules.POLICY, [p.id for p in page])
+        tags = tags_of(session, tag_rules.POLICY, [p.id for p in page])
         body = [policy_wire(p, tags.get(p.id, {})) for p in page]
         return body, (page[-1].id if more and page else None)
 
@@ -375,7 +362,7 @@ def update_policy(runtime: Runtime, principal: Principal, project_id: str, polic
                 policy.status = "enabled" if any(o.enabled for o in policy.scheduled_operations) else "disabled"
             policy.updated_at = now
             session.flush()
-            tags = load_tags(session, tag_rules.POLICY, [policy.id])[policy.id]
+            tags = tags_of(session, tag_rules.POLICY, [policy.id])[policy.id]
             body = policy_wire(policy, tags, strings=True)
             body["user_id"] = None
             return body
@@ -389,19 +376,3 @@ def delete_policy(runtime: Runtime, principal: Principal, project_id: str, polic
         policy = find_policy(session, project_id, policy_id, lock=True)
         session.query(Tag).filter(Tag.resource_kind == tag_rules.POLICY, Tag.resource_id == policy.id).delete()
         session.delete(policy)
-
-
-def next_link(base: str, project_id: str, marker: str, query: ListQuery) -> list[dict]:
-    """``policies_links`` for the next page."""
-    from urllib.parse import urlencode
-
-    params: dict = {"marker": marker}
-    if query.limit is not None:
-        params["limit"] = query.limit
-    for key in ("sort", "name", "status"):
-        if getattr(query, key) is not None:
-            params[key] = getattr(query, key)
-    if query.all_tenants:
-        params["all_tenants"] = "true"
-    return [{"rel": "next", "href": f"{base}/v1/{project_id}/policies?{urlencode(params)}"}]
-

@@ -37,7 +37,8 @@ from opencsbs.db.base import transaction
 from opencsbs.db.models import CheckpointItem, Policy, PolicyRun, ResourceLock, ScheduledOperation
 from opencsbs.runtime import Runtime
 from opencsbs.service import backups
-from opencsbs.service.policies import find_policy, load_tags
+from opencsbs.service.policies import find_policy
+from opencsbs.service.tags import tags_of
 
 log = logging.getLogger("opencsbs.policies")
 
@@ -87,7 +88,7 @@ def execute(
     with runtime.sessions() as session:
         policy = find_policy(session, project_id, policy_id)
         bound = [(r.resource_id, r.resource_type, r.name) for r in policy.resources]
-        tags = load_tags(session, POLICY, [policy.id])[policy.id]
+        tags = tags_of(session, POLICY, [policy.id])[policy.id]
     if resources:  # None or [] = every server of the policy
         wanted = list(dict.fromkeys(resources))
         known = {rid for rid, _, _ in bound}

@@ -12,7 +12,7 @@ CSBS.7001 (404, removing a tag that is not there), CSBS.9001 (invalid keys, valu
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import delete, select
@@ -25,7 +25,7 @@ from opencsbs.core.lifecycle import ItemStatus
 from opencsbs.db.base import transaction
 from opencsbs.db.models import CheckpointItem, Policy, Tag
 from opencsbs.runtime import Runtime
-from opencsbs.service.backups import item_to_wire
+from opencsbs.service.checkpoint_items import item_to_wire
 
 POLICY, BACKUP = rules.POLICY, rules.BACKUP
 
@@ -65,6 +65,19 @@ def _policy_one(session: Session, project_id: str, resource_id: str, lock: bool)
 def _policy_every(session: Session, project_id: str) -> list[TaggedResource]:
     rows = session.scalars(select(Policy).where(Policy.project_id == project_id))
     return [TaggedResource(p.id, p.name, {}, (p.created_at, p.id)) for p in rows]
+
+
+def tags_of(session: Session, kind: str, resource_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``{resource_id: {key: value}}`` for ``kind`` (``policy``/``backup``)."""
+    out: dict[str, dict[str, str]] = {rid: {} for rid in resource_ids}
+    ids = list(resource_ids)
+    for start in range(0, len(ids), 900):
+        rows = session.scalars(
+            select(Tag).where(Tag.resource_kind == kind, Tag.resource_id.in_(ids[start : start + 900])).order_by(Tag.key)
+        )
+        for tag in rows:
+            out.setdefault(tag.resource_id, {})[tag.key] = tag.value
+    return out
 
 
 def _table_load(kind: str):

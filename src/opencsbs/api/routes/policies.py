@@ -7,6 +7,8 @@ Source: backup_policy_management/*.rst, backup_management/executing_a_backup_pol
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from opencsbs.api.deps import Caller, check_provider, project_caller
@@ -66,7 +68,7 @@ def list_policies(
     body: dict = {"policies": page}
     if next_marker is not None:
         base = str(request.base_url).rstrip("/")
-        body["policies_links"] = policies.next_link(base, caller.project_id, next_marker, query)
+        body["policies_links"] = _next_link(base, caller.project_id, next_marker, query)
     return body
 
 
@@ -109,3 +111,16 @@ def execute_policy(body: CheckpointCreateRequest, _provider: str = Depends(check
         caller.runtime, caller.principal, caller.project_id, cp.plan_id,
         resources=cp.parameters.resources, auto_trigger=cp.parameters.auto_trigger,
     )}
+
+
+def _next_link(base: str, project_id: str, marker: str, query: policies.ListQuery) -> list[dict]:
+    """``policies_links`` for the next page."""
+    params: dict = {"marker": marker}
+    if query.limit is not None:
+        params["limit"] = query.limit
+    for key in ("sort", "name", "status"):
+        if getattr(query, key) is not None:
+            params[key] = getattr(query, key)
+    if query.all_tenants:
+        params["all_tenants"] = "true"
+    return [{"rel": "next", "href": f"{base}/v1/{project_id}/policies?{urlencode(params)}"}]
