@@ -85,7 +85,7 @@ class Bench:
     # --- modes ---
 
     def in_process(self, n: int):
-        from opencsbs.service.protection import check_protectable
+        from opencsbs.service.protectable import check_protectable
 
         items = self.items(n)
         return lambda: check_protectable(self.runtime, self.principal, PROJECT, items)

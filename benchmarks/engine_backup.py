@@ -95,7 +95,7 @@ def main() -> None:
     write(0, b"\xff" * MiB)
     t = time.perf_counter()
     rs = restores.create_restore(rt, principal, "bench", checkpoint_id=reread.checkpoint_id,
-                                 request=restores.RestoreRequest(reread.id, server, "OS::Nova::Server",
+                                 request=restores.RestorePlan(reread.id, server, "OS::Nova::Server",
                                                                  ((reread.volume_backups[0].id, volume),)),
                                  power_on=True)
     drain(rt)

@@ -243,3 +243,31 @@ def test_token_create_cloud_admin_and_the_upgrade_notice(cli, settings):
     assert "system-scoped" in cross_project_notice(settings, None, rt.enforcer)
     settings.auth.admin_project_name = "admin"
     assert cross_project_notice(settings, None, rt.enforcer) is None
+
+
+def test_backup_of_an_unknown_server_says_it_is_not_found_and_where_backups_are_listed(cli):
+    """``opencsbs backup list`` used to answer "no server list", which reads as "there is no server list"."""
+    cli("sandbox", "load", str(EXAMPLE_INVENTORY))
+    result = cli("backup", "list", ok=False)
+    assert result.exit_code == 1
+    assert "server 'list' not found" in result.output
+    assert "GET /v1/{project_id}/checkpoint_items" in result.output
+
+
+def test_restore_of_a_backup_whose_server_is_gone_suggests_a_target(cli):
+    cli("sandbox", "load", str(EXAMPLE_INVENTORY))
+    item = cli("backup", WEB_1, "--wait").output.strip().splitlines()[-1]
+    cli("sandbox", "delete", WEB_1)
+    result = cli("restore", item, ok=False)
+    assert result.exit_code == 1
+    assert f"server '{WEB_1}' not found" in result.output and "--target" in result.output
+
+
+def test_token_create_says_which_database_holds_the_token(tmp_path):
+    """Without ``--data-dir`` the token lands in the default data dir's database: the note must say where, or the
+    API of another data dir answers only "token is not valid"."""
+    data = tmp_path / "tok"
+    result = CliRunner().invoke(main, ["token", "create", "--project", "demo", "--data-dir", str(data)])
+    assert result.exit_code == 0, result.output
+    assert f"stored in {data / 'opencsbs.db'}" in result.stderr
+    assert str(data) not in result.stdout

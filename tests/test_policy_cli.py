@@ -67,3 +67,31 @@ def test_policy_file_that_is_not_an_object_is_refused_with_a_message(settings, t
             result = runner.invoke(main, base + ["policy", *args, "--file", str(body)])
             assert result.exit_code == 1, (text, args, result.output, result.exception)
             assert "must be a JSON object" in result.output and "Traceback" not in result.output
+
+
+def test_policy_errors_say_why_for_the_servers_concerned(settings):
+    """The wire texts "Server (...) is already in service.", "plan has no resource backup" and "duplicate service
+    name" are followed by what a CLI user can act on: the policy a server is bound to, each server's refusal, the
+    name already taken."""
+    runner = CliRunner()
+    base = ["--data-dir", str(settings.data_dir), "--database-url", settings.db_url]
+
+    def run(*args):
+        result = runner.invoke(main, base + list(args), catch_exceptions=False)
+        return result.exit_code, result.output
+
+    assert run("sandbox", "load", str(EXAMPLE_INVENTORY))[0] == 0
+    code, out = run("policy", "create", "--project", "demo", "--name", "first", "--server", WEB1)
+    first = json.loads(out)["id"]
+    code, out = run("policy", "create", "--project", "demo", "--name", "second", "--server", WEB1)
+    assert code == 1 and "CSBS.6004" in out
+    assert f"bound to backup policy first ({first})" in out
+
+    code, out = run("policy", "create", "--project", "demo", "--name", "first")
+    assert code == 1 and "CSBS.9007: duplicate service name" in out
+    assert "project demo already has a policy named 'first'" in out
+
+    assert run("sandbox", "set", WEB1, "--status", "ERROR")[0] == 0
+    code, out = run("policy", "run", "--project", "demo", first)
+    assert code == 1 and "CSBS.6032" in out
+    assert f"{WEB1}: CSBS.6006" in out and "ERROR" in out

@@ -18,7 +18,7 @@ from opencsbs.clouds.sandbox.inventory import (
 )
 from opencsbs.db.base import transaction
 from opencsbs.db.models import SandboxAttachment, SandboxServer, SandboxVolume
-from opencsbs.service.protection import check_protectable
+from opencsbs.service.protectable import check_protectable
 from opencsbs.auth.base import Principal
 
 from conftest import EXAMPLE_INVENTORY
@@ -57,7 +57,7 @@ def test_example_loads_every_server_and_volume(runtime, inventory):
                                                                           {"vcpus": 2, "ram": 2048})
     assert [(v.device, v.bootable, v.size_gb, v.volume_type, v.service_type, v.status) for v in web.volumes] == [
         ("/dev/vda", True, 1, "SSD", "EVS", "in-use"), ("/dev/vdb", False, 1, "SSD", "EVS", "in-use")]
-    assert web.system_volume.id == WEB_1_SYS
+    assert [v.id for v in web.volumes if v.bootable] == [WEB_1_SYS]
 
 
 def test_reload_is_an_upsert(runtime, inventory):

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from opencsbs.auth.base import Authenticator
-from opencsbs.auth.policy import Enforcer
+from opencsbs.auth.rules import Enforcer
 from opencsbs.clouds.base import CloudDriver
 from opencsbs.config import Settings
 from opencsbs.core.protectable import ProtectableConfig

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from opencsbs.core import codes
-from opencsbs.core.errors import CSBSError
+from opencsbs.core.errors import INVALID_PREFIX, CSBSError, invalid
 
 log = logging.getLogger("opencsbs.api")
 #: the methods a 405's ``Allow`` may list (HEAD follows GET)
@@ -44,7 +44,7 @@ def describe_validation(exc: RequestValidationError) -> str:
     more = len(exc.errors()) - 5
     if more > 0:
         parts.append(f"and {more} more")
-    return "Invalid request parameters: " + "; ".join(parts)
+    return INVALID_PREFIX + "; ".join(parts)
 
 
 def auth_denial(request: Request) -> CSBSError | None:
@@ -113,8 +113,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code < 500:
             # e.g. a body that is not UTF-8 / not JSON ("There was an error parsing the body"): the client's mistake
             detail = "request body is not valid JSON" if exc.status_code == 400 else str(exc.detail)
-            return error_response(CSBSError(codes.INVALID_PARAMETER, f"Invalid request parameters: {detail}",
-                                            status=exc.status_code), exc.headers)
+            return error_response(invalid(detail, status=exc.status_code), exc.headers)
         log.error("HTTP %s raised on %s %s", exc.status_code, request.method, request.url.path)
         return error_response(CSBSError(codes.INTERNAL_ERROR, "request", status=exc.status_code))
 

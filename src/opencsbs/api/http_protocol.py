@@ -17,6 +17,8 @@ import json
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from opencsbs.core.errors import INVALID_PREFIX
+
 #: the reason phrases of the statuses h11 hints
 REASONS = {400: "Bad Request", 431: "Request Header Fields Too Large", 501: "Not Implemented"}
 
@@ -27,7 +29,7 @@ def protocol_error_body(exc: h11.RemoteProtocolError | None) -> tuple[int, bytes
     status = status if status in REASONS else 400
     why = {431: "its header block is too large", 501: "its Transfer-Encoding is not supported"}.get(
         status, "bad framing, Content-Length or header bytes")
-    msg = f"Invalid request parameters: the HTTP request is malformed ({why})"
+    msg = f"{INVALID_PREFIX}the HTTP request is malformed ({why})"
     body = {"error_code": "CSBS.9001", "error_msg": msg}
     return status, json.dumps(body).encode()
 

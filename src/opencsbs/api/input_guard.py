@@ -22,6 +22,7 @@ from starlette.requests import Request
 
 from opencsbs.api.errors import auth_denial
 from opencsbs.core import codes
+from opencsbs.core.errors import INVALID_PREFIX
 
 PROJECT_ROUTE = re.compile(r"^/v1/([^/]+)/")
 
@@ -117,7 +118,7 @@ class InputGuard:
     @staticmethod
     async def _refuse(scope, send, why: str):
         status, headers = codes.INVALID_PARAMETER.status, []
-        answer = {"error_code": codes.INVALID_PARAMETER.code, "error_msg": f"Invalid request parameters: {why}"}
+        answer = {"error_code": codes.INVALID_PARAMETER.code, "error_msg": INVALID_PREFIX + why}
         project = PROJECT_ROUTE.match(scope.get("path", ""))
         if project is not None and "app" in scope:
             denied = auth_denial(Request(dict(scope, path_params={"project_id": project.group(1)})))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from opencsbs.auth.policy import CONTEXT_IS_ADMIN, DEFAULT_RULES, Enforcer
+from opencsbs.auth.rules import CONTEXT_IS_ADMIN, DEFAULT_RULES, Enforcer
 from opencsbs.config import Settings
 from opencsbs.db.models import LocalToken
 

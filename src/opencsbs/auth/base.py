@@ -18,7 +18,7 @@ class Principal:
     ``system_scope``: ``"all"`` for a system-scoped token (Keystone ``"system": {"all": true}``, or a local token
     made with ``opencsbs token create --cloud-admin``); its ``project_id`` is then ``""``. ``is_admin_project``:
     the token is scoped to the operator's admin project (``auth.admin_project_id`` / ``auth.admin_project_name``).
-    Neither grants anything by itself: the ``context_is_admin`` rule of :mod:`opencsbs.auth.policy` decides who may
+    Neither grants anything by itself: the ``context_is_admin`` rule of :mod:`opencsbs.auth.rules` decides who may
     act on other projects. ``auth_token`` is kept only to pass on to the cloud (keystone mode); it never reaches
     logs or errors.
     """
@@ -34,6 +34,13 @@ class Principal:
         """The caller's token for cloud calls on ``project_id``'s resources: only when the token is scoped to that
         project (a cloud admin acting on another project goes through the service user, with project filters)."""
         return self.auth_token if self.project_id == project_id else None
+
+    @classmethod
+    def operator(cls, project_id: str, who: str, roles: tuple[str, ...] = ROLES) -> Principal:
+        """The service acting for itself on ``project_id``, with no user token (drivers use the service's
+        credentials): ``who`` names the acting part in logs (``"opencsbs-cli"``, ``"opencsbs-scheduler"``);
+        ``roles`` default to every role of :data:`ROLES`."""
+        return cls(project_id=project_id, user_id=who, roles=frozenset(roles))
 
 
 class AuthFailed(CSBSError):

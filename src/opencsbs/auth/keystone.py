@@ -176,12 +176,6 @@ class KeystoneAuthenticator(Authenticator):
         with self._lock:
             self._cache[key] = entry
 
-    def forget(self, token: str) -> None:
-        """Drop ``token``'s cache entry (the next request validates it again)."""
-        if self._cache is not None:
-            with self._lock:
-                self._cache.pop(hashlib.sha256(token.encode("ascii", "replace")).hexdigest(), None)
-
     # -- Keystone ----------------------------------------------------------------------------------------------
 
     def _validate(self, token: str) -> _Entry:

@@ -28,8 +28,13 @@ class CSBSError(Exception):
         return {"error_code": self.error_code, "error_msg": self.error_msg}
 
 
-def invalid(message: str) -> CSBSError:
-    """A 400 for a request the reference's parameter rules reject (CSBS.9001, message says what)."""
+#: how every CSBS.9001 message begins (the reference's wording)
+INVALID_PREFIX = "Invalid request parameters: "
+
+
+def invalid(message: str, *, status: int | None = None) -> CSBSError:
+    """A 400 (or ``status``) CSBS.9001 for a request the reference's parameter rules reject: ``message`` says what
+    (``"marker x is not a server of the project"``); the error_msg is ``"Invalid request parameters: " + message``."""
     from opencsbs.core import codes
 
-    return CSBSError(codes.INVALID_PARAMETER, message)
+    return CSBSError(codes.INVALID_PARAMETER, INVALID_PREFIX + message, status=status)

@@ -75,11 +75,6 @@ class ServerFacts:
     volumes: tuple[VolumeFacts, ...] = field(default_factory=tuple)
     flavor: dict | None = None
 
-    @property
-    def system_volume(self) -> VolumeFacts | None:
-        """The bootable volume (the system disk), if any."""
-        return next((v for v in self.volumes if v.bootable), None)
-
 
 @dataclass(frozen=True)
 class ProtectionState:

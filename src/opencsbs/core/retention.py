@@ -87,7 +87,7 @@ def parse_timezone(name: str | None) -> tzinfo:
     if m:
         sign, hours, minutes = m.group(1), int(m.group(2)), int(m.group(3) or 0)
         if hours > 14 or minutes > 59 or (hours == 14 and minutes):
-            raise invalid(f"Invalid request parameters: timezone {name!r} is out of range")
+            raise invalid(f"timezone {name!r} is out of range")
         delta = timedelta(hours=hours, minutes=minutes)
         return timezone(-delta if sign == "-" else delta)
     try:
@@ -95,7 +95,7 @@ def parse_timezone(name: str | None) -> tzinfo:
 
         return ZoneInfo(text)
     except Exception:
-        raise invalid(f"Invalid request parameters: timezone {name!r} is not like UTC+08:00") from None
+        raise invalid(f"timezone {name!r} is not like UTC+08:00") from None
 
 
 def validate_rule(rule: RetentionRule) -> None:
@@ -104,16 +104,16 @@ def validate_rule(rule: RetentionRule) -> None:
     for name in ("max_backups", "retention_duration_days"):
         value = getattr(rule, name)
         if value is not None and not (value == -1 or 0 <= value <= LIMIT_MAX):
-            raise invalid(f"Invalid request parameters: {name} must be -1 or 0..{LIMIT_MAX}")
+            raise invalid(f"{name} must be -1 or 0..{LIMIT_MAX}")
     for name in ("day_backups", "week_backups", "month_backups", "year_backups"):
         value = getattr(rule, name)
         if value is not None and not 0 <= value <= LONG_TERM_MAX:
-            raise invalid(f"Invalid request parameters: {name} must be 0..{LONG_TERM_MAX}")
+            raise invalid(f"{name} must be 0..{LONG_TERM_MAX}")
     given = [n for n in ("day_backups", "week_backups", "month_backups", "year_backups") if getattr(rule, n) is not None]
     if given and not rule.timezone:
-        raise invalid("Invalid request parameters: timezone is mandatory with " + ", ".join(given))
+        raise invalid("timezone is mandatory with " + ", ".join(given))
     if rule.timezone and not given:
-        raise invalid("Invalid request parameters: timezone is set only with day/week/month/year_backups")
+        raise invalid("timezone is set only with day/week/month/year_backups")
     if rule.timezone:
         parse_timezone(rule.timezone)
 

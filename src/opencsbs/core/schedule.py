@@ -40,7 +40,7 @@ _RECUR_NUMBER = re.compile(r"[0-9]{1,2}")
 
 
 def _bad(why: str) -> CSBSError:
-    return invalid(f"Invalid request parameters: trigger.properties.pattern {why}")
+    return invalid(f"trigger.properties.pattern {why}")
 
 
 @dataclass(frozen=True)

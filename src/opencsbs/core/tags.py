@@ -21,6 +21,10 @@ from dataclasses import dataclass
 from opencsbs.core import codes
 from opencsbs.core.errors import CSBSError, invalid
 
+#: the kinds of resource a tag belongs to (``tags.resource_kind``)
+POLICY = "policy"
+BACKUP = "backup"
+
 MAX_TAGS = 10
 KEY_MAX = 36
 VALUE_MAX = 43
@@ -32,7 +36,7 @@ _CHARS = re.compile(r"^[A-Za-z0-9_-]*$")
 
 
 def _bad(msg: str) -> CSBSError:
-    return invalid(f"Invalid request parameters: {msg}")
+    return invalid(msg)
 
 
 def clean_key(key: object, where: str = "tag") -> str:
@@ -101,6 +105,27 @@ def clean_tag_list(tags: Sequence[Mapping], where: str = "tags") -> dict[str, st
     if len(out) > MAX_TAGS:
         raise CSBSError(codes.TAGS_OVER_LIMIT, MAX_TAGS)
     return out
+
+
+def check_backup_tags(tags: Sequence[Mapping]) -> None:
+    """The tags of a manual backup (``protect_param.resource_tag``-like ``[{"key", "value"}]``, keys and values
+    trimmed): non-empty, at most 10 (CSBS.7000), unique keys, each key 1-36 and each value 0-43 of
+    ``[A-Za-z0-9_-]``. Raises CSBS.9001 naming the first fault, in that order (the backup API's wording, which
+    differs from :func:`clean_tag_list`'s)."""
+    if not tags:
+        raise invalid("tags must not be an empty list")
+    if len(tags) > MAX_TAGS:
+        raise CSBSError(codes.TAGS_OVER_LIMIT, MAX_TAGS)
+    keys = [str(t.get("key", "")).strip() for t in tags]
+    if len(set(keys)) != len(keys):
+        raise invalid("tag keys must be unique")
+    for t in tags:
+        key = str(t.get("key", "")).strip()
+        value = str(t.get("value", "")).strip()
+        if not re.fullmatch(rf"[A-Za-z0-9_-]{{1,{KEY_MAX}}}", key):
+            raise invalid(f"tag key {key!r} must be 1 to {KEY_MAX} letters, digits, '_' or '-'")
+        if not re.fullmatch(rf"[A-Za-z0-9_-]{{0,{VALUE_MAX}}}", value):
+            raise invalid(f"tag value {value!r} must be at most {VALUE_MAX} letters, digits, '_' or '-'")
 
 
 def merge(existing: Mapping[str, str], added: Mapping[str, str]) -> dict[str, str]:

@@ -18,7 +18,6 @@ server type), CSBS.9001 (any other invalid field).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -30,15 +29,15 @@ from opencsbs.auth.base import Principal
 from opencsbs.core import codes
 from opencsbs.core import tags as tag_rules
 from opencsbs.core.errors import CSBSError, invalid
+from opencsbs.core.listing import parse_sort
 from opencsbs.core.retention import RetentionRule, validate_rule
 from opencsbs.core.schedule import parse_pattern
 from opencsbs.core.timeutil import utcnow, wire_ts
 from opencsbs.db.base import lock_project, transaction
 from opencsbs.db.models import Policy, PolicyResource, ScheduledOperation, Tag
 from opencsbs.runtime import Runtime
+from opencsbs.service.tags import tags_of
 
-POLICY_KIND = "policy"
-BACKUP_KIND = "backup"
 SORT_KEYS = ("created_at", "updated_at", "name", "id", "status")
 DEFINITION_NUMBERS = ("max_backups", "retention_duration_days", "day_backups", "week_backups", "month_backups",
                       "year_backups")
@@ -116,21 +115,7 @@ def policy_wire(policy: Policy, tags: dict[str, str], strings: bool = False) -> 
 # --- helpers ----------------------------------------------------------------------------------------------
 
 
-def load_tags(session: Session, kind: str, resource_ids: Sequence[str]) -> dict[str, dict[str, str]]:
-    """``{resource_id: {key: value}}`` for ``kind`` (``policy``/``backup``)."""
-    out: dict[str, dict[str, str]] = {rid: {} for rid in resource_ids}
-    ids = list(resource_ids)
-    for start in range(0, len(ids), 900):
-        rows = session.scalars(
-            select(Tag).where(Tag.resource_kind == kind, Tag.resource_id.in_(ids[start : start + 900])).order_by(Tag.key)
-        )
-        for tag in rows:
-            out.setdefault(tag.resource_id, {})[tag.key] = tag.value
-    return out
-
-
-def find_policy(session: Session, principal: Principal | None, project_id: str, policy_id: str,
-                lock: bool = False) -> Policy:
+def find_policy(session: Session, project_id: str, policy_id: str, lock: bool = False) -> Policy:
     """The policy ``policy_id`` of ``project_id`` or CSBS.3000 (404)."""
     query = select(Policy).where(Policy.id == policy_id, Policy.project_id == project_id)
     if lock:
@@ -143,20 +128,20 @@ def find_policy(session: Session, principal: Principal | None, project_id: str, 
 
 def _check_provider(runtime: Runtime, provider_id: str | None, where: str) -> None:
     if provider_id is not None and provider_id != runtime.settings.provider_id:
-        raise invalid(f"Invalid request parameters: {where} provider invalid")
+        raise invalid(f"{where} provider invalid")
 
 
 def _check_resources(runtime: Runtime, principal: Principal, project_id: str, resources: list[dict]) -> None:
     """Duplicates, count, and that each is an existing server of the project (CSBS.6003/6000/6001)."""
     ids = [r["id"] for r in resources]
     if len(set(ids)) != len(ids):
-        raise invalid("Invalid request parameters: resources holds a server twice")
+        raise invalid("resources holds a server twice")
     limit = runtime.settings.policy_max_resources
     if len(ids) > limit:
-        raise invalid(f"Invalid request parameters: a policy holds at most {limit} servers")
+        raise invalid(f"a policy holds at most {limit} servers")
     if not ids:
         return
-    from opencsbs.service.protection import check_protectable
+    from opencsbs.service.protectable import check_protectable
 
     verdicts = check_protectable(runtime, principal, project_id, [(r["id"], r["type"]) for r in resources])
     refused = {codes.TYPE_NOT_PROTECTABLE.code, codes.SERVER_NOT_FOUND.code, codes.SERVER_TERMINATED.code}
@@ -264,7 +249,7 @@ def create_policy(runtime: Runtime, principal: Principal, project_id: str, spec:
                 schedule_next(op, now)
                 policy.scheduled_operations.append(op)
             for key, value in tags.items():
-                session.add(Tag(project_id=project_id, resource_kind=POLICY_KIND, resource_id=policy.id,
+                session.add(Tag(project_id=project_id, resource_kind=tag_rules.POLICY, resource_id=policy.id,
                                 key=key, value=value))
             session.flush()
             return policy_wire(policy, tags, strings=True)
@@ -275,8 +260,8 @@ def create_policy(runtime: Runtime, principal: Principal, project_id: str, spec:
 def show_policy(runtime: Runtime, principal: Principal, project_id: str, policy_id: str) -> dict:
     """The ``policy`` of ``GET /policies/{policy_id}``."""
     with runtime.sessions() as session:
-        policy = find_policy(session, principal, project_id, policy_id)
-        tags = load_tags(session, POLICY_KIND, [policy.id])[policy.id]
+        policy = find_policy(session, project_id, policy_id)
+        tags = tags_of(session, tag_rules.POLICY, [policy.id])[policy.id]
         return policy_wire(policy, tags)
 
 
@@ -293,28 +278,11 @@ class ListQuery:
     all_tenants: bool = False
 
 
-def parse_sort(sort: str | None) -> list[tuple[str, bool]]:
-    """``key1[:asc|desc],key2...`` -> ``[(key, descending)]``; default newest first. Raises CSBS.9001."""
-    if not sort:
-        return [("created_at", True), ("id", True)]
-    if len(sort) > 255:
-        raise invalid("Invalid request parameters: sort is longer than 255 characters")
-    out = []
-    for part in sort.split(","):
-        key, _, direction = part.strip().partition(":")
-        key, direction = key.strip(), (direction.strip().lower() or "desc")
-        if key not in SORT_KEYS or direction not in ("asc", "desc"):
-            raise invalid(f"Invalid request parameters: sort {part!r} is not <key>[:asc|desc] with key one of "
-                          + ", ".join(SORT_KEYS))
-        out.append((key, direction == "desc"))
-    return out
-
-
 def list_policies(
     runtime: Runtime, principal: Principal, project_id: str, query: ListQuery
 ) -> tuple[list[dict], str | None]:
     """One page of policies and the marker of the next page (None on the last page)."""
-    order = parse_sort(query.sort)
+    order = parse_sort(query.sort, SORT_KEYS, [("created_at", True), ("id", True)], one_message=True)
     with runtime.sessions() as session:
         stmt = select(Policy)
         if not query.all_tenants:
@@ -329,13 +297,13 @@ def list_policies(
         if query.marker is not None:
             ids = [p.id for p in policies]
             if query.marker not in ids:
-                raise invalid(f"Invalid request parameters: marker {query.marker} not found")
+                raise invalid(f"marker {query.marker} not found")
             policies = policies[ids.index(query.marker) + 1 :]
         if query.offset:
             policies = policies[query.offset :]
         limit = query.limit if query.limit is not None else 1000
         page, more = policies[:limit], len(policies) > limit
-        tags = load_tags(session, POLICY_KIND, [p.id for p in page])
+        tags = tags_of(session, tag_rules.POLICY, [p.id for p in page])
         body = [policy_wire(p, tags.get(p.id, {})) for p in page]
         return body, (page[-1].id if more and page else None)
 
@@ -349,7 +317,7 @@ def update_policy(runtime: Runtime, principal: Principal, project_id: str, polic
     now = utcnow()
     try:
         with transaction(runtime.sessions) as session:
-            policy = find_policy(session, principal, project_id, policy_id, lock=True)
+            policy = find_policy(session, project_id, policy_id, lock=True)
             if spec.get("name") is not None and spec["name"] != policy.name:
                 dup = session.scalar(
                     select(Policy.id).where(Policy.project_id == project_id, Policy.name == spec["name"])
@@ -368,9 +336,9 @@ def update_policy(runtime: Runtime, principal: Principal, project_id: str, polic
             for item in spec.get("scheduled_operations") or []:
                 op = next((o for o in policy.scheduled_operations if o.id == item["id"]), None)
                 if op is None:
-                    raise invalid(f"Invalid request parameters: scheduled operation {item['id']} is not in the policy")
+                    raise invalid(f"scheduled operation {item['id']} is not in the policy")
                 if item.get("trigger_id") is not None and item["trigger_id"] != op.trigger_id:
-                    raise invalid(f"Invalid request parameters: trigger {item['trigger_id']} is not this operation's")
+                    raise invalid(f"trigger {item['trigger_id']} is not this operation's")
                 reschedule = False
                 if item.get("name") is not None:
                     op.name = item["name"]
@@ -394,7 +362,7 @@ def update_policy(runtime: Runtime, principal: Principal, project_id: str, polic
                 policy.status = "enabled" if any(o.enabled for o in policy.scheduled_operations) else "disabled"
             policy.updated_at = now
             session.flush()
-            tags = load_tags(session, POLICY_KIND, [policy.id])[policy.id]
+            tags = tags_of(session, tag_rules.POLICY, [policy.id])[policy.id]
             body = policy_wire(policy, tags, strings=True)
             body["user_id"] = None
             return body
@@ -405,22 +373,6 @@ def update_policy(runtime: Runtime, principal: Principal, project_id: str, polic
 def delete_policy(runtime: Runtime, principal: Principal, project_id: str, policy_id: str) -> None:
     """Delete the policy, its bindings, schedule and tags; its backups stay (user guide)."""
     with transaction(runtime.sessions) as session:
-        policy = find_policy(session, principal, project_id, policy_id, lock=True)
-        session.query(Tag).filter(Tag.resource_kind == POLICY_KIND, Tag.resource_id == policy.id).delete()
+        policy = find_policy(session, project_id, policy_id, lock=True)
+        session.query(Tag).filter(Tag.resource_kind == tag_rules.POLICY, Tag.resource_id == policy.id).delete()
         session.delete(policy)
-
-
-def next_link(base: str, project_id: str, marker: str, query: ListQuery) -> list[dict]:
-    """``policies_links`` for the next page."""
-    from urllib.parse import urlencode
-
-    params: dict = {"marker": marker}
-    if query.limit is not None:
-        params["limit"] = query.limit
-    for key in ("sort", "name", "status"):
-        if getattr(query, key) is not None:
-            params[key] = getattr(query, key)
-    if query.all_tenants:
-        params["all_tenants"] = "true"
-    return [{"rel": "next", "href": f"{base}/v1/{project_id}/policies?{urlencode(params)}"}]
-

@@ -29,23 +29,23 @@ from sqlalchemy import select
 from opencsbs.auth.base import Principal
 from opencsbs.core import codes
 from opencsbs.core.errors import CSBSError, invalid
+from opencsbs.core.lifecycle import ItemStatus
 from opencsbs.core.retention import BackupInfo, RetentionRule, plan
+from opencsbs.core.tags import POLICY
 from opencsbs.core.timeutil import utcnow
 from opencsbs.db.base import transaction
 from opencsbs.db.models import CheckpointItem, Policy, PolicyRun, ResourceLock, ScheduledOperation
 from opencsbs.runtime import Runtime
 from opencsbs.service import backups
-from opencsbs.service.policies import POLICY_KIND, find_policy, load_tags
+from opencsbs.service.policies import find_policy
+from opencsbs.service.tags import tags_of
 
 log = logging.getLogger("opencsbs.policies")
-
-#: checkpoint_item statuses of a backup still being made
-MAKING = ("waiting_protect", "protecting")
 
 
 def scheduler_principal(project_id: str) -> Principal:
     """Who a scheduled run acts as: the project itself, with no user token (drivers use service credentials)."""
-    return Principal(project_id=project_id, user_id="opencsbs-scheduler", roles=frozenset({"member"}))
+    return Principal.operator(project_id, "opencsbs-scheduler", roles=("member",))
 
 
 def _running_kind(runtime: Runtime, policy_id: str) -> bool | None:
@@ -53,7 +53,7 @@ def _running_kind(runtime: Runtime, policy_id: str) -> bool | None:
     with runtime.sessions() as session:
         rows = session.execute(
             select(CheckpointItem.auto_trigger).where(CheckpointItem.policy_id == policy_id,
-                                                      CheckpointItem.status.in_(MAKING))
+                                                      CheckpointItem.status.in_(ItemStatus.MAKING))
         ).all()
     if not rows:
         return None
@@ -86,15 +86,15 @@ def execute(
     wire dict of the first backup started. ``auto_trigger`` marks the backups automatic (``autobk_xxxx``,
     subject to retention). Raises the CSBSError codes listed in the module docstring."""
     with runtime.sessions() as session:
-        policy = find_policy(session, principal, project_id, policy_id)
+        policy = find_policy(session, project_id, policy_id)
         bound = [(r.resource_id, r.resource_type, r.name) for r in policy.resources]
-        tags = load_tags(session, POLICY_KIND, [policy.id])[policy.id]
+        tags = tags_of(session, POLICY, [policy.id])[policy.id]
     if resources:  # None or [] = every server of the policy
         wanted = list(dict.fromkeys(resources))
         known = {rid for rid, _, _ in bound}
         unknown = [rid for rid in wanted if rid not in known]
         if unknown:
-            raise invalid(f"Invalid request parameters: resources {', '.join(unknown)} not in the policy")
+            raise invalid(f"resources {', '.join(unknown)} not in the policy")
         bound = [b for b in bound if b[0] in set(wanted)]
     if not bound:
         raise CSBSError(codes.PLAN_HAS_NO_RESOURCE)
@@ -200,7 +200,7 @@ def apply_retention(runtime: Runtime, policy_id: str, now: datetime | None = Non
         rows = session.execute(
             select(CheckpointItem.id, CheckpointItem.resource_id, CheckpointItem.created_at, CheckpointItem.status)
             .where(CheckpointItem.policy_id == policy_id, CheckpointItem.auto_trigger.is_(True),
-                   CheckpointItem.project_id == project_id, CheckpointItem.status != "deleted")
+                   CheckpointItem.project_id == project_id, CheckpointItem.status != ItemStatus.DELETED)
         ).all()
     per_server: dict[str, list[BackupInfo]] = defaultdict(list)
     for item_id, resource_id, created_at, status in rows:

@@ -21,20 +21,22 @@ from opencsbs.auth.base import Principal
 from opencsbs.clouds.base import CloudContext
 from opencsbs.core import codes
 from opencsbs.core.errors import CSBSError, invalid
-from opencsbs.core.facts import ProtectionState
+from opencsbs.core.facts import SERVER, ProtectionState
+from opencsbs.core.lifecycle import ItemStatus, RestoreStatus
 from opencsbs.core.restorable import BackupFacts, DiskBackupFacts, RestoreVerdict, check_restorable as rule
 from opencsbs.core.timeutil import wire_ts
 from opencsbs.db.base import new_id, transaction
 from opencsbs.db.models import Checkpoint, CheckpointItem, ResourceLock, Restore
 from opencsbs.engine.jobs import enqueue
 from opencsbs.runtime import Runtime
-from opencsbs.service.protection import protection_states
+from opencsbs.service.checkpoint_items import ItemState
+from opencsbs.service.protectable import protection_states
 
 _IN_CHUNK = 900
 
 
 @dataclass(frozen=True)
-class RestoreRequest:
+class RestorePlan:
     """One restore (or check_restorable item): backup, target server and ``(backup_id, volume_id)`` mapping."""
 
     checkpoint_item_id: str
@@ -65,7 +67,7 @@ def _backups(runtime: Runtime, project_id: str, item_ids: Sequence[str]) -> dict
 
 
 def check_restorable(runtime: Runtime, principal: Principal, project_id: str,
-                     requests: Sequence[RestoreRequest]) -> list[RestoreVerdict]:
+                     requests: Sequence[RestorePlan]) -> list[RestoreVerdict]:
     """Verdicts for ``requests`` in order. Raises ``CloudUnavailable`` (503) when the cloud cannot be asked."""
     backups = _backups(runtime, project_id, [r.checkpoint_item_id for r in requests])
     ctx = CloudContext(project_id=project_id, auth_token=principal.cloud_token(project_id))
@@ -100,7 +102,7 @@ def restore_to_wire(restore: Restore) -> dict[str, Any]:
 
 
 def create_restore(runtime: Runtime, principal: Principal, project_id: str, *, checkpoint_id: str,
-                   request: RestoreRequest, power_on: bool, restore_target: str | None = None) -> dict[str, Any]:
+                   request: RestorePlan, power_on: bool, restore_target: str | None = None) -> dict[str, Any]:
     """Start restoring ``request.checkpoint_item_id`` onto ``request.target_id``; returns the ``restore`` wire
     dict (status ``in_progress``). The item reads ``waiting_restore`` until the job starts.
 
@@ -138,8 +140,8 @@ def create_restore(runtime: Runtime, principal: Principal, project_id: str, *, c
                 raise CSBSError(codes.CHECKPOINT_ITEM_NOT_FOUND, request.checkpoint_item_id)
             res = session.execute(
                 update(CheckpointItem)
-                .where(CheckpointItem.id == item.id, CheckpointItem.status == "available")
-                .values(status="waiting_restore")
+                .where(CheckpointItem.id == item.id, CheckpointItem.status == ItemStatus.AVAILABLE)
+                .values(status=ItemStatus.WAITING_RESTORE)
             )
             if res.rowcount != 1:
                 raise CSBSError(codes.CHECKPOINT_ITEM_NOT_AVAILABLE)
@@ -151,8 +153,8 @@ def create_restore(runtime: Runtime, principal: Principal, project_id: str, *, c
             restore = Restore(
                 id=restore_id, project_id=project_id, provider_id=runtime.settings.provider_id,
                 checkpoint_id=checkpoint_id, checkpoint_item_id=item.id, target_server_id=request.target_id,
-                parameters=parameters, restore_target=restore_target, status="in_progress",
-                resources_status={request.target_id: "in_progress"}, resources_reason={}, job_id=job.id,
+                parameters=parameters, restore_target=restore_target, status=RestoreStatus.IN_PROGRESS,
+                resources_status={request.target_id: RestoreStatus.IN_PROGRESS}, resources_reason={}, job_id=job.id,
             )
             session.add(restore)
             session.flush()
@@ -171,10 +173,30 @@ def get_restore(runtime: Runtime, project_id: str, restore_id: str) -> dict[str,
         return restore_to_wire(restore)
 
 
+def plan_onto_server(runtime: Runtime, item: ItemState, target_id: str) -> RestorePlan:
+    """Restore backup ``item`` onto server ``target_id`` (of the backup's project): each disk backup onto the
+    same disk when the target has it attached, otherwise onto the target's disks in device order (a disk backup
+    beyond the target's disks keeps its source volume, which ``check_restorable`` then judges)."""
+    target = runtime.driver.get_servers(CloudContext(project_id=item.project_id), [target_id]).get(target_id)
+    attached = [v.id for v in target.volumes] if target else []
+    mapping = []
+    for position, (backup_id, source) in enumerate(item.disks):
+        volume = source if source in attached else (attached[position] if position < len(attached) else source)
+        mapping.append((backup_id, volume))
+    return RestorePlan(item.id, target_id, SERVER, tuple(mapping))
+
+
+def restore_progress(runtime: Runtime, restore_id: str) -> tuple[str, int, dict]:
+    """``(status, progress in percent, resources_reason)`` of restore ``restore_id`` (any project)."""
+    with runtime.sessions() as session:
+        row = session.get(Restore, restore_id)
+        return row.status, row.progress, row.resources_reason
+
+
 def mapping_of(volumes: Sequence[Any]) -> tuple[tuple[str, str], ...]:
     """``[{backup_id, volume_id}]`` (models or dicts) → ``((backup_id, volume_id), ...)``; CSBS.9001 if empty."""
     pairs = tuple((v["backup_id"], v["volume_id"]) if isinstance(v, dict) else (v.backup_id, v.volume_id)
                   for v in volumes)
     if not pairs:
-        raise invalid("Invalid request parameters: volumes must not be empty")
+        raise invalid("volumes must not be empty")
     return pairs

@@ -10,6 +10,7 @@ from __future__ import annotations
 from opencsbs.auth.base import Principal
 from opencsbs.clouds.base import CloudContext
 from opencsbs.core.errors import invalid
+from opencsbs.core.facts import ServerFacts
 from opencsbs.runtime import Runtime
 
 DEFAULT_LIMIT = 1000
@@ -31,7 +32,7 @@ def list_servers(runtime: Runtime, principal: Principal, project_id: str, marker
     if marker is not None:
         position = next((i for i, s in enumerate(servers) if s.id == marker), None)
         if position is None:
-            raise invalid(f"Invalid request parameters: marker {marker} is not a server of the project")
+            raise invalid(f"marker {marker} is not a server of the project")
         servers = servers[position + 1:]
     servers = servers[:DEFAULT_LIMIT if limit is None else limit]
     return [
@@ -43,3 +44,9 @@ def list_servers(runtime: Runtime, principal: Principal, project_id: str, marker
         }
         for s in servers
     ]
+
+
+def find_server(runtime: Runtime, server_id: str) -> ServerFacts | None:
+    """Server ``server_id`` of any project as the cloud driver sees it (asked with the service's own
+    credentials, every project), or ``None`` when the cloud has no such server."""
+    return runtime.driver.get_servers(CloudContext(project_id="", all_tenants=True), [server_id]).get(server_id)

@@ -12,7 +12,7 @@ CSBS.7001 (404, removing a tag that is not there), CSBS.9001 (invalid keys, valu
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import delete, select
@@ -21,13 +21,13 @@ from sqlalchemy.orm import Session, selectinload
 from opencsbs.core import codes
 from opencsbs.core import tags as rules
 from opencsbs.core.errors import CSBSError, invalid
+from opencsbs.core.lifecycle import ItemStatus
 from opencsbs.db.base import transaction
 from opencsbs.db.models import CheckpointItem, Policy, Tag
 from opencsbs.runtime import Runtime
-from opencsbs.service.backups import item_to_wire
+from opencsbs.service.checkpoint_items import item_to_wire
 
-POLICY = "policy"
-BACKUP = "backup"
+POLICY, BACKUP = rules.POLICY, rules.BACKUP
 
 
 @dataclass
@@ -67,6 +67,19 @@ def _policy_every(session: Session, project_id: str) -> list[TaggedResource]:
     return [TaggedResource(p.id, p.name, {}, (p.created_at, p.id)) for p in rows]
 
 
+def tags_of(session: Session, kind: str, resource_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``{resource_id: {key: value}}`` for ``kind`` (``policy``/``backup``)."""
+    out: dict[str, dict[str, str]] = {rid: {} for rid in resource_ids}
+    ids = list(resource_ids)
+    for start in range(0, len(ids), 900):
+        rows = session.scalars(
+            select(Tag).where(Tag.resource_kind == kind, Tag.resource_id.in_(ids[start : start + 900])).order_by(Tag.key)
+        )
+        for tag in rows:
+            out.setdefault(tag.resource_id, {})[tag.key] = tag.value
+    return out
+
+
 def _table_load(kind: str):
     def load(session: Session, project_id: str, ids: list[str] | None) -> dict[str, dict[str, str]]:
         stmt = select(Tag).where(Tag.project_id == project_id, Tag.resource_kind == kind).order_by(Tag.key)
@@ -96,7 +109,7 @@ def _table_store(kind: str):
 
 def _live_items(session: Session, project_id: str):
     return (select(CheckpointItem).where(CheckpointItem.project_id == project_id,
-                                         CheckpointItem.status != "deleted"))
+                                         CheckpointItem.status != ItemStatus.DELETED))
 
 
 def _backup_one(session: Session, project_id: str, resource_id: str, lock: bool) -> TaggedResource | None:
@@ -114,7 +127,7 @@ def _backup_every(session: Session, project_id: str) -> list[TaggedResource]:
 
 def _backup_load(session: Session, project_id: str, ids: list[str] | None) -> dict[str, dict[str, str]]:
     stmt = select(CheckpointItem.id, CheckpointItem.tags).where(CheckpointItem.project_id == project_id,
-                                                                 CheckpointItem.status != "deleted")
+                                                                 CheckpointItem.status != ItemStatus.DELETED)
     out: dict[str, dict[str, str]] = {}
     chunks = [None] if ids is None else [ids[i : i + 900] for i in range(0, len(ids), 900)]
     for chunk in chunks:
@@ -168,7 +181,7 @@ def add_tag(runtime: Runtime, project_id: str, kind: str, resource_id: str, tag:
     """``POST .../{resource_id}/tags`` with ``{"tag": {"key", "value"}}``: set one tag (a key already there
     takes the new value)."""
     if not isinstance(tag, dict):
-        raise invalid("Invalid request parameters: tag must be an object")
+        raise invalid("tag must be an object")
     added = rules.clean_tag_list([tag], "tag")
     with transaction(runtime.sessions) as session:
         _require(session, kind, project_id, resource_id, lock=True)
@@ -190,10 +203,10 @@ def batch(runtime: Runtime, project_id: str, kind: str, resource_id: str, body: 
     """``POST .../{resource_id}/tags/action``: ``action`` ``create`` (set every tag, CSBS.7000 past 10) or
     ``delete`` (remove those there; a value, when given, must match)."""
     if not isinstance(body, dict):
-        raise invalid("Invalid request parameters: request body must be an object")
+        raise invalid("request body must be an object")
     action = body.get("action")
     if action not in ("create", "delete"):
-        raise invalid("Invalid request parameters: action must be 'create' or 'delete'")
+        raise invalid("action must be 'create' or 'delete'")
     if action == "create":
         added = rules.clean_tag_list(body.get("tags"), "tags")
     else:

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from opencsbs.api.deps import Caller, check_provider, require
 from opencsbs.api.schemas.backups import CheckpointItemEnvelope, CheckpointItemList, Count, QuotaEnvelope
 from opencsbs.api.schemas.common import ERRORS, MAX_QUERY_INT
-from opencsbs.service import backups
+from opencsbs.service import backups, checkpoint_items
 
 router = APIRouter(tags=["backups"], responses=ERRORS)
 
@@ -33,15 +33,15 @@ def item_query(
     checkpoint_id: str | None = Query(None, max_length=64),
     ip: str | None = Query(None, max_length=64, description="the server's private IP or EIP"),
     all_tenants: bool = Query(False),
-) -> backups.ItemQuery:
+) -> checkpoint_items.ItemQuery:
     """The filters shared by the list and the count (one dependency, so the two never disagree)."""
-    return backups.ItemQuery(status=status, name=name, az=az, resource_id=resource_id, resource_name=resource_name,
+    return checkpoint_items.ItemQuery(status=status, name=name, az=az, resource_id=resource_id, resource_name=resource_name,
                              resource_type=resource_type, start_time=start_time, end_time=end_time,
                              image_type=image_type, policy_id=policy_id, checkpoint_id=checkpoint_id, ip=ip,
                              all_tenants=all_tenants)
 
 
-def _tenants(caller: Caller, q: backups.ItemQuery) -> None:
+def _tenants(caller: Caller, q: checkpoint_items.ItemQuery) -> None:
     if q.all_tenants:
         caller.enforce("csbs:all_tenants")
 
@@ -50,7 +50,7 @@ def _tenants(caller: Caller, q: backups.ItemQuery) -> None:
             response_model_exclude_unset=True, summary="Query all backups")
 def list_checkpoint_items(
     request: Request,
-    q: backups.ItemQuery = Depends(item_query),
+    q: checkpoint_items.ItemQuery = Depends(item_query),
     sort: str | None = Query(None, max_length=1024),
     limit: int | None = Query(None, le=MAX_QUERY_INT),
     marker: str | None = Query(None, max_length=64),
@@ -62,9 +62,9 @@ def list_checkpoint_items(
     When more remain, ``checkpoint_items_links`` holds ``{"rel": "next", "href": ...}``: this URL with ``marker``
     set to the page's last id (``offset`` dropped), which the Go SDKs' pagers follow; none on the last page."""
     _tenants(caller, q)
-    page_size = backups.DEFAULT_LIMIT if limit is None else limit
+    page_size = checkpoint_items.DEFAULT_LIMIT if limit is None else limit
     probe = page_size + 1 if page_size > 0 else page_size  # one more tells whether a next page exists
-    items = backups.list_items(caller.runtime, caller.project_id, q, sort=sort, limit=probe, marker=marker,
+    items = checkpoint_items.list_items(caller.runtime, caller.project_id, q, sort=sort, limit=probe, marker=marker,
                                offset=offset)
     body: dict = {"checkpoint_items": items[:page_size]}
     if len(items) > page_size:
@@ -80,12 +80,12 @@ def next_links(request: Request, marker: str) -> list[dict]:
 
 @router.get("/v1/{project_id}/checkpoint_items/count", response_model=Count, summary="Query the number of backups")
 def count_checkpoint_items(
-    q: backups.ItemQuery = Depends(item_query),
+    q: checkpoint_items.ItemQuery = Depends(item_query),
     caller: Caller = Depends(require("csbs:checkpoint_items:read")),
 ) -> dict:
     """``{"count": n}`` of the backups matching the filters."""
     _tenants(caller, q)
-    return {"count": backups.count_items(caller.runtime, caller.project_id, q)}
+    return {"count": checkpoint_items.count_items(caller.runtime, caller.project_id, q)}
 
 
 @router.get("/v1/{project_id}/checkpoint_items/{checkpoint_item_id}", response_model=CheckpointItemEnvelope,
@@ -96,7 +96,7 @@ def show_checkpoint_item(
 ) -> dict:
     """One backup, by checkpoint_item id or (single-server backup) checkpoint id; 404 CSBS.3001 otherwise.
     Admins may read other projects' backups."""
-    item = backups.get_item(caller.runtime, caller.project_id, checkpoint_item_id,
+    item = checkpoint_items.get_item(caller.runtime, caller.project_id, checkpoint_item_id,
                             all_tenants=caller.runtime.enforcer.allowed(caller.principal, "csbs:all_tenants"))
     return {"checkpoint_item": item}
 
@@ -117,7 +117,7 @@ def delete_checkpoint(
         if not ids:
             from opencsbs.core.errors import invalid
 
-            raise invalid("Invalid request parameters: checkpoint_items is empty")
+            raise invalid("checkpoint_items is empty")
     backups.delete_checkpoint(caller.runtime, caller.project_id, checkpoint_id, ids)
     return {}
 

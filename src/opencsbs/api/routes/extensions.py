@@ -86,7 +86,7 @@ def login(body: LoginRequest, runtime: Runtime = Depends(get_runtime)) -> dict:
     """200 ``{"token": {"id", "project_id", "project_name", "user_id", "expires_at"}}``; 401 APIGW.0301 when
     Keystone refuses; 400 CSBS.9001 in local mode (no Keystone to ask); 503 CSBS.9999 when Keystone is down."""
     if runtime.settings.auth.mode != "keystone":
-        raise invalid("Invalid request parameters: auth.mode is local; log in with a token from "
+        raise invalid("auth.mode is local; log in with a token from "
                       "`opencsbs token create`")
     a = body.auth
     issued = password_token(runtime.settings.auth, a.username, a.password, a.project, a.domain)

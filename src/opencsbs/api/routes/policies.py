@@ -7,20 +7,17 @@ Source: backup_policy_management/*.rst, backup_management/executing_a_backup_pol
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from opencsbs.api.deps import Caller, check_provider, project_caller
 from opencsbs.api.schemas.common import ERRORS, MAX_QUERY_INT
 from opencsbs.api.schemas.backups import CheckpointEnvelope
-from opencsbs.api.schemas.policies import (
-    CheckpointCreateRequest,
-    PolicyCreateRequest,
-    PolicyEnvelope,
-    PolicyList,
-    PolicyUpdateRequest,
-)
+from opencsbs.api.schemas.policies import PolicyEnvelope, PolicyList
 from opencsbs.core.errors import invalid
 from opencsbs.service import policies, policy_runs
+from opencsbs.wire.policies import CheckpointCreateRequest, PolicyCreateRequest, PolicyUpdateRequest
 
 router = APIRouter(tags=["policies"], responses=ERRORS)
 
@@ -44,7 +41,7 @@ def _bool(value: str | None, name: str) -> bool:
         return True
     if lowered in ("false", "0", "no", ""):
         return False
-    raise invalid(f"Invalid request parameters: {name} must be true or false")
+    raise invalid(f"{name} must be true or false")
 
 
 @router.get("/v1/{project_id}/policies", response_model=PolicyList, response_model_exclude_unset=True,
@@ -71,7 +68,7 @@ def list_policies(
     body: dict = {"policies": page}
     if next_marker is not None:
         base = str(request.base_url).rstrip("/")
-        body["policies_links"] = policies.next_link(base, caller.project_id, next_marker, query)
+        body["policies_links"] = _next_link(base, caller.project_id, next_marker, query)
     return body
 
 
@@ -114,3 +111,16 @@ def execute_policy(body: CheckpointCreateRequest, _provider: str = Depends(check
         caller.runtime, caller.principal, caller.project_id, cp.plan_id,
         resources=cp.parameters.resources, auto_trigger=cp.parameters.auto_trigger,
     )}
+
+
+def _next_link(base: str, project_id: str, marker: str, query: policies.ListQuery) -> list[dict]:
+    """``policies_links`` for the next page."""
+    params: dict = {"marker": marker}
+    if query.limit is not None:
+        params["limit"] = query.limit
+    for key in ("sort", "name", "status"):
+        if getattr(query, key) is not None:
+            params[key] = getattr(query, key)
+    if query.all_tenants:
+        params["all_tenants"] = "true"
+    return [{"rel": "next", "href": f"{base}/v1/{project_id}/policies?{urlencode(params)}"}]

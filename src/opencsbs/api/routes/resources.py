@@ -17,7 +17,7 @@ from opencsbs.api.schemas.common import ERRORS
 from opencsbs.api.schemas.resources import ProtectableResponse, ResourceActionRequest
 from opencsbs.core.errors import invalid
 from opencsbs.core.facts import SERVER
-from opencsbs.service import backups, protection, restores
+from opencsbs.service import backups, protectable, restores
 
 router = APIRouter(tags=["resources"], responses=ERRORS)
 
@@ -37,26 +37,26 @@ def resource_action(
     CSBS.9001 for an unknown provider, a malformed body, a missing or empty ``check_protectable``/
     ``check_restorable`` (or both at once) or a batch over ``batch_limit``."""
     if body.check_protectable is not None and body.check_restorable is not None:
-        raise invalid("Invalid request parameters: give either check_protectable or check_restorable")
+        raise invalid("give either check_protectable or check_restorable")
     limit = caller.runtime.settings.batch_limit
     if body.check_restorable is not None:
         caller.enforce("csbs:resources:check_restorable")
         if len(body.check_restorable) > limit:
-            raise invalid(f"Invalid request parameters: check_restorable holds more than {limit} items")
+            raise invalid(f"check_restorable holds more than {limit} items")
         requests = [
-            restores.RestoreRequest(p.checkpoint_item_id, p.target.resource_id, p.target.resource_type,
+            restores.RestorePlan(p.checkpoint_item_id, p.target.resource_id, p.target.resource_type,
                                     restores.mapping_of(p.target.volumes))
             for p in body.check_restorable
         ]
         verdicts = restores.check_restorable(caller.runtime, caller.principal, caller.project_id, requests)
         return {"restorable": [v.to_wire() for v in verdicts]}
     if body.check_protectable is None:
-        raise invalid("Invalid request parameters: check_protectable or check_restorable is required")
+        raise invalid("check_protectable or check_restorable is required")
     caller.enforce("csbs:resources:check_protectable")
     if len(body.check_protectable) > limit:
-        raise invalid(f"Invalid request parameters: check_protectable holds more than {limit} items")
+        raise invalid(f"check_protectable holds more than {limit} items")
     items = [(p.resource_id, p.resource_type) for p in body.check_protectable]
-    verdicts = protection.check_protectable(caller.runtime, caller.principal, caller.project_id, items)
+    verdicts = protectable.check_protectable(caller.runtime, caller.principal, caller.project_id, items)
     return {"protectable": [v.to_wire() for v in verdicts]}
 
 

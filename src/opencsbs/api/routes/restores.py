@@ -24,7 +24,7 @@ def create_restore(body: RestoreRequest, caller: Caller = Depends(require("csbs:
     if r.provider_id != caller.runtime.settings.provider_id:
         raise CSBSError(codes.INVALID_PARAMETER, message="provider invalid")
     p = r.parameters
-    request = restores.RestoreRequest(p.checkpoint_item_id, p.targets.server_id, SERVER,
+    request = restores.RestorePlan(p.checkpoint_item_id, p.targets.server_id, SERVER,
                                       restores.mapping_of(p.targets.volumes))
     restore = restores.create_restore(caller.runtime, caller.principal, caller.project_id,
                                       checkpoint_id=r.checkpoint_id, request=request, power_on=p.power_on,

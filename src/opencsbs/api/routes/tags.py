@@ -50,7 +50,7 @@ def _register(prefix: str, kind: str) -> None:
                 caller: Caller = Depends(project_caller)) -> Response:
         caller.enforce("csbs:tags:write")
         if "tag" not in body:
-            raise invalid("Invalid request parameters: tag is required")
+            raise invalid("tag is required")
         tags.add_tag(caller.runtime, caller.project_id, kind, resource_id, body["tag"])
         return _no_content()
 

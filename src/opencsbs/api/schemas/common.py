@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
+
+from opencsbs.wire import WireModel  # noqa: F401 (the request models' base, shared with the CLI)
 
 
 class ErrorBody(BaseModel):
@@ -10,12 +12,6 @@ class ErrorBody(BaseModel):
 
     error_code: str
     error_msg: str
-
-
-class WireModel(BaseModel):
-    """Base of request models: strict JSON types (no silent coercion of ``1`` into ``"1"``)."""
-
-    model_config = ConfigDict(strict=True, extra="ignore")
 
 
 #: upper bound of integer query parameters (limit, offset): what every database's integer columns can hold

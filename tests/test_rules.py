@@ -7,7 +7,7 @@ import yaml
 from click.testing import CliRunner
 
 from opencsbs.auth.base import Principal
-from opencsbs.auth.policy import DEFAULT_RULES, Enforcer, PolicyFileError, Rule, load_policy_file, parse_rule
+from opencsbs.auth.rules import DEFAULT_RULES, Enforcer, PolicyFileError, Rule, load_policy_file, parse_rule
 
 PROVIDER = "fc4d5750-22e7-4798-8a46-f48f62c4c1da"
 SERVER = "6507cb66-90dc-4a12-a573-c9f3398f899d"

@@ -1,0 +1,194 @@
+"""What every command group shares: the command-line state (``Ctx``), the runtime they act through, the state
+options (``--config``, ``--data-dir``, ``--database-url``) accepted before or after a command's name, and the
+translation of a use case's failure into one line for the operator."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Callable, Iterator
+
+import click
+
+from opencsbs.config import Settings, load_settings
+from opencsbs.core.errors import CSBSError
+from opencsbs.core.lifecycle import ItemStatus, RestoreStatus
+
+
+class Ctx:
+    """Carries the options common to every command."""
+
+    def __init__(self, config: str | None, data_dir: str | None, database_url: str | None):
+        self.config = config
+        self.data_dir = data_dir
+        self.database_url = database_url
+
+    def settings(self, **overrides) -> Settings:
+        """Settings (command line > environment > config file > defaults); a bad value exits with its reason."""
+        from pydantic import ValidationError
+
+        try:
+            return load_settings(self.config, data_dir=self.data_dir, database_url=self.database_url, **overrides)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            raise click.ClickException(f"invalid settings: {problems}") from exc
+        except (OSError, ValueError) as exc:
+            raise click.ClickException(f"invalid settings: {exc}") from exc
+
+    def runtime(self, **overrides):
+        return build_runtime(self.settings(**overrides))
+
+
+def build_runtime(settings: Settings):
+    """``Runtime.from_settings``; settings a driver refuses when it is built (e.g. a missing Ceph keyring) exit
+    with one line saying what is missing."""
+    from opencsbs.runtime import Runtime
+
+    try:
+        return Runtime.from_settings(settings)
+    except ValueError as exc:
+        raise click.ClickException(f"invalid settings: {exc}") from exc
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+@contextlib.contextmanager
+def csbs_errors(explain: Callable[[CSBSError], list[str]] | None = None) -> Iterator[None]:
+    """Turn a use case's ``CSBSError`` into ``Error: CSBS.xxxx: message`` (exit 1), followed by one indented line
+    per fact ``explain(error)`` gives (what the wire text leaves out: the policy a server is bound to, why a server
+    is refused, ...)."""
+    try:
+        yield
+    except CSBSError as exc:
+        lines = [f"{exc.error_code}: {exc.error_msg}"] + [f"  {line}" for line in (explain(exc) if explain else ())]
+        raise click.ClickException("\n".join(lines)) from exc
+
+
+def server_refusals(runtime, principal, project_id: str, server_ids) -> list[str]:
+    """``"<server id>: CSBS.xxxx: <why>"`` for each of ``server_ids`` that check_protectable refuses or that is
+    bound to a policy (its verdict names the policy), and whether a backup or restore of it is running."""
+    from opencsbs.service import protectable
+
+    ids = list(dict.fromkeys(server_ids))
+    if not ids:
+        return []
+    from opencsbs.service.servers import find_server
+
+    items = [(sid, server.resource_type if (server := find_server(runtime, sid)) else "OS::Nova::Server")
+             for sid in ids]
+    states = protectable.protection_states(runtime, ids)
+    lines = []
+    for verdict in protectable.check_protectable(runtime, principal, project_id, items):
+        if verdict.error_code is None:
+            continue
+        running = states.get(verdict.resource_id)
+        busy = f" (a {running.busy_operation} of it is running)" if running and running.busy_operation else ""
+        lines.append(f"{verdict.resource_id}: {verdict.error_code}: {verdict.error_msg}{busy}")
+    return lines
+
+
+def database_location(settings: Settings) -> str:
+    """Where the settings' database is: the SQLite file, or the URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.db_url)
+    if url.get_backend_name() == "sqlite" and url.database:
+        return url.database
+    return url.render_as_string(hide_password=True)
+
+
+def echo_json(obj) -> None:
+    """Print ``obj`` as indented JSON with sorted keys (the API's bodies, as the API would answer)."""
+    click.echo(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def operator_of(runtime, server_id: str, hint: str = ""):
+    """The principal the CLI acts as: an admin of the project owning ``server_id``; exits with
+    ``server '<id>' not found`` and ``hint`` when the cloud has no such server."""
+    from opencsbs.auth.base import Principal
+    from opencsbs.service.servers import find_server
+
+    server = find_server(runtime, server_id)
+    if server is None:
+        raise click.ClickException(f"server '{server_id}' not found{hint}")
+    return Principal.operator(server.project_id, CLI_USER)
+
+
+#: the user id the CLI acts as (``Principal.operator``)
+CLI_USER = "opencsbs-cli"
+
+#: statuses of a backup or restore whose job still runs
+RUNNING = (RestoreStatus.IN_PROGRESS, ItemStatus.PROTECTING, ItemStatus.WAITING_RESTORE, ItemStatus.RESTORING)
+
+
+def follow(runtime, read_progress: Callable[[], tuple[str, int]], label: str, running=RUNNING) -> str:
+    """Run jobs in this process too (so it finishes without a running server) and show a progress bar until
+    ``read_progress()`` returns a status not in ``running``; returns that status."""
+    import time
+
+    pool = runtime.start_workers(1, prefix="cli")
+    status, percent = read_progress()
+    with click.progressbar(length=100, label=label, show_percent=True, file=sys.stderr) as bar:
+        shown = 0
+        while True:
+            status, percent = read_progress()
+            if percent > shown:
+                bar.update(percent - shown)
+                shown = percent
+            if status not in running:
+                break
+            time.sleep(0.3)
+    if pool is not None:
+        pool.stop()
+    return status
+
+
+def _set_data_dir(ctx: click.Context, _param, value):
+    if value:
+        ctx.find_object(Ctx).data_dir = value
+    return value
+
+
+def _set_database_url(ctx: click.Context, _param, value):
+    if value:
+        ctx.find_object(Ctx).database_url = value
+    return value
+
+
+def _set_config(ctx: click.Context, _param, value):
+    if value:
+        ctx.find_object(Ctx).config = value
+    return value
+
+
+#: ``--config`` also after a subcommand (``opencsbs serve --config FILE``).
+config_option = click.option("--config", type=click.Path(exists=True, dir_okay=False), default=None,
+                             expose_value=False, callback=_set_config, help="YAML config file")
+
+#: ``--data-dir`` also after a subcommand (``opencsbs sandbox list --data-dir D``), as users type it.
+data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False), default=None, expose_value=False,
+                               callback=_set_data_dir, is_eager=True, help="state directory")
+
+
+def add_state_options(group: click.Group) -> None:
+    """Give every subcommand the ``--data-dir``/``--config``/``--database-url`` it does not declare itself, so they
+    work after the subcommand as they do before it (``opencsbs policy list --project P --data-dir D``)."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            add_state_options(command)
+            continue
+        declared = {flag for param in command.params for flag in getattr(param, "opts", ())}
+        if "--data-dir" not in declared:
+            command.params.append(click.Option(["--data-dir"], type=click.Path(file_okay=False), default=None,
+                                               expose_value=False, callback=_set_data_dir, is_eager=True,
+                                               help="state directory"))
+        if "--config" not in declared:
+            command.params.append(click.Option(["--config"], type=click.Path(exists=True, dir_okay=False),
+                                               default=None, expose_value=False, callback=_set_config,
+                                               help="YAML config file"))
+        if "--database-url" not in declared:
+            command.params.append(click.Option(["--database-url"], default=None, expose_value=False,
+                                               callback=_set_database_url, is_eager=True,
+                                               help="SQLAlchemy database URL (default: SQLite in the data dir)"))

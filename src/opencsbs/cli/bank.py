@@ -1,0 +1,98 @@
+"""``opencsbs bank verify`` and ``opencsbs bank gc``: inspect and maintain where backup data lives."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from opencsbs.cli._common import Ctx, pass_ctx
+
+
+@click.group()
+def bank() -> None:
+    """Inspect and maintain the bank (where backup data lives)."""
+
+
+def _open_bank_or_exit(ctx: Ctx):
+    from opencsbs.bank import BankError, open_bank
+
+    settings = ctx.settings()
+    try:
+        return open_bank(settings)
+    except BankError as exc:
+        click.echo(f"error: {exc}", err=False)
+        sys.exit(1)
+
+
+@bank.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@click.option("--progress/--no-progress", default=None, help="progress bar (default: on a terminal)")
+@pass_ctx
+def bank_verify(ctx: Ctx, as_json: bool, progress: bool | None) -> None:
+    """Re-read every index and every chunk of the bank and report damage (exit code 1 on damage)."""
+    from dataclasses import asdict
+
+    the_bank = _open_bank_or_exit(ctx)
+    show = sys.stderr.isatty() if progress is None else progress
+    try:
+        if show:
+            with click.progressbar(length=0, label="verifying chunks", file=sys.stderr) as bar:
+                def cb(done: int, total: int) -> None:
+                    bar.length = total
+                    bar.update(done - bar.pos)
+
+                report = the_bank.verify(progress=cb)
+        else:
+            report = the_bank.verify()
+    finally:
+        the_bank.close()
+    if as_json:
+        click.echo(json.dumps({**asdict(report), "ok": report.ok}, indent=2))
+    else:
+        click.echo(f"bank {the_bank.store.location}: {report.indexes_checked} indexes, "
+                   f"{report.chunks_checked} chunks ({report.bytes_checked / 1e6:.1f} MB) checked "
+                   f"in {report.seconds:.1f} s; {report.unreferenced_chunks} unreferenced chunks")
+        for name, reason in report.damaged_indexes:
+            click.echo(f"damaged index {name}: {reason}")
+        for key, reason in report.damaged_chunks:
+            click.echo(f"damaged chunk {key}: {reason}")
+        for addr, names in report.missing_chunks:
+            click.echo(f"missing chunk {addr} (referenced by {', '.join(names)})")
+        click.echo("no damage" if report.ok else
+                   f"DAMAGE: {len(report.damaged_indexes)} indexes, {len(report.damaged_chunks)} chunks damaged, "
+                   f"{len(report.missing_chunks)} chunks missing")
+    sys.exit(0 if report.ok else 1)
+
+
+@bank.command("gc")
+@click.option("--grace", "grace", type=float, default=3600.0, show_default=True,
+              help="keep unreferenced chunks written less than this many seconds ago")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@pass_ctx
+def bank_gc(ctx: Ctx, grace: float, as_json: bool) -> None:
+    """Delete the chunks no index references (mark and sweep; safe while backups run)."""
+    from dataclasses import asdict
+
+    the_bank = _open_bank_or_exit(ctx)
+    try:
+        report = the_bank.gc(grace_seconds=grace)
+    finally:
+        the_bank.close()
+    if as_json:
+        click.echo(json.dumps(asdict(report), indent=2))
+    else:
+        click.echo(f"bank {the_bank.store.location}: {report.indexes} indexes reference "
+                   f"{report.referenced_chunks} chunks; {report.chunks_seen} chunks seen; "
+                   f"deleted {report.deleted_chunks} chunks ({report.freed_bytes / 1e6:.1f} MB); "
+                   f"kept {report.kept_recent} recent unreferenced chunks "
+                   f"({report.reclaimable_bytes / 1e6:.1f} MB reclaimable after the grace period); "
+                   f"{report.in_flight_backups} backups in flight, {report.stale_leases} stale leases and "
+                   f"{report.stale_gc_markers} stale GC markers removed; "
+                   f"{report.seconds:.1f} s")
+        for err in report.errors:
+            click.echo(f"error: {err}")
+        if report.skipped_reason:
+            click.echo(f"sweep skipped: {report.skipped_reason}")
+    sys.exit(1 if report.skipped_reason else 0)

@@ -1,0 +1,209 @@
+"""``opencsbs policy ...``: backup policies of a project, by the same use cases and rules as the API."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from opencsbs.cli._common import CLI_USER, Ctx, csbs_errors, echo_json, pass_ctx, server_refusals
+
+
+@click.group()
+def policy() -> None:
+    """Backup policies of a project (the same rules as the API; output is the API's JSON)."""
+
+
+def _policy_call(ctx: Ctx, project: str, fn, explain=None):
+    """``fn(runtime, principal)`` as an admin of ``project``; a refusal exits with its CSBS text followed by what
+    ``explain(runtime, principal, error)`` adds (see :func:`_why`), a body the wire models refuse with the field."""
+    from pydantic import ValidationError
+
+    from opencsbs.auth.base import Principal
+
+    runtime = ctx.runtime()
+    principal = Principal.operator(project, CLI_USER)
+    try:
+        with csbs_errors(lambda exc: explain(runtime, principal, exc) if explain else []):
+            return fn(runtime, principal)
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid policy: {exc.errors()[0].get('loc')}: {exc.errors()[0].get('msg')}") from exc
+    finally:
+        runtime.close()
+
+
+def _why(project: str, servers=(), name: str | None = None):
+    """An ``explain`` for :func:`_policy_call`: for a duplicate name, which name the project already has; for a
+    server refusal (CSBS.60xx: bound to another policy, busy, in a bad state, none left to back up), each server's
+    refusal as check_protectable gives it. ``servers``: ids, or ``servers(runtime, principal)`` giving them."""
+    from opencsbs.core import codes
+
+    def explain(runtime, principal, exc) -> list[str]:
+        if exc.error_code == codes.DUPLICATE_POLICY_NAME.code and name:
+            return [f"project {project} already has a policy named {name!r}"]
+        if exc.error_code.startswith("CSBS.60"):
+            ids = servers(runtime, principal) if callable(servers) else servers
+            return server_refusals(runtime, principal, project, ids)
+        return []
+
+    return explain
+
+
+def _body_servers(raw: dict) -> list[str]:
+    """The server ids of a policy body (those that look like ones)."""
+    resources = raw["policy"].get("resources")
+    return [r["id"] for r in resources if isinstance(r, dict) and isinstance(r.get("id"), str)] \
+        if isinstance(resources, list) else []
+
+
+def _load_body(file) -> dict:
+    try:
+        data = json.load(file)
+    except ValueError as exc:
+        raise click.ClickException(f"{file.name}: not JSON ({exc})") from exc
+    body = data if isinstance(data, dict) and "policy" in data else {"policy": data}
+    if not isinstance(body["policy"], dict):
+        raise click.ClickException(f'{file.name}: must be a JSON object ({{"policy": {{...}}}} or the policy itself)')
+    return body
+
+
+DAILY_2AM = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nRRULE:FREQ=DAILY;BYHOUR=2;BYMINUTE=0\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+
+
+@policy.command("create")
+@click.option("--project", required=True, help="project id")
+@click.option("--file", "file", type=click.File("r"), default=None,
+              help="JSON body of POST /policies ({\"policy\": {...}}); the options below build one otherwise")
+@click.option("--name", default=None)
+@click.option("--description", default="")
+@click.option("--server", "servers", multiple=True, help="server id to bind (repeatable)")
+@click.option("--pattern", default=DAILY_2AM, show_default="daily at 02:00 UTC", help="iCalendar VEVENT with RRULE")
+@click.option("--max-backups", type=int, default=None)
+@click.option("--retention-days", type=int, default=None)
+@click.option("--disabled", is_flag=True, help="create with automatic scheduling off")
+@pass_ctx
+def policy_create(ctx: Ctx, project, file, name, description, servers, pattern, max_backups, retention_days,
+                  disabled) -> None:
+    """Create a policy; prints it."""
+    from opencsbs.service import policies
+    from opencsbs.wire.policies import PolicyCreateRequest
+
+    if file is not None:
+        raw = _load_body(file)
+    else:
+        if not name:
+            raise click.UsageError("--name is required without --file")
+        definition = {k: v for k, v in (("max_backups", max_backups), ("retention_duration_days", retention_days))
+                      if v is not None}
+        raw = {"policy": {
+            "name": name, "description": description, "provider_id": None, "parameters": {"common": {}},
+            "resources": [{"id": s, "type": "OS::Nova::Server", "name": ""} for s in servers],
+            "scheduled_operations": [{"enabled": not disabled, "operation_type": "backup",
+                                      "operation_definition": definition,
+                                      "trigger": {"properties": {"pattern": pattern}}}],
+        }}
+
+    def _create(runtime, principal):
+        if raw["policy"].get("provider_id") is None:
+            raw["policy"]["provider_id"] = runtime.settings.provider_id
+        spec = PolicyCreateRequest.model_validate(raw).policy.model_dump(exclude_unset=True)
+        return policies.create_policy(runtime, principal, project, spec)
+
+    name = raw["policy"].get("name")
+    explain = _why(project, _body_servers(raw), name if isinstance(name, str) else None)
+    echo_json(_policy_call(ctx, project, _create, explain))
+
+
+@policy.command("list")
+@click.option("--project", required=True)
+@click.option("--name", default=None)
+@click.option("--status", default=None)
+@click.option("--sort", default=None)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="at most this many (1 or more)")
+@click.option("--marker", default=None)
+@pass_ctx
+def policy_list(ctx: Ctx, project, name, status, sort, limit, marker) -> None:
+    """List a project's policies as JSON."""
+    from opencsbs.service import policies
+
+    query = policies.ListQuery(marker=marker, limit=limit, sort=sort, name=name, status=status)
+    page, _next = _policy_call(ctx, project, lambda rt, p: policies.list_policies(rt, p, project, query))
+    echo_json(page)
+
+
+@policy.command("show")
+@click.option("--project", required=True)
+@click.argument("policy_id")
+@pass_ctx
+def policy_show(ctx: Ctx, project, policy_id) -> None:
+    """Show one policy as JSON."""
+    from opencsbs.service import policies
+
+    echo_json(_policy_call(ctx, project, lambda rt, p: policies.show_policy(rt, p, project, policy_id)))
+
+
+@policy.command("update")
+@click.option("--project", required=True)
+@click.argument("policy_id")
+@click.option("--file", "file", type=click.File("r"), default=None, help="JSON body of PUT /policies/{id}")
+@click.option("--name", default=None)
+@click.option("--description", default=None)
+@click.option("--enable/--disable", "enabled", default=None, help="turn automatic scheduling on or off")
+@click.option("--pattern", default=None)
+@pass_ctx
+def policy_update(ctx: Ctx, project, policy_id, file, name, description, enabled, pattern) -> None:
+    """Change a policy; prints it."""
+    from opencsbs.service import policies
+    from opencsbs.wire.policies import PolicyUpdateRequest
+
+    body = _load_body(file) if file is not None else None
+
+    def _update(runtime, principal):
+        if body is not None:
+            raw = body
+        else:
+            raw = {"policy": {k: v for k, v in (("name", name), ("description", description)) if v is not None}}
+            if enabled is not None or pattern is not None:
+                current = policies.show_policy(runtime, principal, project, policy_id)
+                op: dict = {"id": current["scheduled_operations"][0]["id"]}
+                if enabled is not None:
+                    op["enabled"] = enabled
+                if pattern is not None:
+                    op["trigger"] = {"properties": {"pattern": pattern}}
+                raw["policy"]["scheduled_operations"] = [op]
+        spec = PolicyUpdateRequest.model_validate(raw).policy.model_dump(exclude_unset=True)
+        return policies.update_policy(runtime, principal, project, policy_id, spec)
+
+    new_name = body["policy"].get("name") if body is not None else name
+    explain = _why(project, _body_servers(body) if body is not None else [],
+                   new_name if isinstance(new_name, str) else None)
+    echo_json(_policy_call(ctx, project, _update, explain))
+
+
+@policy.command("delete")
+@click.option("--project", required=True)
+@click.argument("policy_id")
+@pass_ctx
+def policy_delete(ctx: Ctx, project, policy_id) -> None:
+    """Delete a policy (its backups stay)."""
+    from opencsbs.service import policies
+
+    _policy_call(ctx, project, lambda rt, p: policies.delete_policy(rt, p, project, policy_id))
+    click.echo(f"policy {policy_id} deleted")
+
+
+@policy.command("run")
+@click.option("--project", required=True)
+@click.argument("policy_id")
+@click.option("--server", "servers", multiple=True, help="only these servers of the policy")
+@pass_ctx
+def policy_run(ctx: Ctx, project, policy_id, servers) -> None:
+    """Execute a policy now (manual backups); prints the checkpoint."""
+    from opencsbs.service import policies, policy_runs
+
+    def _servers(runtime, principal) -> list[str]:
+        return list(servers) or [r["id"] for r in policies.show_policy(runtime, principal, project, policy_id)
+                                 ["resources"]]
+
+    echo_json(_policy_call(ctx, project, lambda rt, p: policy_runs.execute(
+        rt, p, project, policy_id, resources=list(servers) or None), _why(project, _servers)))

@@ -1,0 +1,303 @@
+"""Checkpoint_items (backups) as the API lists, counts and shows them, and as an operator's tool follows one.
+
+Sources: ``backup_management/querying_all_backups.rst``, ``querying_a_single_backup.rst``,
+``querying_the_number_of_backups.rst`` and the wire-fixtures ``*-backup.*.json``. Making and deleting backups:
+:mod:`opencsbs.service.backups`.
+
+Cost: a list or count is one query (volume backups loaded with ``selectinload``); a show or a follow-up read is
+one primary-key or indexed query.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import selectinload
+
+from opencsbs.core import codes
+from opencsbs.core.errors import CSBSError, invalid
+from opencsbs.core.lifecycle import ItemStatus
+from opencsbs.core.listing import parse_sort
+from opencsbs.core.timeutil import parse_wire_ts, wire_ts
+from opencsbs.db.models import CheckpointItem, VolumeBackup
+from opencsbs.engine.steps import saving_ratio
+from opencsbs.runtime import Runtime
+
+MB = 1024 * 1024
+SORT_KEYS = ("created_at", "updated_at", "name", "status", "protected_at", "id")
+EPOCH = datetime(1970, 1, 1)
+#: page size of a list without ``limit``
+DEFAULT_LIMIT = 1000
+
+
+def _mb(nbytes: int) -> int:
+    return math.ceil(nbytes / MB) if nbytes > 0 else 0
+
+
+# --- wire shapes --------------------------------------------------------------------------------------------
+
+
+def volume_backup_to_wire(vb: VolumeBackup) -> dict[str, Any]:
+    """One ``volume_backup`` of ``extend_info``: sizes in MB (stored), source size in GB, speed in KB/s."""
+    return {
+        "id": vb.id,
+        "name": vb.name,
+        "status": vb.status,
+        "bootable": vb.bootable,
+        "average_speed": vb.average_speed,
+        "image_type": "backup",
+        "incremental": vb.incremental,
+        "size": _mb(vb.stored_bytes),
+        "source_volume_id": vb.source_volume_id,
+        "source_volume_size": vb.source_volume_size,
+        "source_volume_name": vb.source_volume_name,
+        "space_saving_ratio": saving_ratio(vb.size_bytes, vb.stored_bytes) if vb.status == ItemStatus.AVAILABLE else 0,
+        "snapshot_id": vb.snapshot_id or "",
+    }
+
+
+def item_to_wire(item: CheckpointItem) -> dict[str, Any]:
+    """The ``checkpoint_item`` shape (querying_all_backups.rst Table 4/5, wire-fixtures getResponse)."""
+    fail_code: dict[str, Any] = {}
+    if item.fail_code:
+        digits = item.fail_code.rsplit(".", 1)[-1]
+        fail_code = {"Code": int(digits) if digits.isdigit() else 0, "Description": item.fail_reason}
+    extend = {
+        "auto_trigger": item.auto_trigger,
+        "average_speed": item.average_speed,
+        "copy_from": "",
+        "copy_status": "na",
+        "fail_code": fail_code,
+        "fail_op": item.fail_op or "",
+        "fail_reason": item.fail_reason or "",
+        "image_type": item.image_type,
+        "incremental": item.incremental,
+        "progress": item.progress,
+        "resource_az": item.resource_az or "",
+        "resource_name": item.resource_name,
+        "resource_type": item.resource_type,
+        "size": _mb(item.stored_bytes),
+        "space_saving_ratio": saving_ratio(item.source_bytes, item.stored_bytes)
+        if item.protected_at is not None else 0,
+        "volume_backups": [volume_backup_to_wire(vb) for vb in item.volume_backups],
+        "finished_at": wire_ts(item.finished_at) or "",
+        "supported_restore_mode": "backup" if item.status not in (ItemStatus.ERROR, ItemStatus.DELETED) else "na",
+        "os_images_data": [],
+        "support_lld": False,
+        "taskid": item.job_id or "",
+        "hypervisor_type": "QEMU",
+    }
+    return {
+        "id": item.id,
+        "name": item.name,
+        "checkpoint_id": item.checkpoint_id,
+        "resource_id": item.resource_id,
+        "resource_type": item.resource_type,
+        "status": item.status,
+        "created_at": wire_ts(item.created_at),
+        "updated_at": wire_ts(item.updated_at),
+        "description": item.description,
+        "tags": list(item.tags or []),
+        "backup_data": dict(item.backup_data or {}),
+        "extend_info": extend,
+    }
+
+
+# --- query --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ItemQuery:
+    """Filters of ``GET /checkpoint_items`` and ``/checkpoint_items/count`` (all optional)."""
+
+    status: str | None = None
+    name: str | None = None
+    az: str | None = None
+    resource_id: str | None = None
+    resource_name: str | None = None
+    resource_type: str | None = None
+    start_time: str | None = None
+    end_time: str | None = None
+    image_type: str | None = None
+    policy_id: str | None = None
+    checkpoint_id: str | None = None
+    ip: str | None = None
+    all_tenants: bool = False
+
+
+def _like(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _ts(value: str, what: str) -> datetime:
+    try:
+        return parse_wire_ts(value)
+    except ValueError:
+        raise invalid(f"{what} {value!r} is not a time like 2017-04-18T01:21:52.701973") \
+            from None
+
+
+def _filters(project_id: str, q: ItemQuery) -> list:
+    conds = []
+    if not q.all_tenants:
+        conds.append(CheckpointItem.project_id == project_id)
+    if q.status is not None:
+        if q.status not in ItemStatus.ALL:
+            raise invalid(f"status must be one of {', '.join(ItemStatus.ALL)}")
+        conds.append(CheckpointItem.status == q.status)
+    else:
+        conds.append(CheckpointItem.status != ItemStatus.DELETED)
+    if q.name:
+        conds.append(CheckpointItem.name.like(_like(q.name), escape="\\"))
+    if q.resource_name:
+        conds.append(CheckpointItem.resource_name.like(_like(q.resource_name), escape="\\"))
+    if q.az:
+        conds.append(CheckpointItem.resource_az == q.az)
+    if q.resource_id:
+        conds.append(CheckpointItem.resource_id == q.resource_id)
+    if q.resource_type:
+        conds.append(CheckpointItem.resource_type == q.resource_type)
+    if q.image_type:
+        conds.append(CheckpointItem.image_type == q.image_type)
+    if q.policy_id:
+        conds.append(CheckpointItem.policy_id == q.policy_id)
+    if q.checkpoint_id:
+        conds.append(CheckpointItem.checkpoint_id == q.checkpoint_id)
+    if q.ip:
+        conds.append(or_(CheckpointItem.backup_data["private_ip"].as_string() == q.ip,
+                         CheckpointItem.backup_data["eip"].as_string() == q.ip))
+    if q.start_time:
+        conds.append(CheckpointItem.created_at >= _ts(q.start_time, "start_time"))
+    if q.end_time:
+        conds.append(CheckpointItem.created_at <= _ts(q.end_time, "end_time"))
+    return conds
+
+
+def _sort_column(key: str):
+    if key == "protected_at":
+        return func.coalesce(CheckpointItem.protected_at, EPOCH)
+    return getattr(CheckpointItem, key)
+
+
+def _sort_value(item: CheckpointItem, key: str):
+    if key == "protected_at":
+        return item.protected_at or EPOCH
+    return getattr(item, key)
+
+
+def list_items(runtime: Runtime, project_id: str, q: ItemQuery, *, sort: str | None = None,
+               limit: int | None = None, marker: str | None = None, offset: int | None = None) -> list[dict]:
+    """Checkpoint_items matching ``q`` (deleted ones only when asked by status), sorted, after ``marker``,
+    skipping ``offset``, at most ``limit`` (default 1000). Raises CSBS.9001 for bad parameters or an unknown
+    marker."""
+    if limit is not None and limit < 1:
+        raise invalid("limit must be a positive integer")
+    if offset is not None and offset < 0:
+        raise invalid("offset must not be negative")
+    order = parse_sort(None if sort is None or not sort.strip() else sort, SORT_KEYS, [("created_at", True)])
+    if "id" not in (k for k, _ in order):
+        order.append(("id", order[-1][1]))
+    conds = _filters(project_id, q)
+    with runtime.sessions() as session:
+        if marker is not None:
+            scope = [CheckpointItem.id == marker]
+            if not q.all_tenants:
+                scope.append(CheckpointItem.project_id == project_id)
+            anchor = session.scalars(select(CheckpointItem).where(*scope)).first()
+            if anchor is None:
+                raise invalid(f"marker {marker} not found")
+            branches = []
+            for i, (key, descending) in enumerate(order):
+                col, val = _sort_column(key), _sort_value(anchor, key)
+                eq = [_sort_column(k) == _sort_value(anchor, k) for k, _ in order[:i]]
+                branches.append(and_(*eq, col < val if descending else col > val))
+            conds.append(or_(*branches))
+        query = (
+            select(CheckpointItem)
+            .where(*conds)
+            .options(selectinload(CheckpointItem.volume_backups))
+            .order_by(*[_sort_column(k).desc() if descending else _sort_column(k).asc() for k, descending in order])
+            .limit(limit or DEFAULT_LIMIT)
+        )
+        if offset:
+            query = query.offset(offset)
+        return [item_to_wire(i) for i in session.scalars(query)]
+
+
+def count_items(runtime: Runtime, project_id: str, q: ItemQuery) -> int:
+    """Number of checkpoint_items matching ``q``: the same filters as :func:`list_items` (``ip`` matches the
+    server's private IP or EIP in both)."""
+    conds = _filters(project_id, q)
+    with runtime.sessions() as session:
+        return int(session.scalar(select(func.count(CheckpointItem.id)).where(*conds)))
+
+
+def get_item(runtime: Runtime, project_id: str, item_id: str, all_tenants: bool = False) -> dict:
+    """One checkpoint_item by its id, or by the id of a checkpoint holding exactly one item (single-server
+    backups: real clients ask with the checkpoint id). A deleted item is gone: 404 CSBS.3001, as for an unknown
+    id (clients wait for that 404 after a delete; ``status=deleted`` lists still show it)."""
+    with runtime.sessions() as session:
+        scope = [CheckpointItem.status != ItemStatus.DELETED]
+        if not all_tenants:
+            scope.append(CheckpointItem.project_id == project_id)
+        item = session.scalars(
+            select(CheckpointItem).where(CheckpointItem.id == item_id, *scope)
+            .options(selectinload(CheckpointItem.volume_backups))
+        ).first()
+        if item is None:
+            items = session.scalars(
+                select(CheckpointItem).where(CheckpointItem.checkpoint_id == item_id, *scope)
+                .options(selectinload(CheckpointItem.volume_backups))
+            ).all()
+            if len(items) == 1:
+                item = items[0]
+        if item is None:
+            raise CSBSError(codes.CHECKPOINT_ITEM_NOT_FOUND, item_id)
+        return item_to_wire(item)
+
+
+# --- following one backup (the CLI) -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ItemState:
+    """What an operator sees of one backup. ``progress`` in percent (0-100); ``source_bytes``/``stored_bytes``
+    in bytes; ``disks``: ``(volume backup id, source volume id)`` in the backup's disk order."""
+
+    id: str
+    name: str
+    checkpoint_id: str
+    project_id: str
+    resource_id: str
+    status: str
+    progress: int
+    fail_reason: str
+    source_bytes: int
+    stored_bytes: int
+    disks: tuple[tuple[str, str], ...]
+
+
+def _state(item: CheckpointItem) -> ItemState:
+    return ItemState(id=item.id, name=item.name, checkpoint_id=item.checkpoint_id, project_id=item.project_id,
+                     resource_id=item.resource_id, status=item.status, progress=item.progress,
+                     fail_reason=item.fail_reason, source_bytes=item.source_bytes, stored_bytes=item.stored_bytes,
+                     disks=tuple((vb.id, vb.source_volume_id) for vb in item.volume_backups))
+
+
+def find_item(runtime: Runtime, item_id: str) -> ItemState | None:
+    """The backup ``item_id`` of any project, or ``None`` when there is none."""
+    with runtime.sessions() as session:
+        item = session.get(CheckpointItem, item_id)
+        return None if item is None else _state(item)
+
+
+def item_of_checkpoint(runtime: Runtime, checkpoint_id: str) -> ItemState:
+    """The one backup of ``checkpoint_id`` (a checkpoint made by ``create_backup`` holds exactly one).
+    Raises ``sqlalchemy.exc.NoResultFound`` when the checkpoint has none."""
+    with runtime.sessions() as session:
+        return _state(session.query(CheckpointItem).filter_by(checkpoint_id=checkpoint_id).one())
