@@ -20,21 +20,16 @@ from opencsbs.bank.errors import (
     ObjectNotFound,
 )
 from opencsbs.bank.files import FileBlockReader, FileBlockWriter
-from opencsbs.bank.store import (
-    CHUNK_SIZE,
-    Bank,
-    GCReport,
-    IndexStats,
-    RestoreStats,
-    VerifyReport,
-    VolumeIndex,
-)
+from opencsbs.bank.bank import Bank, IndexStats, RestoreStats
+from opencsbs.bank.gc import GCReport, collect_garbage
+from opencsbs.bank.layout import CHUNK_SIZE, VolumeIndex
+from opencsbs.bank.verify import VerifyReport, verify_bank
 
 __all__ = [
     "CHUNK_SIZE", "Bank", "BankConfigError", "BankError", "BankKeyError", "ChunkDamaged", "ChunkMissing",
     "Codec", "FileBlockReader", "FileBlockWriter", "GCReport", "IndexNotFound", "IndexStats", "LocalStore",
-    "ObjectNotFound", "ObjectStore", "RestoreStats", "S3Store", "VerifyReport", "VolumeIndex", "load_key",
-    "open_bank",
+    "ObjectNotFound", "ObjectStore", "RestoreStats", "S3Store", "VerifyReport", "VolumeIndex", "collect_garbage",
+    "load_key", "open_bank", "verify_bank",
 ]
 
 

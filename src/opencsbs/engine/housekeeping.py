@@ -95,7 +95,7 @@ def change_tokens_in_use(session: Session) -> dict[str, set[str]]:
 
 def collect_garbage(bank: Any, interval: float, grace: float, now: float | None = None) -> Any | None:
     """``bank.gc(grace)`` when the last GC of ``bank`` ended ``interval`` seconds or more before ``now`` (POSIX
-    time, default the real time) or never; returns its :class:`~opencsbs.bank.store.GCReport`, or None when not
+    time, default the real time) or never; returns its :class:`~opencsbs.bank.gc.GCReport`, or None when not
     due (or ``interval`` <= 0). Logs the outcome at INFO (a skipped sweep at WARNING)."""
     if interval <= 0:
         return None
