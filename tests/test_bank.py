@@ -9,7 +9,8 @@ from bank_helpers import MiB, env, sha  # noqa: F401 - env is a fixture
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from opencsbs.bank import CHUNK_SIZE, BankError, FileBlockReader, IndexNotFound
+from opencsbs.bank import CHUNK_SIZE, BankError, IndexNotFound
+from opencsbs.blockio.files import FileBlockReader
 
 
 @pytest.mark.parametrize("kind", ["random", "zeros", "mixed", "odd"])

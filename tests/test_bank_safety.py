@@ -11,7 +11,8 @@ from bank_helpers import MiB, env, sha  # noqa: F401 - env is a fixture
 from blake3 import blake3
 from click.testing import CliRunner
 
-from opencsbs.bank import CHUNK_SIZE, BankKeyError, ChunkDamaged, ChunkMissing, Codec, FileBlockReader, ObjectNotFound
+from opencsbs.bank import CHUNK_SIZE, BankKeyError, ChunkDamaged, ChunkMissing, Codec, ObjectNotFound
+from opencsbs.blockio.files import FileBlockReader
 from opencsbs.bank.layout import chunk_key, index_key
 
 

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from opencsbs.bank._writeback import start_writeback
 from opencsbs.bank.errors import BankConfigError, ObjectNotFound
-from opencsbs.blockio import ALIGN, open_direct, pwrite_direct
+from opencsbs.blockio.direct import ALIGN, open_direct, pwrite_direct
+from opencsbs.blockio.sparse import start_writeback
 
 TMP_PREFIX = ".tmp-"
 #: objects at least this large (chunks) are written with O_DIRECT by :class:`LocalStore` when it fsyncs

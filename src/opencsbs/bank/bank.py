@@ -40,7 +40,7 @@ from opencsbs.bank.layout import (
     utcnow_iso,
 )
 from opencsbs.bank.verify import VerifyReport, verify_bank
-from opencsbs.blockio import tune_malloc
+from opencsbs.blockio.direct import tune_malloc
 from opencsbs.core.blocks import BlockReader, BlockWriter, Range
 
 #: how often (seconds) a finishing backup looks again while an older GC still runs
@@ -151,7 +151,7 @@ class Bank:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._zero_digest: dict[int, bytes] = {}
-        tune_malloc()  # chunk-sized buffers are reused instead of page-faulted in afresh (opencsbs.blockio)
+        tune_malloc()  # chunk-sized buffers are reused instead of page-faulted in afresh (opencsbs.blockio.direct)
         self._check_config()
 
     # --- set-up --------------------------------------------------------------------------------------

@@ -51,7 +51,8 @@ from pathlib import Path
 
 from opencsbs.clouds.base import (CloudContext, CloudDriver, CloudUnavailable, DataPathUnsupported, ServerSnapshot,
                                   VolumeSnapshot)
-from opencsbs.clouds.libvirt import data, rbd_disks
+from opencsbs.blockio.files import FileBlockReader, FileBlockWriter
+from opencsbs.clouds.libvirt import qemu, rbd_disks
 from opencsbs.clouds.libvirt.domain import (DiskInfo, DomainInfo, block_capacities, parse_domain_xml, server_facts,
                                             system_disk, volume_id)
 from opencsbs.core import codes
@@ -348,7 +349,7 @@ class LibvirtDriver(CloudDriver):
         out = {}
         for cp in dom.listAllCheckpoints(0):
             try:
-                out[cp.getName()] = data.checkpoint_bitmap_disks(cp.getXMLDesc(0))
+                out[cp.getName()] = qemu.checkpoint_bitmap_disks(cp.getXMLDesc(0))
             except Exception:  # noqa: BLE001 - a checkpoint deleted meanwhile, or XML we cannot read
                 continue
         return out
@@ -443,11 +444,11 @@ class LibvirtDriver(CloudDriver):
             token = since.get(vid)
             if bitmap[d.target] and token in checkpoints and d.target in checkpoints[token][1]:
                 incremental[d.target] = token
-        cp_xml = (data.checkpoint_xml(name, [(d.target, bitmap[d.target]) for _, d in disks], CHECKPOINT_DESCRIPTION)
+        cp_xml = (qemu.checkpoint_xml(name, [(d.target, bitmap[d.target]) for _, d in disks], CHECKPOINT_DESCRIPTION)
                   if any(bitmap.values()) else None)
 
         def backup_xml(inc: dict[str, str]) -> str:
-            return data.pull_backup_xml(socket, [(d.target, str(folder / f"{d.target}.fleece.qcow2"),
+            return qemu.pull_backup_xml(socket, [(d.target, str(folder / f"{d.target}.fleece.qcow2"),
                                                   inc.get(d.target)) for _, d in disks])
 
         self.count_call()
@@ -466,11 +467,11 @@ class LibvirtDriver(CloudDriver):
             snaps = []
             for vid, d in disks:
                 raw = folder / f"{d.target}.raw"
-                data.copy_to_raw(data.nbd_url(socket, d.target), "raw", raw)
+                qemu.copy_to_raw(qemu.nbd_url(socket, d.target), "raw", raw)
                 changes = None
                 if d.target in incremental:
                     changes = folder / f"{d.target}.changes.json"
-                    extents = data.dirty_extents(socket, d.target, f"backup-{d.target}")
+                    extents = qemu.dirty_extents(socket, d.target, f"backup-{d.target}")
                     changes.write_text(json.dumps(extents))
                 snaps.append(self._volume_snapshot(info, vid, d, name, raw, name if bitmap[d.target] else None,
                                                    incremental.get(d.target), changes))
@@ -489,7 +490,7 @@ class LibvirtDriver(CloudDriver):
         snaps = []
         for vid, d in disks:
             raw = folder / f"{d.target}.raw"
-            data.copy_to_raw(d.source, d.format or "raw", raw)
+            qemu.copy_to_raw(d.source, d.format or "raw", raw)
             snaps.append(self._volume_snapshot(info, vid, d, name, raw, None, None, None))
         return snaps
 
@@ -501,7 +502,7 @@ class LibvirtDriver(CloudDriver):
             return self._cluster().open_reader(h["pool"], h["image"], h["snap"],
                                                read_ahead=self.rbd_settings.read_ahead, focus=focus)
         try:
-            return data.RawFileReader(Path(snapshot.handle["path"]), snapshot.size)
+            return FileBlockReader(Path(snapshot.handle["path"]), snapshot.size)
         except FileNotFoundError as exc:
             raise CSBSError(codes.INTERNAL_ERROR, message=f"snapshot {snapshot.snapshot_id} is gone") from exc
 
@@ -622,13 +623,13 @@ class LibvirtDriver(CloudDriver):
         except libvirt.libvirtError as exc:
             raise self._error(exc) from exc
         fmt = disk.format or "raw"
-        details = data.image_info(disk.source, fmt)
+        details = qemu.image_info(disk.source, fmt)
         size = int(details["virtual-size"])
         if fmt == "qcow2":
-            return data.Qcow2Writer(Path(disk.source), size, self.scratch_dir, details.get("cluster-size"))
+            return qemu.Qcow2Writer(Path(disk.source), size, self.scratch_dir, details.get("cluster-size"))
         if fmt != "raw":
             raise DataPathUnsupported(self.name, f"restore {fmt} images")
-        return data.RawFileWriter(Path(disk.source), size)
+        return FileBlockWriter(Path(disk.source), size, truncate=False, create=False)
 
     def power_off(self, ctx: CloudContext, server_id: str) -> bool:
         libvirt = _libvirt()
