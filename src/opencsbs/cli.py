@@ -551,7 +551,7 @@ def sandbox_delete(ctx: Ctx, resource_id: str) -> None:
 def sandbox_write(ctx: Ctx, volume_id: str, offset: int, source) -> None:
     """Write bytes into a sandbox volume."""
     from opencsbs.clouds.sandbox.inventory import InventoryError, write_volume
-    from opencsbs.db.models import SandboxVolume
+    from opencsbs.clouds.sandbox.models import SandboxVolume
 
     def _write(session, st):
         volume = session.get(SandboxVolume, volume_id)
@@ -571,7 +571,7 @@ def sandbox_write(ctx: Ctx, volume_id: str, offset: int, source) -> None:
 def sandbox_hash(ctx: Ctx, volume_id: str) -> None:
     """Print the SHA-256 of every byte of a sandbox volume."""
     from opencsbs.clouds.sandbox.inventory import InventoryError, hash_volume
-    from opencsbs.db.models import SandboxVolume
+    from opencsbs.clouds.sandbox.models import SandboxVolume
 
     def _hash(session, st):
         if session.get(SandboxVolume, volume_id) is None:
