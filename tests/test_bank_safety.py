@@ -12,8 +12,8 @@ from blake3 import blake3
 from click.testing import CliRunner
 
 from opencsbs.bank import CHUNK_SIZE, BankKeyError, ChunkDamaged, ChunkMissing, Codec, ObjectNotFound
-from opencsbs.blockio.files import FileBlockReader
 from opencsbs.bank.layout import chunk_key, index_key
+from opencsbs.blockio.files import FileBlockReader
 
 
 def _settle(env):
@@ -345,7 +345,8 @@ def test_a_killed_gc_leaves_no_lasting_marker(env, monkeypatch):
     doc = {"host": socket.gethostname(), "pid": int(dead.stdout), "started_at": "2026-01-01T00:00:00.000000"}
     bank.store.put("gc/running/killed", json.dumps(doc).encode(), sync=False)
     monkeypatch.setattr(gc_mod, "GC_MARKER_LEASE", 1.0)
-    assert gc_mod.gc_overlapped(bank.store, time.time() - 60)  # a backup that ran while that GC could still delete: re-checks
+    # a backup that ran while that GC could still delete: re-checks
+    assert gc_mod.gc_overlapped(bank.store, time.time() - 60)
     time.sleep(2.2)
     assert not gc_mod.gc_overlapped(bank.store, time.time())  # a backup started after the lease: no re-check
     # a live GC elsewhere on this host (this process) still counts, however recent the backup
