@@ -61,7 +61,8 @@ def parse_size(text: str) -> int:
 def inner(argv: list[str]) -> None:
     sys.path.insert(0, str(ROOT / "src"))
     # the bank as a library (what the engine's workers hold), without the service's settings machinery
-    from opencsbs.bank import Bank, Codec, FileBlockReader, FileBlockWriter, LocalStore, load_key
+    from opencsbs.bank import Bank, Codec, LocalStore, load_key
+    from opencsbs.blockio.files import FileBlockReader, FileBlockWriter
 
     p = argparse.ArgumentParser()
     p.add_argument("op", choices=["backup", "restore"])

@@ -45,7 +45,8 @@ def main() -> None:
     from opencsbs.clouds.sandbox.inventory import hash_volume, load_inventory, write_volume
     from opencsbs.config import Settings
     from opencsbs.db.base import transaction
-    from opencsbs.db.models import CheckpointItem, Restore, SandboxVolume
+    from opencsbs.clouds.sandbox.models import SandboxVolume
+    from opencsbs.db.models import CheckpointItem, Restore
     from opencsbs.engine.worker import drain
     from opencsbs.runtime import Runtime
     from opencsbs.service import backups, restores

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from opencsbs.bank import FileBlockReader, FileBlockWriter, open_bank
+from opencsbs.bank import open_bank
+from opencsbs.blockio.files import FileBlockReader, FileBlockWriter
 from opencsbs.config import BankSettings, Settings
 
 MiB = 1 << 20

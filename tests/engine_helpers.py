@@ -8,7 +8,7 @@ import random
 
 from opencsbs.clouds.sandbox.inventory import hash_volume, write_volume
 from opencsbs.db.base import transaction
-from opencsbs.db.models import SandboxVolume
+from opencsbs.clouds.sandbox.models import SandboxVolume
 
 PROVIDER = "fc4d5750-22e7-4798-8a46-f48f62c4c1da"
 WEB1 = "6507cb66-90dc-4a12-a573-c9f3398f899d"

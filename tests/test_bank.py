@@ -9,7 +9,8 @@ from bank_helpers import MiB, env, sha  # noqa: F401 - env is a fixture
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from opencsbs.bank import CHUNK_SIZE, BankError, FileBlockReader, IndexNotFound
+from opencsbs.bank import CHUNK_SIZE, BankError, IndexNotFound
+from opencsbs.blockio.files import FileBlockReader
 
 
 @pytest.mark.parametrize("kind", ["random", "zeros", "mixed", "odd"])
@@ -183,3 +184,19 @@ def test_s3_server_refuses_a_wrong_secret(tmp_path):
     with pytest.raises(BankConfigError) as info:
         open_bank(Settings(data_dir=tmp_path, bank=bad))
     assert "SignatureDoesNotMatch" in str(info.value) or "403" in str(info.value) or "Forbidden" in str(info.value)
+
+
+def test_a_backend_missing_a_method_is_refused_when_built():
+    """``ObjectStore`` is abstract: a backend that forgets one of its methods fails when it is built, not in
+    the middle of a backup."""
+    from opencsbs.bank import ObjectStore
+
+    class NoTouch(ObjectStore):
+        def put(self, key, data, sync=True): ...
+        def get(self, key): ...
+        def head(self, key): ...
+        def delete(self, key): ...
+        def list(self, prefix): ...
+
+    with pytest.raises(TypeError, match="touch"):
+        NoTouch()

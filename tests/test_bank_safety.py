@@ -11,8 +11,9 @@ from bank_helpers import MiB, env, sha  # noqa: F401 - env is a fixture
 from blake3 import blake3
 from click.testing import CliRunner
 
-from opencsbs.bank import CHUNK_SIZE, BankKeyError, ChunkDamaged, ChunkMissing, Codec, FileBlockReader, ObjectNotFound
-from opencsbs.bank.store import chunk_key, index_key
+from opencsbs.bank import CHUNK_SIZE, BankKeyError, ChunkDamaged, ChunkMissing, Codec, ObjectNotFound
+from opencsbs.bank.layout import chunk_key, index_key
+from opencsbs.blockio.files import FileBlockReader
 
 
 def _settle(env):
@@ -335,7 +336,7 @@ def test_a_killed_gc_leaves_no_lasting_marker(env, monkeypatch):
     import subprocess
     import sys
 
-    from opencsbs.bank import store as store_mod
+    from opencsbs.bank import gc as gc_mod
 
     bank = env.open()
     env.backup(bank, env.image("a.img", os.urandom(2 * CHUNK_SIZE)), "checkpoints/a/v")
@@ -343,13 +344,14 @@ def test_a_killed_gc_leaves_no_lasting_marker(env, monkeypatch):
                           text=True, check=True)
     doc = {"host": socket.gethostname(), "pid": int(dead.stdout), "started_at": "2026-01-01T00:00:00.000000"}
     bank.store.put("gc/running/killed", json.dumps(doc).encode(), sync=False)
-    monkeypatch.setattr(store_mod, "GC_MARKER_LEASE", 1.0)
-    assert bank._gc_overlapped(time.time() - 60)  # a backup that ran while that GC could still delete: re-checks
+    monkeypatch.setattr(gc_mod, "GC_MARKER_LEASE", 1.0)
+    # a backup that ran while that GC could still delete: re-checks
+    assert gc_mod.gc_overlapped(bank.store, time.time() - 60)
     time.sleep(2.2)
-    assert not bank._gc_overlapped(time.time())  # a backup started after the lease: no re-check
+    assert not gc_mod.gc_overlapped(bank.store, time.time())  # a backup started after the lease: no re-check
     # a live GC elsewhere on this host (this process) still counts, however recent the backup
     bank.store.put("gc/running/live", json.dumps({**doc, "pid": os.getpid()}).encode(), sync=False)
-    assert bank._gc_overlapped(time.time() + 3600)
+    assert gc_mod.gc_overlapped(bank.store, time.time() + 3600)
     bank.store.delete("gc/running/live")
     report = bank.gc(grace_seconds=0)
     assert report.stale_gc_markers == 1 and report.skipped_reason is None

@@ -1,4 +1,4 @@
-"""Direct writes of restore targets (opencsbs.blockio.DirectWriter) and the writers that use them: the bytes a
+"""Direct writes of restore targets (opencsbs.blockio.direct.DirectWriter) and the writers that use them: the bytes a
 restore leaves behind are the same whether a block went direct or through the page cache."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from pathlib import Path
 
 from conftest import require_component
 
-from opencsbs.bank import Bank, Codec, FileBlockReader, FileBlockWriter, LocalStore
-from opencsbs.blockio import ALIGN, DirectWriter
+from opencsbs.bank import Bank, Codec, LocalStore
+from opencsbs.blockio.direct import ALIGN, DirectWriter
+from opencsbs.blockio.files import FileBlockReader, FileBlockWriter
 
 MiB = 1 << 20
 

@@ -13,7 +13,7 @@ from engine_helpers import BMS1, DB1, PROVIDER, WEB1, run_jobs
 from policy_helpers import body as policy_body
 
 from opencsbs.db.base import transaction
-from opencsbs.db.models import SandboxServer
+from opencsbs.clouds.sandbox.models import SandboxServer
 
 #: the Terraform providers' csbs backup destroy: StateChangeConf Pending / Target
 TF_PENDING, TF_TARGET = ("available", "deleting"), ("deleted",)

@@ -356,10 +356,10 @@ def test_a_retried_snapshot_replaces_a_partial_one_and_a_lost_base_reads_whole(w
     folder = driver.scratch_dir / "csbs-job-2"
     folder.mkdir(parents=True)
     (folder / "vda.raw").write_bytes(b"half")
-    from opencsbs.clouds.libvirt import data
+    from opencsbs.clouds.libvirt import qemu
 
-    dom.backupBegin(data.pull_backup_xml(driver._nbd_socket(folder), [("vda", str(folder / "f.qcow2"), None)]),
-                    data.checkpoint_xml("csbs-job-2", [("vda", True)], "opencsbs"), 0)
+    dom.backupBegin(qemu.pull_backup_xml(driver._nbd_socket(folder), [("vda", str(folder / "f.qcow2"), None)]),
+                    qemu.checkpoint_xml("csbs-job-2", [("vda", True)], "opencsbs"), 0)
     write_live(dom, qcow, 4 * MIB, MIB, 32)
     snap = driver.snapshot_server(ctx, sid, "csbs-job-2", since={vid: "csbs-job-1"})
     vs = snap.volume(vid)

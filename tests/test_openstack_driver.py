@@ -295,6 +295,25 @@ def _answer_with(settings, cloud, clouds_yaml, timeout=20.0):
         rt.close()
 
 
+def test_without_rbd_backends_the_driver_is_an_inventory_only_type(settings):
+    """No ``cloud.openstack_rbd_backends``: the driver built is only an ``Inventory`` (it lists and describes
+    servers), and asking it for a data path answers CSBS.9998 (HTTP 500, "System not support")."""
+    from opencsbs.clouds.base import DataPath, Inventory, data_path
+    from opencsbs.clouds.openstack import OpenStackInventory, build_openstack_driver
+    from opencsbs.core.errors import CSBSError
+
+    driver = build_openstack_driver(_configure_cloud(settings))
+    try:
+        assert type(driver) is OpenStackInventory
+        assert isinstance(driver, Inventory) and not isinstance(driver, DataPath)
+        with pytest.raises(CSBSError) as refused:
+            data_path(driver)
+        assert (refused.value.error_code, refused.value.status) == ("CSBS.9998", 500)
+        assert "openstack" in refused.value.error_msg
+    finally:
+        driver.close()
+
+
 def test_service_user_refused_answers_503(settings, tmp_path):
     require_component(ow.available(), "OpenStack not started (scripts/services/openstack.sh start)")
     bad = tmp_path / "clouds.yaml"

@@ -17,7 +17,7 @@ from opencsbs.clouds.sandbox.inventory import (
     load_inventory_file, set_server, volume_file, write_volume,
 )
 from opencsbs.db.base import transaction
-from opencsbs.db.models import SandboxAttachment, SandboxServer, SandboxVolume
+from opencsbs.clouds.sandbox.models import SandboxAttachment, SandboxServer, SandboxVolume
 from opencsbs.service.protectable import check_protectable
 from opencsbs.auth.base import Principal
 

@@ -144,11 +144,11 @@ def build_driver(settings: Settings, sessions: sessionmaker[Session]) -> CloudDr
     if name == "libvirt":
         from opencsbs.clouds.libvirt import LibvirtDriver
 
-        return LibvirtDriver(settings)
+        return LibvirtDriver.from_settings(settings)
     if name == "openstack":
-        from opencsbs.clouds.openstack import OpenStackDriver
+        from opencsbs.clouds.openstack import build_openstack_driver
 
-        return OpenStackDriver(settings)
+        return build_openstack_driver(settings)
     raise ValueError(f"unknown cloud driver {name!r}")
 
 

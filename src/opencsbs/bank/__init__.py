@@ -1,6 +1,7 @@
 """The bank: where backup data lives (content-addressed 4 MiB chunks, zstd, optional AES-256-GCM, one index
 per volume backup) on a local folder or an S3 bucket. See ``docs/bank.md``.
 
+>>> from opencsbs.blockio.files import FileBlockReader, FileBlockWriter
 >>> bank = open_bank(settings)
 >>> stats = bank.backup_volume(FileBlockReader("disk.img"), "checkpoints/<id>/<volume_backup_id>")
 >>> bank.restore_volume("checkpoints/<id>/<volume_backup_id>", FileBlockWriter("out.img", stats.size))
@@ -19,22 +20,16 @@ from opencsbs.bank.errors import (
     IndexNotFound,
     ObjectNotFound,
 )
-from opencsbs.bank.files import FileBlockReader, FileBlockWriter
-from opencsbs.bank.store import (
-    CHUNK_SIZE,
-    Bank,
-    GCReport,
-    IndexStats,
-    RestoreStats,
-    VerifyReport,
-    VolumeIndex,
-)
+from opencsbs.bank.bank import Bank, IndexStats, RestoreStats
+from opencsbs.bank.gc import GCReport, collect_garbage
+from opencsbs.bank.layout import CHUNK_SIZE, VolumeIndex
+from opencsbs.bank.verify import VerifyReport, verify_bank
 
 __all__ = [
     "CHUNK_SIZE", "Bank", "BankConfigError", "BankError", "BankKeyError", "ChunkDamaged", "ChunkMissing",
-    "Codec", "FileBlockReader", "FileBlockWriter", "GCReport", "IndexNotFound", "IndexStats", "LocalStore",
-    "ObjectNotFound", "ObjectStore", "RestoreStats", "S3Store", "VerifyReport", "VolumeIndex", "load_key",
-    "open_bank",
+    "Codec", "GCReport", "IndexNotFound", "IndexStats", "LocalStore",
+    "ObjectNotFound", "ObjectStore", "RestoreStats", "S3Store", "VerifyReport", "VolumeIndex", "collect_garbage",
+    "load_key", "open_bank", "verify_bank",
 ]
 
 

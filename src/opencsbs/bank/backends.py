@@ -7,6 +7,7 @@ temporary file + ``rename``; S3: a single PUT). Times are POSIX seconds (float, 
 
 from __future__ import annotations
 
+import abc
 import os
 import time
 import uuid
@@ -14,9 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from opencsbs.bank._writeback import start_writeback
-from opencsbs.bank.errors import BankConfigError, BankError, ObjectNotFound
-from opencsbs.blockio import ALIGN, open_direct, pwrite_direct
+from opencsbs.bank.errors import BankConfigError, ObjectNotFound
+from opencsbs.blockio.direct import ALIGN, open_direct, pwrite_direct
+from opencsbs.blockio.sparse import start_writeback
 
 TMP_PREFIX = ".tmp-"
 #: objects at least this large (chunks) are written with O_DIRECT by :class:`LocalStore` when it fsyncs
@@ -32,39 +33,41 @@ class ObjectInfo:
     mtime: float
 
 
-class ObjectStore:
-    """The interface every backend implements."""
+class ObjectStore(abc.ABC):
+    """The interface every backend implements. A backend that misses one of the abstract methods cannot be
+    built (``TypeError``); :meth:`sync`, :meth:`cleanup_temporary` and :meth:`close` have no-op defaults for
+    backends whose every put is durable, that leave no temporary objects or hold no connection."""
 
     #: a human-readable location, for reports
     location: str = ""
 
+    @abc.abstractmethod
     def put(self, key: str, data: bytes, sync: bool = True) -> None:
         """Store ``data`` under ``key`` atomically (replacing any old object). ``sync=False`` lets a backend
         defer durability until :meth:`sync` is called for the key."""
-        raise BankError("backend does not implement put")  # pragma: no cover
 
     def sync(self, keys: list[str]) -> None:
         """Make the objects ``keys``, stored with ``sync=False``, durable (no-op where every put is)."""
 
+    @abc.abstractmethod
     def get(self, key: str) -> bytes:
         """The object's bytes; raises :class:`ObjectNotFound`."""
-        raise BankError("backend does not implement get")  # pragma: no cover
 
+    @abc.abstractmethod
     def head(self, key: str) -> ObjectInfo | None:
         """Size and mtime of ``key``, or ``None`` when absent."""
-        raise BankError("backend does not implement head")  # pragma: no cover
 
+    @abc.abstractmethod
     def touch(self, key: str) -> None:
         """Set ``key``'s mtime to now (raises :class:`ObjectNotFound` when absent)."""
-        raise BankError("backend does not implement touch")  # pragma: no cover
 
+    @abc.abstractmethod
     def delete(self, key: str) -> None:
         """Remove ``key``; absent keys are ignored."""
-        raise BankError("backend does not implement delete")  # pragma: no cover
 
+    @abc.abstractmethod
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every object whose key starts with ``prefix`` (no particular order)."""
-        raise BankError("backend does not implement list")  # pragma: no cover
 
     def cleanup_temporary(self, older_than: float) -> int:
         """Remove leftovers of interrupted writes older than ``older_than`` (POSIX time); returns how many."""

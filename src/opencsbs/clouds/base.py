@@ -1,32 +1,35 @@
 """The interface every cloud driver implements.
 
-Inventory side (what the CSBS rules read): :meth:`CloudDriver.get_servers` returns :class:`ServerFacts` for a
+Inventory side (what the CSBS rules read): :meth:`Inventory.get_servers` returns :class:`ServerFacts` for a
 whole batch of ids with a constant number of cloud calls (list with filters, never one call per id).
 ``calls`` counts the cloud calls a driver made, so benchmarks and tests can assert that.
 
 Data side (what the backup engine drives), shaped after libvirt/KVM push-mode backups with checkpoints and dirty
 bitmaps, and Cinder snapshots:
 
-1. :meth:`CloudDriver.snapshot_server` takes a crash-consistent snapshot of *every* disk of a server before any
+1. :meth:`DataPath.snapshot_server` takes a crash-consistent snapshot of *every* disk of a server before any
    byte is copied (libvirt: one ``backupBegin`` with a ``domaincheckpoint`` covering all disks; OpenStack: a Cinder
-   snapshot per volume taken while the server is paused/quiesced; sandbox: a copy of each volume file while the
-   volumes are locked against writers). The snapshot is named by the caller (the engine uses the job id), so a
-   retry after a crash finds or replaces the same snapshot instead of leaking a second one.
-2. :meth:`CloudDriver.open_snapshot` gives a :class:`~opencsbs.core.blocks.BlockReader` of one disk of it, and
-   :meth:`CloudDriver.changed_ranges` the byte ranges changed since an earlier snapshot of that disk, when the
+   snapshot per volume taken while the server is paused/quiesced; sandbox: a copy-on-write overlay registered on
+   each volume file while the volumes are locked against writers). The snapshot is named by the caller (the
+   engine uses the job id), so a retry after a crash finds or replaces the same snapshot instead of leaking a
+   second one.
+2. :meth:`DataPath.open_snapshot` gives a :class:`~opencsbs.core.blocks.BlockReader` of one disk of it, and
+   :meth:`DataPath.changed_ranges` the byte ranges changed since an earlier snapshot of that disk, when the
    driver tracks changes (a libvirt dirty bitmap / checkpoint, a Cinder changed-block API); ``None`` means "read
    everything" and the bank then de-duplicates by content.
-3. :meth:`CloudDriver.delete_snapshot` drops the snapshot's data (idempotent) but, after a successful backup,
+3. :meth:`DataPath.delete_snapshot` drops the snapshot's data (idempotent) but, after a successful backup,
    keeps its change token usable as the base of the next incremental backup.
-4. Restores: :meth:`CloudDriver.power_off`, :meth:`CloudDriver.open_volume_writer` per target disk,
-   :meth:`CloudDriver.power_on`.
+4. Restores: :meth:`DataPath.power_off`, :meth:`DataPath.open_volume_writer` per target disk,
+   :meth:`DataPath.power_on`.
 
 Everything a worker must remember between steps is in the plain, JSON-serialisable :class:`ServerSnapshot`
 (the engine persists it in its job row), so another worker process can continue after a crash.
 
 Errors: a driver that cannot reach or authenticate to its cloud raises :class:`CloudUnavailable`; the API
-answers 503 with CSBS.9999 rather than a wrong verdict. A driver that cannot move data at all (an inventory-only
-driver) raises :class:`DataPathUnsupported` (CSBS.9998) from the data-side methods.
+answers 503 with CSBS.9999 rather than a wrong verdict. The two sides are two roles, :class:`Inventory` and
+:class:`DataPath`; :class:`CloudDriver` is their sum. A driver that cannot move data at all is only an
+:class:`Inventory`, and :func:`data_path` refuses it with :class:`DataPathUnsupported` (CSBS.9998); a data path
+that cannot handle one disk raises the same error.
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ class VolumeSnapshot:
 
     ``size``: bytes of the disk at snapshot time; ``snapshot_id``: the cloud's id of the disk snapshot (shown as
     ``snapshot_id`` of a volume backup); ``change_token``: what to pass as ``since`` to a later
-    :meth:`CloudDriver.snapshot_server` to learn the changes after this snapshot (libvirt checkpoint name,
+    :meth:`DataPath.snapshot_server` to learn the changes after this snapshot (libvirt checkpoint name,
     sandbox generation), None when the driver tracks no changes; ``since``: the token this snapshot's changed
     ranges are relative to (None: unknown, read everything); ``handle``: driver data (paths, node names).
     """
@@ -114,8 +117,10 @@ class ServerSnapshot:
         raise KeyError(volume_id)
 
 
-class CloudDriver(ABC):
-    """Base of cloud drivers. Thread-safe: API threads and workers share one instance."""
+class Inventory(ABC):
+    """The inventory role: what the CSBS rules read (``get_servers``, ``list_server_ids``). A driver that is only
+    an :class:`Inventory` cannot move data: :func:`data_path` refuses it with CSBS.9998 (an OpenStack cloud
+    without ``cloud.openstack_rbd_backends``). Thread-safe: API threads and workers share one instance."""
 
     #: short name used in config (``cloud.driver``)
     name: str = "abstract"
@@ -147,13 +152,20 @@ class CloudDriver(ABC):
         whatever ``len(server_ids)``. Raises :class:`CloudUnavailable` when the cloud cannot be asked.
         """
 
+    @abstractmethod
     def list_server_ids(self, ctx: CloudContext) -> list[str]:
         """Ids of every server ``ctx.project_id`` may see (one listing call; feed them to :meth:`get_servers`).
-        Raises :class:`CloudUnavailable`; the default raises :class:`DataPathUnsupported`."""
-        raise DataPathUnsupported(self.name, "list servers")
+        Raises :class:`CloudUnavailable`."""
 
-    # --- data side (see the module docstring) ----------------------------------------------------------------
+    def close(self) -> None:
+        """Release connections (default: nothing)."""
 
+
+class DataPath(ABC):
+    """The data-path role: what the backup engine drives (see the module docstring). Every method but
+    :meth:`changed_ranges` and :meth:`prune_change_tracking` (which have safe defaults) must be implemented."""
+
+    @abstractmethod
     def snapshot_server(
         self, ctx: CloudContext, server_id: str, name: str, since: dict[str, str] | None = None
     ) -> ServerSnapshot:
@@ -164,17 +176,17 @@ class CloudDriver(ABC):
         that :meth:`changed_ranges` can answer relative to it. Raises :class:`CloudUnavailable`, or
         ``CSBSError(SERVER_NOT_FOUND)`` when the server is gone.
         """
-        raise DataPathUnsupported(self.name, "snapshot servers")
 
+    @abstractmethod
     def open_snapshot(self, snapshot: VolumeSnapshot) -> BlockReader:
         """A reader of one disk snapshot's bytes (close it when done)."""
-        raise DataPathUnsupported(self.name, "read snapshots")
 
     def changed_ranges(self, snapshot: VolumeSnapshot) -> Sequence[Range] | None:
         """Sorted ``(offset, length)`` ranges of ``snapshot`` that may differ from the snapshot whose change token
         was given as ``since``; None when unknown (then everything is read)."""
         return None
 
+    @abstractmethod
     def delete_snapshot(self, snapshot: ServerSnapshot, keep_change_token: bool = True) -> None:
         """Drop the snapshot's data; idempotent (a missing snapshot is fine).
 
@@ -184,7 +196,6 @@ class CloudDriver(ABC):
         tokens no backup records): the tokens may go too. ``snapshot.volumes`` may be empty: a backup that failed
         before its snapshot was recorded asks to drop whatever was made under ``snapshot.name`` for
         ``snapshot.server_id`` (the driver finds the disks itself)."""
-        raise DataPathUnsupported(self.name, "delete snapshots")
 
     def prune_change_tracking(self, needed: dict[str, set[str]]) -> int:
         """Drop change-tracking data no future :meth:`changed_ranges` call can need. ``needed``: for each volume
@@ -194,17 +205,26 @@ class CloudDriver(ABC):
         answer."""
         return 0
 
+    @abstractmethod
     def open_volume_writer(self, ctx: CloudContext, volume_id: str) -> BlockWriter:
         """A writer over the whole of volume ``volume_id`` for a restore (the server should be powered off)."""
-        raise DataPathUnsupported(self.name, "write volumes")
 
+    @abstractmethod
     def power_off(self, ctx: CloudContext, server_id: str) -> bool:
         """Stop ``server_id``; returns whether it was running. Idempotent."""
-        raise DataPathUnsupported(self.name, "power servers off")
 
+    @abstractmethod
     def power_on(self, ctx: CloudContext, server_id: str) -> None:
         """Start ``server_id``. Idempotent."""
-        raise DataPathUnsupported(self.name, "power servers on")
 
-    def close(self) -> None:
-        """Release connections (default: nothing)."""
+
+class CloudDriver(Inventory, DataPath):
+    """A driver with both roles: inventory and data path."""
+
+
+def data_path(driver: Inventory) -> DataPath:
+    """``driver`` as a :class:`DataPath`; raises :class:`DataPathUnsupported` (CSBS.9998) for an inventory-only
+    driver."""
+    if isinstance(driver, DataPath):
+        return driver
+    raise DataPathUnsupported(driver.name, "back up or restore (it has no data path)")

@@ -47,7 +47,7 @@ from datetime import datetime
 from typing import Any
 
 from opencsbs.clouds.base import CloudUnavailable
-from opencsbs.clouds.sparse import merge_ranges
+from opencsbs.blockio.sparse import merge_ranges
 from opencsbs.core import codes
 from opencsbs.core.blocks import Range
 from opencsbs.core.errors import CSBSError

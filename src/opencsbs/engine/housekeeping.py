@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from opencsbs.clouds.base import DataPath
 from opencsbs.core.timeutil import utcnow
 from opencsbs.db.base import transaction
 from opencsbs.db.models import CheckpointItem, Job, ResourceLock, Restore, VolumeBackup
@@ -95,7 +96,7 @@ def change_tokens_in_use(session: Session) -> dict[str, set[str]]:
 
 def collect_garbage(bank: Any, interval: float, grace: float, now: float | None = None) -> Any | None:
     """``bank.gc(grace)`` when the last GC of ``bank`` ended ``interval`` seconds or more before ``now`` (POSIX
-    time, default the real time) or never; returns its :class:`~opencsbs.bank.store.GCReport`, or None when not
+    time, default the real time) or never; returns its :class:`~opencsbs.bank.gc.GCReport`, or None when not
     due (or ``interval`` <= 0). Logs the outcome at INFO (a skipped sweep at WARNING)."""
     if interval <= 0:
         return None
@@ -131,7 +132,7 @@ def housekeep(runtime: Any, now: datetime | None = None) -> HousekeepingReport:
     jobs = prune_jobs(runtime.sessions, now - timedelta(days=days)) if days > 0 else 0
     with runtime.sessions() as session:
         needed = change_tokens_in_use(session)
-    logs = runtime.driver.prune_change_tracking(needed)
+    logs = runtime.driver.prune_change_tracking(needed) if isinstance(runtime.driver, DataPath) else 0
     if jobs or logs:
         log.info("housekeeping: %d finished jobs and %d change logs removed", jobs, logs)
     engine = runtime.settings.engine

@@ -32,7 +32,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from opencsbs.bank.errors import ChunkMissing
-from opencsbs.clouds.base import CloudContext, CloudUnavailable, ServerSnapshot
+from opencsbs.clouds.base import CloudContext, CloudUnavailable, ServerSnapshot, data_path
 from opencsbs.core import codes
 from opencsbs.core.errors import CSBSError
 from opencsbs.core.timeutil import utcnow
@@ -154,11 +154,12 @@ def _backup_snapshot(runtime: Any, job: JobHandle) -> None:
                     bases[volume_id] = {"index": prev.index_name, "token": prev.change_token}
         server_id = item.resource_id
     since = {vid: b["token"] for vid, b in bases.items() if b.get("token")}
-    snapshot = runtime.driver.snapshot_server(_ctx(job), server_id, snapshot_name(job.id), since=since or None)
+    snapshot = data_path(runtime.driver).snapshot_server(_ctx(job), server_id, snapshot_name(job.id),
+                                                         since=since or None)
     by_volume = {v.volume_id: v for v in snapshot.volumes}
     missing = [vid for _, vid in vbs if vid not in by_volume]
     if missing:
-        runtime.driver.delete_snapshot(snapshot, keep_change_token=False)
+        data_path(runtime.driver).delete_snapshot(snapshot, keep_change_token=False)
         raise CSBSError(codes.INTERNAL_ERROR, message=f"volume(s) {','.join(missing)} were detached during the backup")
 
     def apply(session: Session) -> None:
@@ -200,7 +201,7 @@ def _backup_copy(runtime: Any, job: JobHandle) -> None:
         base_index = base.get("index")
         changed = None
         if base_index and base.get("token") and vsnap.since == base.get("token"):
-            changed = runtime.driver.changed_ranges(vsnap)
+            changed = data_path(runtime.driver).changed_ranges(vsnap)
         name = index_name(checkpoint_id, vb_id)
 
         def on_progress(done: int, _total: int, _offset=done_bytes) -> None:
@@ -232,7 +233,7 @@ def _backup_copy(runtime: Any, job: JobHandle) -> None:
 
 def _copy_volume(runtime: Any, vsnap, name: str, base_index: str | None, changed, on_progress):
     """Copy one disk snapshot into the bank; returns ``(IndexStats, whether base_index was used)``."""
-    reader = runtime.driver.open_snapshot(vsnap)
+    reader = data_path(runtime.driver).open_snapshot(vsnap)
     try:
         try:
             stats = runtime.bank.backup_volume(reader, index_name=name, base_index=base_index,
@@ -282,7 +283,7 @@ def _backup_commit(runtime: Any, job: JobHandle) -> None:
 def _backup_cleanup(runtime: Any, job: JobHandle) -> None:
     snap = job.state.get("snapshot")
     if snap:
-        runtime.driver.delete_snapshot(ServerSnapshot.from_dict(snap))
+        data_path(runtime.driver).delete_snapshot(ServerSnapshot.from_dict(snap))
     job.commit("done", status="done")
 
 
@@ -299,7 +300,7 @@ def fail_backup(runtime: Any, job: JobHandle, error: CSBSError) -> None:
         snap = job.state.get("snapshot")
         try:
             if snap:
-                runtime.driver.delete_snapshot(ServerSnapshot.from_dict(snap))
+                data_path(runtime.driver).delete_snapshot(ServerSnapshot.from_dict(snap))
         except Exception:  # the backup is available; a stale snapshot is only disk space
             log.warning("could not delete snapshot of job %s", job.id, exc_info=True)
         job.commit("done", status="done")
@@ -339,7 +340,7 @@ def _backup_abort(runtime: Any, job: JobHandle) -> None:
         {"server_id": server_id, "name": snapshot_name(job.id), "volumes": []} if server_id else None)
     if snap:
         try:
-            runtime.driver.delete_snapshot(ServerSnapshot.from_dict(snap), keep_change_token=False)
+            data_path(runtime.driver).delete_snapshot(ServerSnapshot.from_dict(snap), keep_change_token=False)
         except Exception:  # the job still fails cleanly; housekeeping drops what is left
             log.warning("could not delete snapshot of job %s", job.id, exc_info=True)
 
@@ -376,7 +377,7 @@ def _restore_prepare(runtime: Any, job: JobHandle) -> None:
     with runtime.sessions() as session:
         restore = session.get(Restore, job.target_id)
         server_id = restore.target_server_id
-    was_running = runtime.driver.power_off(_ctx(job), server_id)
+    was_running = data_path(runtime.driver).power_off(_ctx(job), server_id)
 
     def apply(session: Session) -> None:
         restore = session.get(Restore, job.target_id)
@@ -411,7 +412,7 @@ def _restore_write(runtime: Any, job: JobHandle) -> None:
         if backup_id in written:
             continue
         offset = sum(sizes[b] for b in written)
-        writer = runtime.driver.open_volume_writer(_ctx(job), volume_id)
+        writer = data_path(runtime.driver).open_volume_writer(_ctx(job), volume_id)
         try:
             runtime.bank.restore_volume(names[backup_id], writer,
                                         progress=lambda d, _t, _o=offset: progress(100 * (_o + d) / total))
@@ -429,7 +430,7 @@ def _restore_finish(runtime: Any, job: JobHandle) -> None:
         power_on = bool(restore.parameters.get("power_on"))
         server_id = restore.target_server_id
     if power_on:
-        runtime.driver.power_on(_ctx(job), server_id)
+        data_path(runtime.driver).power_on(_ctx(job), server_id)
 
     def apply(session: Session) -> None:
         restore = session.get(Restore, job.target_id)

@@ -23,7 +23,7 @@ from opencsbs.clouds.sandbox.inventory import (
 )
 from opencsbs.core.facts import ServerFacts
 from opencsbs.db.base import transaction
-from opencsbs.db.models import SandboxVolume
+from opencsbs.clouds.sandbox.models import SandboxVolume
 from opencsbs.runtime import Runtime
 
 

@@ -5,7 +5,7 @@ Keystone token is re-scoped to the caller's project (keystoneauth ``v3.Token``) 
 exactly what that project may see. Otherwise the service user of the ``clouds.yaml`` entry ``cloud.openstack_cloud``
 asks on the project's behalf (``all_tenants`` + ``project_id`` filters; it needs the admin role).
 
-Cost per batch, whatever its size (each HTTP request is counted with :meth:`CloudDriver.count_call`):
+Cost per batch, whatever its size (each HTTP request is counted with :meth:`Inventory.count_call`):
 
 * Nova ``GET /servers/detail`` of the project (one call per page of the server's maximum page size, 1000 by
   default: the count depends on the project's size, never on the batch's),
@@ -18,9 +18,10 @@ Cost per batch, whatever its size (each HTTP request is counted with :meth:`Clou
 
 Plus, once per new token, its re-scoping (one Keystone call); API version discovery is cached across sessions.
 
-Data side: :class:`~opencsbs.clouds.openstack.datapath.RbdDataPath` (Cinder volumes on Ceph RBD, through librbd)
-when ``cloud.openstack_rbd_backends`` is set, checked when the driver is built; otherwise backups and restores
-fail with CSBS.9998.
+Data side: :class:`OpenStackDriver` adds :class:`~opencsbs.clouds.openstack.datapath.RbdDataPath` (Cinder volumes
+on Ceph RBD, through librbd) when ``cloud.openstack_rbd_backends`` is set, checked when the driver is built;
+otherwise :func:`build_openstack_driver` gives the inventory-only :class:`OpenStackInventory`, and backups and
+restores fail with CSBS.9998 (:func:`opencsbs.clouds.base.data_path`).
 
 Errors: the cloud unreachable, timing out (``openstack_timeout``), answering 5xx, or refusing the service user
 (401/403) raise :class:`CloudUnavailable` (503, CSBS.9999). A caller's token the cloud refuses (401) answers 401
@@ -38,7 +39,8 @@ from typing import Any
 
 from cachetools import TTLCache
 
-from opencsbs.clouds.base import CloudContext, CloudDriver, CloudUnavailable, ServerSnapshot, VolumeSnapshot
+from opencsbs.clouds.base import (CloudContext, CloudDriver, CloudUnavailable, Inventory, ServerSnapshot,
+                                  VolumeSnapshot)
 from opencsbs.clouds.openstack.datapath import RbdDataPath
 from opencsbs.clouds.openstack.translate import baremetal_server_facts, nova_server_facts
 from opencsbs.core import codes
@@ -56,9 +58,18 @@ class _Refused(Exception):
     """The cloud refused the credentials used (HTTP 401)."""
 
 
-class OpenStackDriver(CloudDriver):
-    """Servers of an OpenStack cloud. Settings read: ``cloud.openstack_*`` and ``auth.mode``/``auth.keystone_url``
-    (see ``config.CloudSettings``). Connections are made lazily: building the driver never calls the cloud."""
+def build_openstack_driver(settings) -> Inventory:
+    """:class:`OpenStackDriver` when ``cloud.openstack_rbd_backends`` is set, else the inventory-only
+    :class:`OpenStackInventory`. Raises ``ValueError`` (openstacksdk missing, RBD settings incomplete)."""
+    if settings.cloud.openstack_rbd_backends:
+        return OpenStackDriver(settings)
+    return OpenStackInventory(settings)
+
+
+class OpenStackInventory(Inventory):
+    """Servers of an OpenStack cloud, inventory only. Settings read: ``cloud.openstack_*`` and
+    ``auth.mode``/``auth.keystone_url`` (see ``config.CloudSettings``). Connections are made lazily: building the
+    driver never calls the cloud."""
 
     name = "openstack"
 
@@ -76,12 +87,6 @@ class OpenStackDriver(CloudDriver):
         self._service_conn = None
         self._token_conns: TTLCache[str, Any] = TTLCache(maxsize=512, ttl=_TOKEN_CONN_SECONDS)
         self._discovery_cache: dict = {}
-        self.datapath: RbdDataPath | None = None
-        if self.cloud.openstack_rbd_backends:
-            self.datapath = RbdDataPath(self.cloud, self._service_connection,
-                                        lambda exc: self._translate_error(exc, False), self.count_call)
-            self.datapath.check_settings()  # ValueError: one line saying what is missing
-            self.data_backends = self.datapath.backends
 
     # -- connections --------------------------------------------------------------------------------------------
     def _count_response(self, response, *_args, **_kwargs):
@@ -259,47 +264,7 @@ class OpenStackDriver(CloudDriver):
         log.exception("OpenStack request failed")
         return CloudUnavailable(f"asking the cloud ({type(exc).__name__})")
 
-    # -- data side (clouds/openstack/datapath.py) -----------------------------------------------------------------
-    def snapshot_server(self, ctx: CloudContext, server_id: str, name: str,
-                        since: dict[str, str] | None = None) -> ServerSnapshot:
-        if self.datapath is None:
-            return super().snapshot_server(ctx, server_id, name, since)
-        return self.datapath.snapshot_server(ctx, server_id, name, since)
-
-    def open_snapshot(self, snapshot: VolumeSnapshot) -> BlockReader:
-        if self.datapath is None:
-            return super().open_snapshot(snapshot)
-        return self.datapath.open_snapshot(snapshot)
-
-    def changed_ranges(self, snapshot: VolumeSnapshot) -> Sequence[Range] | None:
-        return None if self.datapath is None else self.datapath.changed_ranges(snapshot)
-
-    def delete_snapshot(self, snapshot: ServerSnapshot, keep_change_token: bool = True) -> None:
-        if self.datapath is None:
-            return super().delete_snapshot(snapshot, keep_change_token)
-        return self.datapath.delete_snapshot(snapshot, keep_change_token)
-
-    def prune_change_tracking(self, needed: dict[str, set[str]]) -> int:
-        return 0 if self.datapath is None else self.datapath.prune_change_tracking(needed)
-
-    def open_volume_writer(self, ctx: CloudContext, volume_id: str) -> BlockWriter:
-        if self.datapath is None:
-            return super().open_volume_writer(ctx, volume_id)
-        return self.datapath.open_volume_writer(ctx, volume_id)
-
-    def power_off(self, ctx: CloudContext, server_id: str) -> bool:
-        if self.datapath is None:
-            return super().power_off(ctx, server_id)
-        return self.datapath.power_off(ctx, server_id)
-
-    def power_on(self, ctx: CloudContext, server_id: str) -> None:
-        if self.datapath is None:
-            return super().power_on(ctx, server_id)
-        return self.datapath.power_on(ctx, server_id)
-
     def close(self) -> None:
-        if self.datapath is not None:
-            self.datapath.close()
         with self._lock:
             conns = [self._service_conn, *self._token_conns.values()]
             self._service_conn = None
@@ -310,3 +275,47 @@ class OpenStackDriver(CloudDriver):
                     conn.close()
                 except Exception:  # noqa: BLE001
                     pass
+
+
+class OpenStackDriver(OpenStackInventory, CloudDriver):
+    """:class:`OpenStackInventory` plus the data path of Cinder volumes on Ceph RBD
+    (:class:`~opencsbs.clouds.openstack.datapath.RbdDataPath`, settings ``cloud.openstack_rbd_backends``, which
+    must not be empty). Raises ``ValueError`` naming what is missing from the RBD settings."""
+
+    def __init__(self, settings) -> None:
+        super().__init__(settings)
+        if not self.cloud.openstack_rbd_backends:
+            raise ValueError("cloud.openstack_rbd_backends is empty: the OpenStack driver has no data path")
+        self.datapath = RbdDataPath(self.cloud, self._service_connection,
+                                    lambda exc: self._translate_error(exc, False), self.count_call)
+        self.datapath.check_settings()  # ValueError: one line saying what is missing
+        self.data_backends = self.datapath.backends
+
+    def snapshot_server(self, ctx: CloudContext, server_id: str, name: str,
+                        since: dict[str, str] | None = None) -> ServerSnapshot:
+        return self.datapath.snapshot_server(ctx, server_id, name, since)
+
+    def open_snapshot(self, snapshot: VolumeSnapshot) -> BlockReader:
+        return self.datapath.open_snapshot(snapshot)
+
+    def changed_ranges(self, snapshot: VolumeSnapshot) -> Sequence[Range] | None:
+        return self.datapath.changed_ranges(snapshot)
+
+    def delete_snapshot(self, snapshot: ServerSnapshot, keep_change_token: bool = True) -> None:
+        return self.datapath.delete_snapshot(snapshot, keep_change_token)
+
+    def prune_change_tracking(self, needed: dict[str, set[str]]) -> int:
+        return self.datapath.prune_change_tracking(needed)
+
+    def open_volume_writer(self, ctx: CloudContext, volume_id: str) -> BlockWriter:
+        return self.datapath.open_volume_writer(ctx, volume_id)
+
+    def power_off(self, ctx: CloudContext, server_id: str) -> bool:
+        return self.datapath.power_off(ctx, server_id)
+
+    def power_on(self, ctx: CloudContext, server_id: str) -> None:
+        return self.datapath.power_on(ctx, server_id)
+
+    def close(self) -> None:
+        self.datapath.close()
+        super().close()

@@ -28,7 +28,7 @@ from opencsbs.core.blocks import BlockReader, BlockWriter, Range
 from opencsbs.core.errors import CSBSError
 from opencsbs.core.facts import ServerFacts, VolumeFacts
 from opencsbs.db.base import RawQuery, in_ids
-from opencsbs.db.models import SandboxAttachment, SandboxServer, SandboxVolume
+from opencsbs.clouds.sandbox.models import SandboxAttachment, SandboxServer, SandboxVolume
 
 GIB = 1024**3
 

@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session, selectinload
 from opencsbs.clouds.sandbox.volumes import changes_dir, change_log, cow_dir, record_change, volume_file, write_at
 from opencsbs.core.facts import BAREMETAL_SERVER, NOVA_STATUSES, NOVA_TASK_STATES, SERVER
 from opencsbs.db.base import new_id
-from opencsbs.db.models import SandboxAttachment, SandboxServer, SandboxVolume
+from opencsbs.clouds.sandbox.models import SandboxAttachment, SandboxServer, SandboxVolume
 
 GIB = 1024**3
 #: the largest ``size_gb`` the database column holds (a 32-bit integer on PostgreSQL)

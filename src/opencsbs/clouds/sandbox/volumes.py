@@ -26,8 +26,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from opencsbs.blockio import DirectWriter
-from opencsbs.clouds.sparse import data_extents, merge_ranges, punch_hole, pwrite_all, zero_range  # noqa: F401 - also used by callers
+from opencsbs.blockio.files import FileBlockWriter
+from opencsbs.blockio.sparse import data_extents, merge_ranges, pwrite_all
 from opencsbs.core.blocks import Range
 
 RESET = "reset"
@@ -343,41 +343,29 @@ class CowSnapshotReader:
         self._vfd = self._cfd = -1
 
 
-class VolumeWriter:
-    """:class:`~opencsbs.core.blocks.BlockWriter` over a sandbox volume file for a restore.
+class VolumeWriter(FileBlockWriter):
+    """:class:`~opencsbs.core.blocks.BlockWriter` over a sandbox volume file for a restore (a
+    :class:`~opencsbs.blockio.files.FileBlockWriter` writing the file in place).
 
     Holds the volume's exclusive lock until closed (a snapshot waits), copies on write for live snapshots, and
     marks the change log ``reset`` (every byte may change, so the next incremental backup re-reads the volume).
     """
 
     def __init__(self, volumes_dir: Path, volume_id: str, size: int):
+        super().__init__(volume_file(volumes_dir, volume_id), size, truncate=False, create=False)
         self.volumes_dir = Path(volumes_dir)
         self.volume_id = volume_id
-        self.path = volume_file(volumes_dir, volume_id)
-        self.size = size
-        self._fd = os.open(self.path, os.O_RDWR)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         record_change(volumes_dir, volume_id)
-        self._direct = DirectWriter(self.path)
 
     def write(self, offset: int, data: bytes) -> None:
         if offset + len(data) > self.size:
-            raise ValueError(f"write past the end of {self.path.name} ({self.size} bytes)")
+            raise ValueError(f"write past the end of {os.path.basename(self.path)} ({self.size} bytes)")
         preserve(self.volumes_dir, self.volume_id, self._fd, offset, len(data))
-        if not self._direct.pwrite(data, offset):
-            pwrite_all(self._fd, data, offset)
+        super().write(offset, data)
 
     def write_zeroes(self, offset: int, length: int) -> None:
         length = max(0, min(length, self.size - offset))
         if length:
             preserve(self.volumes_dir, self.volume_id, self._fd, offset, length)
-            zero_range(self._fd, offset, length)
-
-    def flush(self) -> None:
-        os.fsync(self._fd)
-
-    def close(self) -> None:
-        self._direct.close()
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+            super().write_zeroes(offset, length)

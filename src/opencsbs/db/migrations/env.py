@@ -2,6 +2,7 @@
 
 from alembic import context
 
+from opencsbs.clouds.sandbox import models as sandbox_models  # noqa: F401  (the sandbox cloud's tables)
 from opencsbs.db import models  # noqa: F401  (registers every table)
 from opencsbs.db.base import Base, make_engine
 

@@ -1,5 +1,6 @@
-"""Byte movement for the libvirt driver: backup/checkpoint XML, ``qemu-img`` calls, readers and writers of local
-disk images. No libvirt import (the driver passes plain values).
+"""``qemu-img`` and libvirt backup XML for the libvirt driver: pull-mode backup and checkpoint XML, ``qemu-img``
+calls (image info, dirty-bitmap maps, conversions) and the qcow2 restore writer. Raw files are read and written
+with :mod:`opencsbs.blockio.files`. No libvirt import (the driver passes plain values).
 
 Sources: libvirt backup and checkpoint XML (https://libvirt.org/formatbackup.html,
 https://libvirt.org/formatcheckpoint.html), libvirt's incremental backup internals
@@ -20,8 +21,8 @@ from pathlib import Path
 import xml.etree.ElementTree as ET
 from xml.sax.saxutils import escape, quoteattr
 
-from opencsbs.blockio import DirectWriter
-from opencsbs.clouds.sparse import data_extents, merge_ranges, pwrite_all, zero_range
+from opencsbs.blockio.files import FileBlockWriter
+from opencsbs.blockio.sparse import merge_ranges
 from opencsbs.core import codes
 from opencsbs.core.blocks import Range
 from opencsbs.core.errors import CSBSError
@@ -108,59 +109,6 @@ def copy_to_raw(source: str, fmt: str | None, target: Path) -> None:
         os.close(fd)
 
 
-class RawFileReader:
-    """:class:`~opencsbs.core.blocks.BlockReader` of a raw file (holes are reported as unallocated)."""
-
-    def __init__(self, path: Path, size: int):
-        self.path = Path(path)
-        self.size = size
-        self._fd = os.open(self.path, os.O_RDONLY)
-
-    def read(self, offset: int, length: int) -> bytes:
-        length = max(0, min(length, self.size - offset))
-        data = os.pread(self._fd, length, offset)
-        return data + bytes(length - len(data)) if len(data) < length else data
-
-    def allocated_ranges(self) -> Sequence[Range] | None:
-        return data_extents(self._fd, self.size)
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-
-class RawFileWriter:
-    """:class:`~opencsbs.core.blocks.BlockWriter` writing a raw file (or block device) in place."""
-
-    def __init__(self, path: Path, size: int, create: bool = False):
-        self.path = Path(path)
-        self.size = size
-        flags = os.O_RDWR | (os.O_CREAT | os.O_TRUNC if create else 0)
-        self._fd = os.open(self.path, flags, 0o600)
-        if create:
-            os.ftruncate(self._fd, size)
-        self._direct = DirectWriter(self.path)
-
-    def write(self, offset: int, data: bytes) -> None:
-        if offset + len(data) > self.size:
-            raise ValueError(f"write past the end of {self.path.name} ({self.size} bytes)")
-        if not self._direct.pwrite(data, offset):
-            pwrite_all(self._fd, data, offset)
-
-    def write_zeroes(self, offset: int, length: int) -> None:
-        zero_range(self._fd, offset, max(0, min(length, self.size - offset)))
-
-    def flush(self) -> None:
-        os.fsync(self._fd)
-
-    def close(self) -> None:
-        self._direct.close()
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-
 class Qcow2Writer:
     """:class:`~opencsbs.core.blocks.BlockWriter` of a qcow2 image: writes go to a sparse raw scratch file;
     :meth:`flush` converts it to qcow2 next to the image (same cluster size) and renames it over the image
@@ -173,7 +121,7 @@ class Qcow2Writer:
         self.cluster_size = cluster_size
         scratch_dir.mkdir(parents=True, exist_ok=True)
         self._scratch = scratch_dir / f"restore-{uuid.uuid4().hex}.raw"
-        self._raw = RawFileWriter(self._scratch, size, create=True)
+        self._raw = FileBlockWriter(self._scratch, size, mode=0o600)
         self._dirty = True
 
     def write(self, offset: int, data: bytes) -> None:

@@ -1,19 +1,13 @@
-"""The bank: content-addressed chunks plus one index per volume backup (see ``docs/bank.md``).
-
-Layout of the objects in a backend (local folder or S3 bucket)::
-
-    bank.json                         format, chunk size, hash, encryption key identifier
-    chunks/<aa>/<address>             one chunk (envelope, see :mod:`opencsbs.bank.codec`)
-    indexes/<index name>.idx          one volume backup: ordered chunk addresses, size, hashes, metadata
-    leases/<id>.json                  a backup in flight (protects its chunks from garbage collection)
-    gc/running/<id>, gc/finished      garbage collections in progress / the end of the last one
+"""The bank's face: :class:`Bank` opens a bank on an :class:`~opencsbs.bank.backends.ObjectStore`, backs a
+volume up into content-addressed chunks plus one index, and restores an index onto a writer (see
+``docs/bank.md``). The object layout is in :mod:`opencsbs.bank.layout`, garbage collection in
+:mod:`opencsbs.bank.gc`, verification in :mod:`opencsbs.bank.verify`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import threading
 import time
@@ -21,8 +15,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from opencsbs.bank.backends import ObjectStore
@@ -35,57 +28,28 @@ from opencsbs.bank.errors import (
     IndexNotFound,
     ObjectNotFound,
 )
-from opencsbs.blockio import tune_malloc
+from opencsbs.bank.gc import GCReport, collect_garbage, gc_before_lease_running, gc_overlapped
+from opencsbs.bank.layout import (
+    CHUNK_SIZE,
+    FORMAT,
+    TOUCH_AGE,
+    VolumeIndex,
+    check_index_name,
+    chunk_key,
+    index_key,
+    utcnow_iso,
+)
+from opencsbs.bank.verify import VerifyReport, verify_bank
+from opencsbs.blockio.direct import tune_malloc
 from opencsbs.core.blocks import BlockReader, BlockWriter, Range
 
-#: fixed chunk size for disk images (bytes)
-CHUNK_SIZE = 4 << 20
-FORMAT = 1
-#: a backup that reuses a chunk older than this (seconds, relative to its start) renews the chunk's mtime
-TOUCH_AGE = 3600.0
-#: extra margin (seconds) for clock resolution (S3 LastModified has 1 s) and slow calls
-SAFETY = 300.0
-#: a lease older than this (seconds) is treated as left behind by a crashed backup
-LEASE_MAX_AGE = 2 * 86400.0
-#: a GC marker older than this is treated as left behind by a crashed GC
-GC_MARKER_MAX_AGE = 86400.0
-#: a GC marker not newer than a lease by this much (seconds; S3 LastModified has whole seconds) may have been
-#: written before the GC read the leases without seeing that lease
-LEASE_CLOCK_SLACK = 2.0
 #: how often (seconds) a finishing backup looks again while an older GC still runs
 GC_WAIT_SECONDS = 0.2
-#: a running GC renews its ``gc/running/<id>`` marker at least this often (seconds); a marker not renewed for
-#: :data:`GC_MARKER_LEASE`, or naming a dead process of this host, is stale (left by a killed GC)
-GC_MARKER_RENEW = 60.0
-GC_MARKER_LEASE = 600.0
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$")
-_ADDR_RE = re.compile(r"^[0-9a-f]{64}$")
 _ZERO = bytes(CHUNK_SIZE)
 
 Progress = Callable[[int, int], None]
 
-
-def chunk_key(address: str) -> str:
-    """The object key of the chunk with hex ``address``."""
-    return f"chunks/{address[:2]}/{address}"
-
-
-def index_key(name: str) -> str:
-    """The object key of the index called ``name``."""
-    return f"indexes/{name}.idx"
-
-
-def check_index_name(name: str) -> str:
-    """``name`` if it is a valid index name (``/``-separated parts of ``[A-Za-z0-9._-]``, not starting with
-    ``.`` or ``-``, at most 512 characters); raises :class:`BankError` otherwise."""
-    if not isinstance(name, str) or len(name) > 512 or not _NAME_RE.match(name):
-        raise BankError(f"invalid index name {name!r}")
-    return name
-
-
-def _utcnow_iso() -> str:
-    return datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
 
 
 @dataclass
@@ -119,95 +83,6 @@ class RestoreStats:
     zero_bytes: int
     seconds: float
 
-
-@dataclass
-class VolumeIndex:
-    """One volume backup as stored in the bank.
-
-    ``chunks``: hex addresses in volume order, ``None`` for an all-zero chunk; the last chunk may be shorter
-    than ``chunk_size``. ``volume_hash``: BLAKE3 (keyed when encrypted) over the chunk digests in order (a
-    zero chunk counts with the digest of its zero bytes), checked by every restore."""
-
-    name: str
-    size: int
-    chunk_size: int
-    chunks: list[str | None]
-    volume_hash: str
-    hash: str = "blake3"
-    created_at: str = ""
-    base_index: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    stats: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def chunk_count(self) -> int:
-        return len(self.chunks)
-
-    def addresses(self) -> set[str]:
-        """The distinct non-zero chunk addresses."""
-        return {a for a in self.chunks if a}
-
-    def chunk_length(self, i: int) -> int:
-        """Length in bytes of chunk ``i``."""
-        return min(self.chunk_size, self.size - i * self.chunk_size)
-
-    def to_json(self) -> bytes:
-        doc = {"format": FORMAT, **asdict(self)}
-        return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> VolumeIndex:
-        doc = json.loads(raw)
-        if doc.pop("format", None) != FORMAT:
-            raise ValueError("unknown index format")
-        idx = cls(**doc)
-        n = -(-idx.size // idx.chunk_size) if idx.size else 0
-        if len(idx.chunks) != n or any(a is not None and not _ADDR_RE.match(a) for a in idx.chunks):
-            raise ValueError("chunk list does not match the size")
-        return idx
-
-
-@dataclass
-class GCReport:
-    """What a garbage collection did. ``cutoff``: POSIX time; unreferenced chunks written or renewed after it
-    were kept (``kept_recent``). ``skipped_reason`` is set when the sweep was not run (unsafe)."""
-
-    indexes: int = 0
-    referenced_chunks: int = 0
-    chunks_seen: int = 0
-    deleted_chunks: int = 0
-    freed_bytes: int = 0
-    kept_recent: int = 0
-    in_flight_backups: int = 0
-    stale_leases: int = 0
-    #: ``gc/running/*`` markers of killed GCs removed
-    stale_gc_markers: int = 0
-    #: bytes of the unreferenced chunks kept only for the grace period (or for a backup in flight): what the next
-    #: GC after the cutoff frees
-    reclaimable_bytes: int = 0
-    temporary_removed: int = 0
-    cutoff: float = 0.0
-    seconds: float = 0.0
-    skipped_reason: str | None = None
-    errors: list[str] = field(default_factory=list)
-
-
-@dataclass
-class VerifyReport:
-    """What ``verify`` found. ``damaged_*``: ``(name, reason)``; ``missing_chunks``: ``(address, index names)``."""
-
-    indexes_checked: int = 0
-    chunks_checked: int = 0
-    bytes_checked: int = 0
-    unreferenced_chunks: int = 0
-    damaged_indexes: list[tuple[str, str]] = field(default_factory=list)
-    damaged_chunks: list[tuple[str, str]] = field(default_factory=list)
-    missing_chunks: list[tuple[str, list[str]]] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not (self.damaged_indexes or self.damaged_chunks or self.missing_chunks)
 
 
 def _chunk_bitmap(ranges: Iterable[Range], n: int, chunk_size: int, size: int) -> bytearray:
@@ -257,15 +132,6 @@ class _BackupContext:
             ev.set()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 class Bank:
     """A bank on an :class:`~opencsbs.bank.backends.ObjectStore`. Thread-safe: several backups, restores and a
@@ -285,7 +151,7 @@ class Bank:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._zero_digest: dict[int, bytes] = {}
-        tune_malloc()  # chunk-sized buffers are reused instead of page-faulted in afresh (opencsbs.blockio)
+        tune_malloc()  # chunk-sized buffers are reused instead of page-faulted in afresh (opencsbs.blockio.direct)
         self._check_config()
 
     # --- set-up --------------------------------------------------------------------------------------
@@ -306,7 +172,8 @@ class Bank:
         if have.get("format") != FORMAT or have.get("chunk_size") != self.chunk_size:
             raise BankError(f"the bank at {self.store.location} has an unsupported format {have}")
 
-    def _executor(self) -> ThreadPoolExecutor:
+    def executor(self) -> ThreadPoolExecutor:
+        """The bank's worker pool (started on first use, :attr:`workers` threads)."""
         with self._pool_lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="bank")
@@ -368,44 +235,11 @@ class Bank:
         lease_id = uuid.uuid4().hex
         key = f"leases/{lease_id}.json"
         doc = {"index": index_name, "base_index": base_index, "host": socket.gethostname(), "pid": os.getpid(),
-               "started_at": _utcnow_iso()}
+               "started_at": utcnow_iso()}
         # a lease only matters while its process lives: visible is enough, durable is not needed
         self.store.put(key, json.dumps(doc).encode(), sync=False)
         info = self.store.head(key)
         return key, (info.mtime if info else time.time())
-
-    def _gc_marker_stale(self, key: str, mtime: float, now: float) -> bool:
-        """Whether the GC marker ``key`` was left by a GC that no longer runs: not renewed for
-        :data:`GC_MARKER_LEASE`, or its owner (``host``/``pid`` in the marker) is a dead process of this host."""
-        if mtime < now - GC_MARKER_LEASE:
-            return True
-        try:
-            doc = json.loads(self.store.get(key))
-        except (ObjectNotFound, ValueError):
-            return False
-        return (doc.get("host") == socket.gethostname() and isinstance(doc.get("pid"), int)
-                and not _pid_alive(doc["pid"]))
-
-    def _gc_overlapped(self, since: float) -> bool:
-        """Whether a garbage collection ran at some moment after ``since`` (backend time). A stale marker (a
-        killed GC) counts only for backups that started before its last renewal + :data:`GC_MARKER_LEASE` (it
-        may have deleted until then), not for ever."""
-        now = time.time()
-        for info in self.store.list("gc/"):
-            if info.key.startswith("gc/running/"):
-                if not self._gc_marker_stale(info.key, info.mtime, now) or since <= info.mtime + GC_MARKER_LEASE:
-                    return True
-            if info.key == "gc/finished" and info.mtime >= since - 2.0:
-                return True
-        return False
-
-    def _drop_stale_gc_markers(self, report: GCReport) -> None:
-        """Delete the ``gc/running/*`` markers of killed GCs (see :meth:`_gc_marker_stale`)."""
-        now = time.time()
-        for info in list(self.store.list("gc/running/")):
-            if self._gc_marker_stale(info.key, info.mtime, now):
-                self.store.delete(info.key)
-                report.stale_gc_markers += 1
 
     # --- backup --------------------------------------------------------------------------------------
     def backup_volume(self, reader: BlockReader, index_name: str, base_index: str | None = None,
@@ -459,7 +293,7 @@ class Bank:
         vhash = self.codec.volume_hasher()
         chunks: list[str | None] = []
         done = 0
-        pool = self._executor()
+        pool = self.executor()
         window: deque[tuple[int, Future | tuple]] = deque()
         limit = self.workers * 2
 
@@ -522,7 +356,7 @@ class Bank:
                 verify()
             stats.seconds = time.monotonic() - started
             idx = VolumeIndex(name=index_name, size=size, chunk_size=cs, chunks=chunks,
-                              volume_hash=vhash.hexdigest(), hash=self.codec.hash_name, created_at=_utcnow_iso(),
+                              volume_hash=vhash.hexdigest(), hash=self.codec.hash_name, created_at=utcnow_iso(),
                               base_index=base_index, metadata=dict(metadata or {}), stats=asdict(stats))
             self.store.put(index_key(index_name), self.codec.encode_index(index_name, idx.to_json()))
         except BaseException:
@@ -544,24 +378,6 @@ class Bank:
         stats.seconds = time.monotonic() - started
         return stats
 
-    def _gc_before_lease_running(self, lease_time: float) -> bool:
-        """Whether a garbage collection that may have read the leases before this backup's lease existed (its
-        marker is not clearly newer than the lease) is still running."""
-        now = time.time()
-        for info in self.store.list("gc/running/"):
-            if self._gc_marker_stale(info.key, info.mtime, now):
-                continue
-            if info.mtime <= lease_time + LEASE_CLOCK_SLACK:
-                return True
-            # a running GC renews its marker, so a newer mtime may hide an older start: read when it started
-            try:
-                doc = json.loads(self.store.get(info.key))
-                begun = datetime.fromisoformat(doc["started_at"]).replace(tzinfo=UTC).timestamp()
-            except (ObjectNotFound, ValueError, KeyError, TypeError):
-                return True
-            if begun <= lease_time + LEASE_CLOCK_SLACK:
-                return True
-        return False
 
     def _restore_reused(self, reader: BlockReader, chunks: list[str | None], addresses: set[str],
                         lease_time: float, ctx: _BackupContext, stats: IndexStats) -> None:
@@ -579,9 +395,9 @@ class Bank:
         for i, addr in enumerate(chunks):
             if addr in addresses and addr not in first:
                 first[addr] = i
-        while self._gc_overlapped(lease_time):
+        while gc_overlapped(self.store, lease_time):
             # asked before the look-ups: an older GC that ends after this point cannot be missed by them
-            older_gc_running = self._gc_before_lease_running(lease_time)
+            older_gc_running = gc_before_lease_running(self.store, lease_time)
             for addr in sorted(addresses):
                 key = chunk_key(addr)
                 if self.store.head(key) is not None:
@@ -657,7 +473,7 @@ class Bank:
         idx = self.read_index(index_name)
         if writer.size < idx.size:
             raise BankError(f"target of {writer.size} bytes is smaller than the backup ({idx.size} bytes)")
-        pool = self._executor()
+        pool = self.executor()
         window: deque[tuple[int, Future | None]] = deque()
         limit = self.workers * 2
         vhash = self.codec.volume_hasher()
@@ -709,183 +525,11 @@ class Bank:
         writer.flush()
         return RestoreStats(size=idx.size, written_bytes=written, zero_bytes=zero, seconds=time.monotonic() - started)
 
-    # --- garbage collection --------------------------------------------------------------------------
-    def _live_leases(self, report: GCReport) -> tuple[float | None, set[str]]:
-        """Oldest start (backend time) of the backups in flight and the base indexes they build on. Leases
-        of crashed backups (too old, or of a dead process on this host) are removed."""
-        oldest: float | None = None
-        bases: set[str] = set()
-        host = socket.gethostname()
-        now = time.time()
-        for info in list(self.store.list("leases/")):
-            try:
-                doc = json.loads(self.store.get(info.key))
-            except ObjectNotFound:
-                continue  # the backup just finished
-            except ValueError:
-                doc = {}
-            stale = info.mtime < now - LEASE_MAX_AGE or (
-                doc.get("host") == host and isinstance(doc.get("pid"), int) and not _pid_alive(doc["pid"]))
-            if stale:
-                report.stale_leases += 1
-                self.store.delete(info.key)
-                continue
-            report.in_flight_backups += 1
-            oldest = info.mtime if oldest is None else min(oldest, info.mtime)
-            if doc.get("base_index"):
-                bases.add(doc["base_index"])
-        return oldest, bases
-
+    # --- maintenance ---------------------------------------------------------------------------------
     def gc(self, grace_seconds: float = 3600.0) -> GCReport:
-        """Mark and sweep: delete the chunks no index references.
+        """Delete the chunks no index references: :func:`opencsbs.bank.gc.collect_garbage` on this bank."""
+        return collect_garbage(self, grace_seconds)
 
-        Safe against backups in flight (here or in other processes): a chunk is only deleted when no index
-        references it, no backup in flight builds on an index that references it, and it was last written or
-        renewed before the *cutoff* = min(GC start - ``grace_seconds``, start of the oldest backup in flight -
-        1 h - 5 min); backups renew reused chunks older than 1 h. A backup that overlapped a GC re-checks its
-        reused chunks before writing its index. If an index cannot be read, or a base index of a backup in
-        flight has vanished, nothing is swept (``skipped_reason``). Details: ``docs/bank.md``.
-        """
-        started = time.monotonic()
-        report = GCReport()
-        self._drop_stale_gc_markers(report)
-        marker = f"gc/running/{uuid.uuid4().hex}"
-        marker_doc = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started_at": _utcnow_iso(),
-                                 "lease_seconds": GC_MARKER_LEASE}).encode()
-        self.store.put(marker, marker_doc, sync=False)
-        renewed = time.monotonic()
-
-        def renew() -> None:  # keeps the marker from looking stale while this GC runs
-            nonlocal renewed
-            if time.monotonic() - renewed >= GC_MARKER_RENEW:
-                self.store.put(marker, marker_doc, sync=False)
-                renewed = time.monotonic()
-
-        try:
-            info = self.store.head(marker)
-            t0 = info.mtime if info else time.time()
-            # order matters: leases first, then indexes (a backup ends by writing its index, then its lease goes)
-            oldest, bases = self._live_leases(report)
-            marked: set[str] = set()
-            for name in self.list_indexes():
-                renew()
-                try:
-                    marked |= self.read_index(name).addresses()
-                    report.indexes += 1
-                except IndexNotFound:
-                    continue  # deleted meanwhile
-                except ChunkDamaged as exc:
-                    report.errors.append(str(exc))
-                    report.skipped_reason = f"index {name} cannot be read"
-            for name in bases:
-                try:
-                    marked |= self.read_index(name).addresses()
-                except (IndexNotFound, ChunkDamaged):
-                    report.skipped_reason = f"base index {name} of a backup in flight is gone"
-            report.referenced_chunks = len(marked)
-            cutoff = t0 - max(0.0, grace_seconds)
-            if oldest is not None:
-                cutoff = min(cutoff, oldest - TOUCH_AGE - SAFETY)
-            report.cutoff = cutoff
-            if report.skipped_reason is None:
-                self._sweep(marked, cutoff, report, renew)
-                report.temporary_removed = self.store.cleanup_temporary(min(cutoff, time.time() - SAFETY))
-        finally:
-            self.store.put("gc/finished", json.dumps({
-                "finished_at": _utcnow_iso(), "deleted_chunks": report.deleted_chunks,
-                "freed_bytes": report.freed_bytes, "reclaimable_bytes": report.reclaimable_bytes,
-                "skipped_reason": report.skipped_reason}).encode(), sync=False)
-            self.store.delete(marker)
-        report.seconds = time.monotonic() - started
-        return report
-
-    def _sweep(self, marked: set[str], cutoff: float, report: GCReport,
-               renew: Callable[[], None] = lambda: None) -> None:
-        for info in self.store.list("chunks/"):
-            renew()
-            addr = info.key.rsplit("/", 1)[-1]
-            report.chunks_seen += 1
-            if addr in marked:
-                continue
-            if info.mtime >= cutoff:
-                report.kept_recent += 1
-                report.reclaimable_bytes += info.size
-                continue
-            fresh = self.store.head(info.key)  # renewed since it was listed?
-            if fresh is None:
-                continue
-            if fresh.mtime >= cutoff:
-                report.kept_recent += 1
-                report.reclaimable_bytes += fresh.size
-                continue
-            self.store.delete(info.key)
-            report.deleted_chunks += 1
-            report.freed_bytes += fresh.size
-
-    # --- verify --------------------------------------------------------------------------------------
     def verify(self, progress: Progress | None = None) -> VerifyReport:
-        """Re-read every index and every chunk: decrypt, decompress and check each chunk against its address,
-        each index's ``volume_hash`` against its chunk list; report damaged and missing objects.
-        ``progress(chunks_done, chunks_total)``. Never raises for damage (only for backend failures)."""
-        started = time.monotonic()
-        report = VerifyReport()
-        referenced: dict[str, list[str]] = {}
-        for name in self.list_indexes():
-            try:
-                idx = self.read_index(name)
-            except (ChunkDamaged, IndexNotFound) as exc:
-                report.damaged_indexes.append((name, getattr(exc, "reason", str(exc))))
-                continue
-            report.indexes_checked += 1
-            h = self.codec.volume_hasher()
-            for i, addr in enumerate(idx.chunks):
-                if addr is None:
-                    h.update(self.zero_digest(idx.chunk_length(i)))
-                else:
-                    h.update(bytes.fromhex(addr))
-                    referenced.setdefault(addr, []).append(name)
-            if h.hexdigest() != idx.volume_hash:
-                report.damaged_indexes.append((name, "volume hash does not match the chunk list"))
-        present = [info for info in self.store.list("chunks/")]
-        present_addrs = {info.key.rsplit("/", 1)[-1] for info in present}
-        for addr in sorted(set(referenced) - present_addrs):
-            report.missing_chunks.append((addr, sorted(set(referenced[addr]))))
-        report.unreferenced_chunks = len(present_addrs - set(referenced))
-
-        def check(key: str) -> tuple[str, int, str | None]:
-            addr = key.rsplit("/", 1)[-1]
-            if not _ADDR_RE.match(addr) or key != chunk_key(addr):
-                return key, 0, "not a chunk name"
-            try:
-                data = self.codec.decode_chunk(bytes.fromhex(addr), self.store.get(key), None, name=key)
-            except ObjectNotFound:
-                return key, 0, "vanished while verifying"
-            except ChunkDamaged as exc:
-                return key, 0, exc.reason
-            return key, len(data), None
-
-        pool = self._executor()
-        total = len(present)
-        window: deque[Future] = deque()
-
-        def settle(fut: Future) -> None:
-            key, n, problem = fut.result()
-            report.chunks_checked += 1
-            report.bytes_checked += n
-            if problem == "vanished while verifying":
-                addr = key.rsplit("/", 1)[-1]
-                if addr in referenced:
-                    report.missing_chunks.append((addr, sorted(set(referenced[addr]))))
-            elif problem is not None:
-                report.damaged_chunks.append((key, problem))
-            if progress is not None:
-                progress(report.chunks_checked, total)
-
-        for info in present:
-            window.append(pool.submit(check, info.key))
-            while len(window) > self.workers * 2:
-                settle(window.popleft())
-        while window:
-            settle(window.popleft())
-        report.seconds = time.monotonic() - started
-        return report
+        """Re-read and check every index and chunk: :func:`opencsbs.bank.verify.verify_bank` on this bank."""
+        return verify_bank(self, progress)
