@@ -14,6 +14,7 @@ import click
 
 from opencsbs.config import Settings, load_settings
 from opencsbs.core.facts import NOVA_STATUSES, NOVA_TASK_STATES
+from opencsbs.logs import configure_from as configure_logging
 
 
 class ConfigExit(click.ClickException):
@@ -145,6 +146,7 @@ def serve(ctx: Ctx, host, port, data_dir_opt, inventory, tls_cert, tls_key, forw
     except BaseException:
         sock.close()
         raise
+    configure_logging(settings)
     _cross_project_notice(runtime)
     runtime.start_workers()
     if settings.scheduler:
@@ -158,7 +160,8 @@ def serve(ctx: Ctx, host, port, data_dir_opt, inventory, tls_cert, tls_key, forw
                        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
                        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
                        timeout_keep_alive=int(settings.keepalive_timeout), proxy_headers=True,
-                       forwarded_allow_ips=settings.forwarded_allow_ips, http=JsonErrorH11Protocol)
+                       forwarded_allow_ips=settings.forwarded_allow_ips, http=JsonErrorH11Protocol,
+                       log_config=None)  # uvicorn's lines go through opencsbs.logs
         if processes > 1:
             from uvicorn.supervisors import Multiprocess
 
@@ -219,6 +222,7 @@ def worker(ctx: Ctx, threads: int) -> None:
     import threading
 
     runtime = ctx.runtime()
+    configure_logging(runtime.settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -602,6 +606,7 @@ def scheduler(ctx: Ctx) -> None:
     import threading
 
     runtime = ctx.runtime()
+    configure_logging(runtime.settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
