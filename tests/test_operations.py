@@ -325,3 +325,50 @@ def test_a_real_serve_logs_requests_and_jobs_with_ids_and_no_token(serve, tmp_pa
         assert any(f"[{rid}]" in line and "POST /v1/demo/providers" in line for line in lines), log
         assert any(re.search(r"\[job=[0-9a-f-]{36}\] backup job .* done in [\d.]+ s, read", line)
                    for line in lines), log
+
+
+@pytest.mark.slow
+def test_with_several_http_processes_any_scrape_counts_every_process_requests(serve, tmp_path):  # noqa: F811
+    """``serve --workers 2`` (PostgreSQL): the request metrics are shared through prometheus-client's multiprocess
+    mode, so whichever process answers ``/metrics`` counts the requests of both."""
+    from test_serve_workers import _children, _pg_available
+
+    from conftest import _pg_exec, _pg_url, require_component
+
+    require_component(_pg_available(), "PostgreSQL not reachable")
+    name = f"opencsbs_m_{time.time_ns()}"
+    _pg_exec(f'CREATE DATABASE "{name}"')
+    try:
+        port = free_port()
+        served = serve("--port", str(port), "--data-dir", str(tmp_path / "d"), "--workers", "2",
+                       OPENCSBS_DATABASE_URL=_pg_url(name))
+        _wait_two(served)
+        pids = set()
+        for _ in range(40):  # a new connection each time: the kernel spreads them over both processes
+            r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30)
+            assert r.status_code == 200
+        for _ in range(6):
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+            got = samples(text)
+            pids.add(len(_children(served.proc.pid)))
+            key = ("opencsbs_http_requests_total", (("method", "GET"), ("route", "/healthz"), ("status", "200")))
+            assert got[key] == 40, {k: v for k, v in got.items() if k[0] == "opencsbs_http_requests_total"}
+            assert ("opencsbs_jobs", (("kind", "backup"), ("status", "done"))) in got
+        assert pids == {2}
+        # each process wrote its own values, and the scrape summed them
+        files = sorted(p.name for p in (tmp_path / "d" / "metrics").iterdir() if p.name.startswith("counter_"))
+        assert len(files) == 2, files
+    finally:
+        served.stop()
+        _pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _wait_two(served) -> None:
+    """Until both HTTP processes have started (their "Application startup complete" lines)."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert served.proc.poll() is None, Path(served.log.name).read_text()
+        if Path(served.log.name).read_text().count("Application startup complete") >= 2:
+            return
+        time.sleep(0.2)
+    raise AssertionError(Path(served.log.name).read_text())

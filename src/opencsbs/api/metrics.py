@@ -55,9 +55,10 @@ JOB_STATUSES = ("pending", "running", "done", "failed")
 
 
 def enable_multiprocess(directory: str | None = None) -> str:
-    """Make HTTP processes spawned from now on share their request metrics in ``directory`` (default a new
-    temporary directory); returns it. Called by ``serve --workers N`` before the processes start: the variable
-    must be set before prometheus-client is imported by them."""
+    """Make HTTP processes spawned from now on share their request metrics in ``directory`` (default
+    ``$PROMETHEUS_MULTIPROC_DIR``, else a new temporary directory), emptied of an earlier run's files; returns it.
+    ``serve --workers N`` calls it with ``<data_dir>/metrics`` before the processes start (the variable must be
+    set before prometheus-client is imported by them)."""
     path = directory or os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="opencsbs-metrics-")
     os.makedirs(path, exist_ok=True)
     for name in os.listdir(path):  # values of an earlier run are not this run's

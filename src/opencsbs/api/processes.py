@@ -31,7 +31,8 @@ def export_settings(settings: Settings) -> None:
     os.environ[SETTINGS_ENV] = settings.model_dump_json()
     from opencsbs.api.metrics import enable_multiprocess
 
-    enable_multiprocess()  # the processes share their request metrics (GET /metrics answers for all of them)
+    # the processes share their request metrics (GET /metrics answers for all of them)
+    enable_multiprocess(str(settings.data_dir / "metrics"))
 
 
 def worker_app():
