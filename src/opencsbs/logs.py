@@ -33,6 +33,8 @@ log = logging.getLogger("opencsbs.engine")
 
 #: the loggers uvicorn writes to; their own handlers are removed so their lines go through ours
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+#: libraries that log every outgoing HTTP call at INFO: kept at WARNING unless ``log_level`` is ``debug``
+QUIET_LOGGERS = ("httpx", "httpcore")
 
 
 class ContextFilter(logging.Filter):
@@ -92,6 +94,9 @@ def configure(level: str = "info", fmt: str = "text", stream: Any = None) -> log
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root.addHandler(handler)
     root.setLevel(level.upper())
+    for name in QUIET_LOGGERS:  # a line per outgoing HTTP call: only when debugging
+        logging.getLogger(name).setLevel(root.level if root.level <= logging.DEBUG else max(logging.WARNING,
+                                                                                                root.level))
     for name in UVICORN_LOGGERS:
         one = logging.getLogger(name)
         for old in list(one.handlers):
