@@ -79,7 +79,11 @@ def test_a_value_of_the_wrong_type_exits_2(tmp_path):
 def test_variables_of_other_tools_are_left_alone():
     check_environment({"OPENCSBS_TEST_DB": "postgresql", "OPENCSBS_CONFIG": "x.yaml", "OPENCSBS_WORK": "/w",
                        "OPENCSBS_SOMETHING_ELSE": "1", "OTHER": "x", "OPENCSBS_PORT": "8799",
-                       "OPENCSBS_CLOUD__OPENSTACK_RBD_BACKENDS__CEPH__POOL": "volumes"})
+                       "OPENCSBS_CLOUD__OPENSTACK_RBD_BACKENDS__CEPH__POOL": "volumes",
+                       "OPENCSBS_CLOUD__OPENSTACK_RBD_BACKENDS__HDD": '{"pool": "hdd"}',
+                       "OPENCSBS_QUOTAS__PROJECTS__DEMO": '{"backups": 5}'})
+    with pytest.raises(ConfigError, match=r"^OPENCSBS_CLOUD__OPENSTACK_RBD_BACKENDS__HDD: expected a JSON object"):
+        check_environment({"OPENCSBS_CLOUD__OPENSTACK_RBD_BACKENDS__HDD": "hdd"})
     with pytest.raises(ConfigError, match=r"^OPENCSBS_CLOUD__LIBVIRT_RBD__POL: unknown setting "
                                           r"'cloud.libvirt_rbd.pol' \(did you mean OPENCSBS_CLOUD__LIBVIRT_RBD__POOL\?\)"):
         check_environment({"OPENCSBS_CLOUD__LIBVIRT_RBD__POL": "x"})

@@ -372,3 +372,36 @@ def _wait_two(served) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(Path(served.log.name).read_text())
+
+
+@pytest.mark.slow
+def test_opencsbs_worker_reports_each_job_it_runs(tmp_path):
+    """``opencsbs worker`` used to print its banner and then nothing: now each job's start and end, with its id."""
+    import subprocess
+    import sys
+
+    from test_serve import clean_env
+
+    data = str(tmp_path / "d")
+    assert cli("--data-dir", data, "sandbox", "load", str(EXAMPLE_INVENTORY)).returncode == 0
+    queued = cli("--data-dir", data, "backup", WEB_1)
+    assert queued.returncode == 0, queued.stderr
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "opencsbs", "--data-dir", data, "worker"], env=clean_env(),
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while " done in " not in log_path.read_text():
+                assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.2)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    lines = log_path.read_text().splitlines()
+    started = [line for line in lines if " started (project demo" in line]
+    done = [line for line in lines if " done in " in line]
+    assert len(started) == 1 and len(done) == 1, lines
+    job = re.search(r"\[job=([0-9a-f-]{36})\] backup job \1 of " + WEB_1, done[0])
+    assert job and f"[job={job.group(1)}]" in started[0], lines
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO opencsbs\.engine ", done[0]), done

@@ -409,6 +409,11 @@ def _check_env_var(var: str, value: str, parts: list[str]) -> None:
             done.append(parts[i + 1])
             model = each
             i += 1
+        elif i + 2 == len(parts) and each is not None:  # one entry as a JSON object
+            _check_env_value(var, value, each)
+            return
+        elif i + 1 < len(parts) and typing.get_origin(field.annotation) is dict:
+            return  # an entry of a free mapping (quotas.projects.<id>): pydantic checks its value
         elif i + 1 < len(parts):
             raise ConfigError(f"{var}: {'.'.join(done)!r} has no part {parts[i + 1]!r}")
         else:
