@@ -94,9 +94,12 @@ def test_readyz_answers_503_naming_an_unreachable_database(tmp_path):
         with TestClient(create_app(runtime), raise_server_exceptions=False) as c:
             r = c.get("/readyz")
             alive = c.get("/healthz")
+            metrics = c.get("/metrics")
     finally:
         runtime.close()
     assert alive.status_code == 200
+    # the scrape still answers, with the request metrics, and says the database figures are missing
+    assert metrics.status_code == 200 and samples(metrics.text)[("opencsbs_database_up", ())] == 0
     assert r.status_code == 503
     body = r.json()
     assert "database" in body["not_ready"] and body["checks"]["bank"]["ok"]
@@ -156,7 +159,7 @@ def test_metrics_show_jobs_bytes_and_the_last_good_backup_per_server(demo, runti
     item = item_of(client, headers, checkpoint)
     assert item["status"] == "available"
     after = scrape(client)
-    assert after[("opencsbs_job_queue_depth", ())] == 0
+    assert after[("opencsbs_job_queue_depth", ())] == 0 and after[("opencsbs_database_up", ())] == 1
     assert after[("opencsbs_jobs", (("kind", "backup"), ("status", "done")))] == 1
     assert after[("opencsbs_jobs_finished_last_hour", (("kind", "backup"), ("result", "done")))] == 1
     assert after[("opencsbs_jobs_finished_last_hour", (("kind", "backup"), ("result", "failed")))] == 0

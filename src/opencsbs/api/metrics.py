@@ -19,6 +19,7 @@ Two sources (docs/operations.md lists every metric):
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import tempfile
 from datetime import timedelta
@@ -31,9 +32,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from opencsbs.api.deps import get_runtime
+from opencsbs.api.health import one_line
 from opencsbs.core import codes
 from opencsbs.core.errors import CSBSError
 from opencsbs.runtime import Runtime
+
+log = logging.getLogger("opencsbs.api")
 
 #: where the HTTP processes of ``serve --workers N`` share their request metrics (prometheus-client's variable)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -96,6 +100,18 @@ class DatabaseCollector(Collector):
         self.runtime = runtime
 
     def collect(self):
+        try:
+            figures = list(self._collect())
+        except Exception as exc:  # the database is away: say so, and still serve the request metrics
+            log.warning("metrics: cannot read the database: %s", one_line(exc))
+            yield GaugeMetricFamily("opencsbs_database_up", "1 when the job and backup figures could be read from "
+                                    "the database at this scrape, else 0", value=0)
+            return
+        yield GaugeMetricFamily("opencsbs_database_up", "1 when the job and backup figures could be read from the "
+                                "database at this scrape, else 0", value=1)
+        yield from figures
+
+    def _collect(self):
         from sqlalchemy import func, select
 
         from opencsbs.core.timeutil import utcnow
