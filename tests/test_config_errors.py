@@ -84,8 +84,8 @@ def test_variables_of_other_tools_are_left_alone():
                        "OPENCSBS_QUOTAS__PROJECTS__DEMO": '{"backups": 5}'})
     with pytest.raises(ConfigError, match=r"^OPENCSBS_CLOUD__OPENSTACK_RBD_BACKENDS__HDD: expected a JSON object"):
         check_environment({"OPENCSBS_CLOUD__OPENSTACK_RBD_BACKENDS__HDD": "hdd"})
-    with pytest.raises(ConfigError, match=r"^OPENCSBS_CLOUD__LIBVIRT_RBD__POL: unknown setting "
-                                          r"'cloud.libvirt_rbd.pol' \(did you mean OPENCSBS_CLOUD__LIBVIRT_RBD__POOL\?\)"):
+    with pytest.raises(ConfigError, match=r"^OPENCSBS_CLOUD__LIBVIRT_RBD__POL: unknown setting 'cloud.libvirt_rbd"
+                                          r".pol' \(did you mean OPENCSBS_CLOUD__LIBVIRT_RBD__POOL\?\)"):
         check_environment({"OPENCSBS_CLOUD__LIBVIRT_RBD__POL": "x"})
     with pytest.raises(ConfigError, match=r"^OPENCSBS_QUOTAS__PROJECTS: expected a JSON object"):
         check_environment({"OPENCSBS_QUOTAS__PROJECTS": "demo"})
