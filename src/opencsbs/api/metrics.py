@@ -22,8 +22,6 @@ import hmac
 import logging
 import os
 import tempfile
-from datetime import timedelta
-from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
@@ -32,10 +30,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from opencsbs.api.deps import get_runtime
-from opencsbs.api.health import one_line
 from opencsbs.core import codes
 from opencsbs.core.errors import CSBSError
 from opencsbs.runtime import Runtime
+from opencsbs.service import operations
 
 log = logging.getLogger("opencsbs.api")
 
@@ -93,8 +91,8 @@ class _RequestMetrics(Collector):
 
 
 class DatabaseCollector(Collector):
-    """Job and backup figures read from ``runtime``'s database at each scrape: a handful of aggregate queries
-    over indexed columns (docs/operations.md gives their cost)."""
+    """Job and backup figures read from ``runtime``'s database at each scrape (:func:`opencsbs.service.operations.
+    figures`: a handful of aggregate queries; docs/operations.md gives their cost), and ``opencsbs_database_up``."""
 
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
@@ -103,7 +101,7 @@ class DatabaseCollector(Collector):
         try:
             figures = list(self._collect())
         except Exception as exc:  # the database is away: say so, and still serve the request metrics
-            log.warning("metrics: cannot read the database: %s", one_line(exc))
+            log.warning("metrics: cannot read the database: %s", operations.one_line(exc))
             yield GaugeMetricFamily("opencsbs_database_up", "1 when the job and backup figures could be read from "
                                     "the database at this scrape, else 0", value=0)
             return
@@ -112,92 +110,42 @@ class DatabaseCollector(Collector):
         yield from figures
 
     def _collect(self):
-        from sqlalchemy import func, select
-
-        from opencsbs.core.timeutil import utcnow
-        from opencsbs.db.models import CheckpointItem, Job, PolicyResource, VolumeBackup
-
-        now = utcnow()
-        hour_ago = now - timedelta(hours=1)
-        with self.runtime.sessions() as session:
-            by_status = {(k, s): n for k, s, n in session.execute(
-                select(Job.kind, Job.status, func.count()).group_by(Job.kind, Job.status))}
-            oldest = session.scalar(select(func.min(Job.created_at)).where(Job.status == "pending"))
-            recent = {(k, s): n for k, s, n in session.execute(
-                select(Job.kind, Job.status, func.count())
-                .where(Job.status.in_(("done", "failed")), Job.finished_at >= hour_ago)
-                .group_by(Job.kind, Job.status))}
-            last_durations = {}
-            for kind in JOB_KINDS:
-                for status in ("done", "failed"):
-                    row = session.execute(
-                        select(Job.created_at, Job.finished_at)
-                        .where(Job.kind == kind, Job.status == status, Job.finished_at.is_not(None))
-                        .order_by(Job.finished_at.desc()).limit(1)).first()
-                    if row is not None:
-                        last_durations[(kind, status)] = (row.finished_at - row.created_at).total_seconds()
-            read, stored = session.execute(
-                select(func.coalesce(func.sum(VolumeBackup.read_bytes), 0),
-                       func.coalesce(func.sum(VolumeBackup.stored_bytes), 0))).one()
-            last_good = session.execute(
-                select(CheckpointItem.project_id, CheckpointItem.resource_id,
-                       func.max(func.coalesce(CheckpointItem.protected_at, CheckpointItem.finished_at)))
-                .where(CheckpointItem.status == "available")
-                .group_by(CheckpointItem.project_id, CheckpointItem.resource_id)).all()
-            from opencsbs.db.models import Policy
-
-            protected = session.execute(
-                select(Policy.project_id, PolicyResource.resource_id)
-                .join(Policy, Policy.id == PolicyResource.policy_id)).all()
-
+        got = operations.figures(self.runtime, JOB_KINDS)
         jobs = GaugeMetricFamily("opencsbs_jobs", "Jobs held in the database by kind and status (finished ones are "
                                  "kept engine.job_retention_days)", labels=["kind", "status"])
-        for kind in sorted(set(JOB_KINDS) | {k for k, _ in by_status}):
-            for status in sorted(set(JOB_STATUSES) | {s for k, s in by_status if k == kind}):
-                jobs.add_metric([kind, status], by_status.get((kind, status), 0))
+        for kind in sorted(set(JOB_KINDS) | {k for k, _ in got.jobs}):
+            for status in sorted(set(JOB_STATUSES) | {s for k, s in got.jobs if k == kind}):
+                jobs.add_metric([kind, status], got.jobs.get((kind, status), 0))
         yield jobs
         yield GaugeMetricFamily("opencsbs_job_queue_depth", "Jobs waiting for a worker (status pending)",
-                                value=sum(n for (_, s), n in by_status.items() if s == "pending"))
-        age = (now - oldest).total_seconds() if oldest is not None else 0.0
+                                value=sum(n for (_, s), n in got.jobs.items() if s == "pending"))
         yield GaugeMetricFamily("opencsbs_job_oldest_pending_age_seconds",
-                                "Seconds the oldest pending job has waited (0: none waits)", value=max(age, 0.0))
+                                "Seconds the oldest pending job has waited (0: none waits)",
+                                value=got.oldest_pending_seconds)
         finished = GaugeMetricFamily("opencsbs_jobs_finished_last_hour",
                                      "Jobs that ended in the last hour, by kind and result (done or failed)",
                                      labels=["kind", "result"])
         for kind in JOB_KINDS:
             for status in ("done", "failed"):
-                finished.add_metric([kind, status], recent.get((kind, status), 0))
+                finished.add_metric([kind, status], got.finished_last_hour.get((kind, status), 0))
         yield finished
         duration = GaugeMetricFamily("opencsbs_job_last_duration_seconds",
                                      "Seconds from queued to ended of the last job of each kind and result",
                                      labels=["kind", "result"])
-        for (kind, status), seconds in sorted(last_durations.items()):
+        for (kind, status), seconds in sorted(got.last_duration.items()):
             duration.add_metric([kind, status], seconds)
         yield duration
         yield CounterMetricFamily("opencsbs_backup_read_bytes", "Bytes read from disks by backups",
-                                  value=int(read))
+                                  value=got.read_bytes)
         yield CounterMetricFamily("opencsbs_backup_stored_bytes",
                                   "Bytes backups added to the bank (new chunks, after compression)",
-                                  value=int(stored))
+                                  value=got.stored_bytes)
         last = GaugeMetricFamily("opencsbs_last_successful_backup_timestamp_seconds",
                                  "Unix time of the newest available backup of each server (0: a server bound to a "
                                  "policy without any)", labels=["project_id", "server_id"])
-        seen = set()
-        for project, server, when in last_good:
-            seen.add((project, server))
-            last.add_metric([project, server], _unix(when))
-        for project, server in protected:
-            if (project, server) not in seen:
-                seen.add((project, server))
-                last.add_metric([project, server], 0.0)
+        for (project, server), when in got.last_good_backup.items():
+            last.add_metric([project, server], when)
         yield last
-
-
-def _unix(when: Any) -> float:
-    """Seconds since the epoch of a naive-UTC datetime (the database's convention)."""
-    from datetime import UTC
-
-    return when.replace(tzinfo=UTC).timestamp() if when is not None else 0.0
 
 
 def registry_for(runtime: Runtime) -> CollectorRegistry:
