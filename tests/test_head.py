@@ -11,6 +11,8 @@ import pytest
 from policy_helpers import PROVIDER, body, create
 
 SAME_HEADERS = ("content-type", "content-length", "www-authenticate", "allow")
+#: bodies that change from one call to the next (timings, counters): their length may differ between GET and HEAD
+DYNAMIC = {"/readyz", "/metrics"}
 
 
 def _get_paths(client) -> list[str]:
@@ -32,6 +34,8 @@ def _same_but_bodiless(client, url: str, headers: dict) -> httpx.Response:
     assert head.status_code == got.status_code, (url, head.status_code, got.status_code)
     assert head.content == b"", url
     for name in SAME_HEADERS:
+        if name == "content-length" and url in DYNAMIC:
+            continue
         assert head.headers.get(name) == got.headers.get(name), (url, name)
     return got
 

@@ -22,7 +22,8 @@ from opencsbs.db.base import transaction
 
 PROVIDER = "fc4d5750-22e7-4798-8a46-f48f62c4c1da"
 #: routes that need no token: the version documents only
-PUBLIC = {("get", "/"), ("get", "/v1"), ("get", "/v1/"), ("get", "/opencsbs/v1/auth")}
+PUBLIC = {("get", "/"), ("get", "/v1"), ("get", "/v1/"), ("get", "/opencsbs/v1/auth"),
+          ("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics")}
 #: the console's login takes credentials, not a token: without them it is a 400, never a 401 nor a 2xx
 LOGIN = {("post", "/opencsbs/v1/auth/tokens")}
 METHODS = ("get", "post", "put", "patch", "delete")

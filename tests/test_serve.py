@@ -162,7 +162,7 @@ def test_bad_config_file_fails_clearly(tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text("port: [1, 2]\n")
     r = cli("--config", str(config), "--data-dir", str(tmp_path / "d"), "serve")
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert "invalid settings: port" in r.stderr
     assert "Traceback" not in r.stderr
 
@@ -172,7 +172,7 @@ def test_out_of_range_port_fails_clearly_before_starting(tmp_path, how):
     """A port outside 1..65535 is a settings error, not an OverflowError traceback after the workers and the
     scheduler have started."""
     r = cli("--data-dir", str(tmp_path / "d"), "serve", *how)
-    assert r.returncode == 1, r.stderr
+    assert r.returncode == 2, r.stderr
     assert "invalid settings: port" in r.stderr
     assert "Traceback" not in r.stderr and "listening" not in r.stderr
 

@@ -5,16 +5,26 @@
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
+import types
+import typing
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from opencsbs import PROVIDER_ID
+
+
+class ConfigError(ValueError):
+    """A configuration mistake, told in one line that names where it is: the config file and its key (``FILE:
+    unknown key 'prot' (did you mean 'port'?)``), or the environment variable (``OPENCSBS_CLOUD__AZS_WITHOUT_BACKUP:
+    expected a JSON list, e.g. '["az-nobackup"]'``). The CLI prints it and exits with code 2."""
 
 
 class AuthSettings(BaseModel):
@@ -230,14 +240,24 @@ class Settings(BaseSettings):
     #: PEM certificate and key: ``serve`` speaks HTTPS when both are set
     tls_cert: Path | None = None
     tls_key: Path | None = None
-    #: uvicorn/log level: critical, error, warning, info, debug
-    log_level: str = "info"
+    #: log level of every process (opencsbs and uvicorn loggers): critical, error, warning, info, debug
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    #: log line format: ``text`` (time, level, logger, request or job id, message) or ``json`` (one object a line)
+    log_format: Literal["text", "json"] = "text"
+    #: bearer token Prometheus must send to read ``/metrics`` (``Authorization: Bearer ...``); None: no token
+    #: needed (the metrics name server and project ids: keep the endpoint behind a proxy or set a token)
+    metrics_token: str | None = None
 
     auth: AuthSettings = Field(default_factory=AuthSettings)
     cloud: CloudSettings = Field(default_factory=CloudSettings)
     bank: BankSettings = Field(default_factory=BankSettings)
     quotas: QuotaSettings = Field(default_factory=QuotaSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
 
     @classmethod
     def settings_customise_sources(
@@ -280,19 +300,156 @@ class _YamlFileSource(PydanticBaseSettingsSource):
         path = _CONFIG_FILE.get() or os.environ.get("OPENCSBS_CONFIG")
         if not path:
             return {}
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = yaml.safe_load(fh) or {}
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"{where}: invalid YAML: {problem}") from None
         if not isinstance(data, dict):
-            raise ValueError(f"config file {path} must hold a mapping")
+            raise ConfigError(f"{path}: the config file must hold a mapping of settings, not {type(data).__name__}")
+        check_keys(data, self.settings_cls, str(path))
         return data
+
+
+#: ``OPENCSBS_*`` environment variables that are not settings (the CLI's, the test tools')
+NOT_SETTINGS = {"OPENCSBS_CONFIG", "OPENCSBS_SERVE_SETTINGS_JSON", "OPENCSBS_URL", "OPENCSBS_TOKEN",
+                "OPENCSBS_DEBUG", "OPENCSBS_WORK", "OPENCSBS_NS", "OPENCSBS_CHROMIUM", "OPENCSBS_SDK_BASE_PYTHON",
+                "OPENCSBS_FUZZ_EXAMPLES"}
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The settings model ``annotation`` holds (``X`` or ``X | None``), else None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                return arg
+    return None
+
+
+def _value_model_of(annotation: Any) -> type[BaseModel] | None:
+    """``X`` for ``dict[str, X]`` where X is a settings model (e.g. ``openstack_rbd_backends``), else None."""
+    if typing.get_origin(annotation) is dict:
+        args = typing.get_args(annotation)
+        return _model_of(args[1]) if len(args) == 2 else None
+    return None
+
+
+def _hint(name: str, known: typing.Iterable[str], spell=lambda k: repr(k)) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {spell(close[0])}?)" if close else ""
+
+
+def check_keys(data: dict, model: type[BaseModel], where: str, prefix: str = "") -> None:
+    """Refuse keys of ``data`` (a config file's mapping, nested) that ``model`` does not have.
+
+    Raises :class:`ConfigError` ``"<where>: unknown key 'cloud.drvier' (did you mean 'cloud.driver'?)"``.
+    """
+    for key, value in data.items():
+        field = model.model_fields.get(key) if isinstance(key, str) else None
+        if field is None:
+            known = [prefix + k for k in model.model_fields]
+            full = prefix + str(key)
+            raise ConfigError(f"{where}: unknown key {full!r}{_hint(full, known)}")
+        sub = _model_of(field.annotation)
+        if sub is not None and isinstance(value, dict):
+            check_keys(value, sub, where, f"{prefix}{key}.")
+        each = _value_model_of(field.annotation)
+        if each is not None and isinstance(value, dict):
+            for name, one in value.items():
+                if isinstance(one, dict):
+                    check_keys(one, each, where, f"{prefix}{key}.{name}.")
+
+
+def _env_name(path: list[str]) -> str:
+    return "OPENCSBS_" + "__".join(path).upper()
+
+
+def check_environment(environ: typing.Mapping[str, str] | None = None) -> None:
+    """Refuse ``OPENCSBS_*`` variables that look like settings but are not, and complex values that are not JSON.
+
+    A variable is refused when it nests under a settings group (``OPENCSBS_CLOUD__DRVIER``) or its name is close to
+    a setting (``OPENCSBS_PROT``); others (``OPENCSBS_TEST_*``, :data:`NOT_SETTINGS`, names of other tools) are left
+    alone. A list or mapping setting must be JSON. Raises :class:`ConfigError` naming the variable, e.g.
+    ``OPENCSBS_CLOUD__AZS_WITHOUT_BACKUP: expected a JSON list, e.g. '["az-nobackup"]'``.
+    """
+    environ = os.environ if environ is None else environ
+    for var, value in sorted(environ.items()):
+        upper = var.upper()
+        if not upper.startswith("OPENCSBS_") or upper in NOT_SETTINGS or upper.startswith("OPENCSBS_TEST_"):
+            continue
+        _check_env_var(var, value, upper[len("OPENCSBS_"):].lower().split("__"))
+
+
+def _check_env_var(var: str, value: str, parts: list[str]) -> None:
+    model: type[BaseModel] = Settings
+    done: list[str] = []
+    i = 0
+    while i < len(parts):
+        part = parts[i]
+        field = model.model_fields.get(part)
+        if field is None:
+            if not done and len(parts) == 1 and not difflib.get_close_matches(part, list(model.model_fields), 1, 0.6):
+                return  # not a setting's name: another tool's variable
+            known = [_env_name(done + [k]) for k in model.model_fields]
+            raise ConfigError(f"{var}: unknown setting {'.'.join(done + [part])!r}"
+                              f"{_hint(_env_name(done + [part]), known, spell=str)}")
+        done.append(part)
+        sub = _model_of(field.annotation)
+        each = _value_model_of(field.annotation)
+        if i + 1 < len(parts) and sub is not None:
+            model = sub
+        elif i + 2 < len(parts) and each is not None:
+            done.append(parts[i + 1])
+            model = each
+            i += 1
+        elif i + 2 == len(parts) and each is not None:  # one entry as a JSON object
+            _check_env_value(var, value, each)
+            return
+        elif i + 1 < len(parts) and typing.get_origin(field.annotation) is dict:
+            return  # an entry of a free mapping (quotas.projects.<id>): pydantic checks its value
+        elif i + 1 < len(parts):
+            raise ConfigError(f"{var}: {'.'.join(done)!r} has no part {parts[i + 1]!r}")
+        else:
+            _check_env_value(var, value, field.annotation)
+        i += 1
+
+
+def _check_env_value(var: str, value: str, annotation: Any) -> None:
+    """A list, mapping or settings-group value must be JSON of that shape."""
+    origin = typing.get_origin(annotation)
+    if origin is list:
+        shape, example = "list", json.dumps([v.strip() for v in value.split(",") if v.strip()] or ["a", "b"])
+    elif origin is dict or _model_of(annotation) is not None:
+        shape, example = "object", '{"key": "value"}'
+    else:
+        return
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, list if shape == "list" else dict):
+        raise ConfigError(f"{var}: expected a JSON {shape}, e.g. '{example}'")
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
     """Settings from ``config_file`` (or ``$OPENCSBS_CONFIG``), the environment and ``overrides``
-    (None values in ``overrides`` are ignored)."""
+    (None values in ``overrides`` are ignored).
+
+    Raises :class:`ConfigError` (one line) for a config file that cannot be read, is not YAML or has an unknown key,
+    and for an ``OPENCSBS_*`` variable that is no setting or whose list/mapping value is not JSON;
+    ``pydantic.ValidationError`` for a value of the wrong type.
+    """
     clean = {k: v for k, v in overrides.items() if v is not None}
     # The file is handed to the YAML source through a context variable, not the process environment, so one
     # call's --config never leaks into later settings of the same process.
+    check_environment()
     token = _CONFIG_FILE.set(str(config_file) if config_file is not None else None)
     try:
         return Settings(**clean)

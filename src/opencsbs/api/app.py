@@ -18,14 +18,17 @@ from opencsbs import __version__
 from opencsbs.api.console import mount_console
 from opencsbs.api.errors import install_error_handlers
 from opencsbs.api.faults import FaultBarrier
+from opencsbs.api.health import router as health_router
 from opencsbs.api.input_guard import InputGuard
+from opencsbs.api.metrics import router as metrics_router
+from opencsbs.api.observe import Observe, RouteMark
 from opencsbs.api.routes import backups, extensions, policies, providers, resources, restores, tags, versions
 from opencsbs.api.schemas.common import ErrorBody
 from opencsbs.core import codes
 from opencsbs.runtime import Runtime
 
 ROUTERS = [versions.router, providers.router, resources.router, backups.router, restores.router, policies.router,
-           tags.router, extensions.router]
+           tags.router, extensions.router, health_router, metrics_router]
 
 
 class BodyLimit:
@@ -217,11 +220,13 @@ def create_app(runtime: Runtime) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     mount_console(app)
+    app.add_middleware(RouteMark)  # innermost: sees the route the router chose
     app.add_middleware(JsonBody)
     app.add_middleware(TrailingSlash)
     app.add_middleware(InputGuard)
     app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes, timeout=runtime.settings.body_timeout)
     app.add_middleware(HeadAsGet)
-    app.add_middleware(FaultBarrier)  # outermost of ours: just inside Starlette's ServerErrorMiddleware
+    app.add_middleware(FaultBarrier)  # just inside Starlette's ServerErrorMiddleware
+    app.add_middleware(Observe)  # outermost of ours: request id, log context, request metrics
     app.openapi = lambda: wire_openapi(app)
     return app

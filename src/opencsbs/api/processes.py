@@ -29,6 +29,10 @@ def multi_process_refusal(settings: Settings, processes: int) -> str | None:
 def export_settings(settings: Settings) -> None:
     """Put ``settings`` where the spawned HTTP processes find them (:data:`SETTINGS_ENV`)."""
     os.environ[SETTINGS_ENV] = settings.model_dump_json()
+    from opencsbs.api.metrics import enable_multiprocess
+
+    # the processes share their request metrics (GET /metrics answers for all of them)
+    enable_multiprocess(str(settings.data_dir / "metrics"))
 
 
 def worker_app():
@@ -38,6 +42,9 @@ def worker_app():
     from opencsbs.runtime import Runtime
 
     settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
+    from opencsbs.logs import configure_from
+
+    configure_from(settings)
     settings.workers = 0
     settings.scheduler = False
     settings.cloud.inventory = None  # the parent loaded it

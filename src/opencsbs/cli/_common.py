@@ -16,6 +16,12 @@ from opencsbs.core.errors import CSBSError
 from opencsbs.core.lifecycle import ItemStatus, RestoreStatus
 
 
+class ConfigExit(click.ClickException):
+    """A configuration mistake: one line, exit code 2."""
+
+    exit_code = 2
+
+
 class Ctx:
     """Carries the options common to every command."""
 
@@ -28,13 +34,17 @@ class Ctx:
         """Settings (command line > environment > config file > defaults); a bad value exits with its reason."""
         from pydantic import ValidationError
 
+        from opencsbs.config import ConfigError
+
         try:
             return load_settings(self.config, data_dir=self.data_dir, database_url=self.database_url, **overrides)
+        except ConfigError as exc:
+            raise ConfigExit(f"invalid settings: {exc}") from None
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-            raise click.ClickException(f"invalid settings: {problems}") from exc
+            raise ConfigExit(f"invalid settings: {problems}") from None
         except (OSError, ValueError) as exc:
-            raise click.ClickException(f"invalid settings: {exc}") from exc
+            raise ConfigExit(f"invalid settings: {exc}") from None
 
     def runtime(self, **overrides):
         return build_runtime(self.settings(**overrides))

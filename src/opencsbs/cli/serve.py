@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from opencsbs.cli._common import Ctx, build_runtime, config_option, pass_ctx
+from opencsbs.logs import configure_from as configure_logging
 
 
 @click.command()
@@ -52,6 +53,7 @@ def serve(ctx: Ctx, host, port, data_dir_opt, inventory, tls_cert, tls_key, forw
     except BaseException:
         sock.close()
         raise
+    configure_logging(settings)
     _cross_project_notice(runtime)
     runtime.start_workers()
     if settings.scheduler:
@@ -65,7 +67,8 @@ def serve(ctx: Ctx, host, port, data_dir_opt, inventory, tls_cert, tls_key, forw
                        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
                        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
                        timeout_keep_alive=int(settings.keepalive_timeout), proxy_headers=True,
-                       forwarded_allow_ips=settings.forwarded_allow_ips, http=JsonErrorH11Protocol)
+                       forwarded_allow_ips=settings.forwarded_allow_ips, http=JsonErrorH11Protocol,
+                       log_config=None)  # uvicorn's lines go through opencsbs.logs
         if processes > 1:
             from uvicorn.supervisors import Multiprocess
 
@@ -126,6 +129,7 @@ def worker(ctx: Ctx, threads: int) -> None:
     import threading
 
     runtime = ctx.runtime()
+    configure_logging(runtime.settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -147,6 +151,7 @@ def scheduler(ctx: Ctx) -> None:
     import threading
 
     runtime = ctx.runtime()
+    configure_logging(runtime.settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

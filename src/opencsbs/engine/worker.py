@@ -21,6 +21,7 @@ from opencsbs.core import codes
 from opencsbs.core.errors import CSBSError
 from opencsbs.engine import steps
 from opencsbs.engine.jobs import JobHandle, LeaseLost, claim_next
+from opencsbs.logs import job_scope
 
 log = logging.getLogger("opencsbs.engine")
 
@@ -65,7 +66,8 @@ class Worker:
                                 name=f"heartbeat-{job.id[:8]}")
         beat.start()
         try:
-            self._run(job)
+            with job_scope(self.runtime, job):  # the job's id on every line, its start and end at INFO
+                self._run(job)
         finally:
             beat_stop.set()
             beat.join()
