@@ -19,13 +19,13 @@ from opencsbs.api.console import mount_console
 from opencsbs.api.errors import install_error_handlers
 from opencsbs.api.faults import FaultBarrier
 from opencsbs.api.input_guard import InputGuard
-from opencsbs.api.routes import backups, extensions, policies, providers, resources, restores, tags, versions
+from opencsbs.api.routes import backups, extensions, locks, policies, providers, resources, restores, tags, versions
 from opencsbs.api.schemas.common import ErrorBody
 from opencsbs.core import codes
 from opencsbs.runtime import Runtime
 
 ROUTERS = [versions.router, providers.router, resources.router, backups.router, restores.router, policies.router,
-           tags.router, extensions.router]
+           tags.router, extensions.router, locks.router]
 
 
 class BodyLimit:
