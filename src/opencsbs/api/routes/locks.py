@@ -24,7 +24,6 @@ from opencsbs.service import locks
 router = APIRouter(tags=["opencsbs extensions: retention locks and legal holds"],
                    responses={**ERRORS, 409: {"model": ErrorBody}})
 
-ID = Path(..., max_length=64)
 TAG_KEY = r"^[A-Za-z0-9_-]{1,36}$"
 TAG_VALUE = r"^[A-Za-z0-9_-]{0,43}$"
 
@@ -179,14 +178,14 @@ def create_lock(body: LockCreateRequest, caller: Caller = Depends(require("csbs:
 
 @router.get("/opencsbs/v1/{project_id}/locks/{lock_id}", response_model=LockEnvelope,
             summary="Show a retention lock (extension)")
-def show_lock(lock_id: str = ID, caller: Caller = Depends(require("csbs:locks:read"))) -> dict:
+def show_lock(lock_id: str = Path(..., max_length=64), caller: Caller = Depends(require("csbs:locks:read"))) -> dict:
     """One lock; 404 CSBS.8105."""
     return {"lock": locks.get_lock(caller.runtime, caller.project_id, lock_id)}
 
 
 @router.put("/opencsbs/v1/{project_id}/locks/{lock_id}", response_model=LockEnvelope,
             summary="Change a retention lock (extension)")
-def update_lock(body: LockUpdateRequest, lock_id: str = ID,
+def update_lock(body: LockUpdateRequest, lock_id: str = Path(..., max_length=64),
                 caller: Caller = Depends(require("csbs:locks:write"))) -> dict:
     """Strengthen freely; weaken a governance lock with ``csbs:locks:bypass_governance`` (403 CSBS.8104
     otherwise, audited), a compliance lock only in its cooling-off period (409 CSBS.8103 after)."""
@@ -197,7 +196,7 @@ def update_lock(body: LockUpdateRequest, lock_id: str = ID,
 
 
 @router.delete("/opencsbs/v1/{project_id}/locks/{lock_id}", summary="Remove a retention lock (extension)")
-def remove_lock(lock_id: str = ID, caller: Caller = Depends(require("csbs:locks:write"))) -> dict:
+def remove_lock(lock_id: str = Path(..., max_length=64), caller: Caller = Depends(require("csbs:locks:write"))) -> dict:
     """``{}``; a governance lock needs ``csbs:locks:bypass_governance`` (403 CSBS.8104), a compliance lock past its
     cooling-off period cannot be removed (409 CSBS.8103). Audited."""
     locks.remove_lock(caller.runtime, caller.principal, caller.project_id, lock_id)
@@ -228,14 +227,14 @@ def create_hold(body: HoldCreateRequest, caller: Caller = Depends(require("csbs:
 
 @router.get("/opencsbs/v1/{project_id}/holds/{hold_id}", response_model=HoldEnvelope,
             summary="Show a legal hold (extension)")
-def show_hold(hold_id: str = ID, caller: Caller = Depends(require("csbs:locks:read"))) -> dict:
+def show_hold(hold_id: str = Path(..., max_length=64), caller: Caller = Depends(require("csbs:locks:read"))) -> dict:
     """One hold; 404 CSBS.8106."""
     return {"hold": locks.get_hold(caller.runtime, caller.project_id, hold_id)}
 
 
 @router.post("/opencsbs/v1/{project_id}/holds/{hold_id}/release", response_model=HoldEnvelope,
              summary="Release a legal hold (extension)")
-def release_hold(hold_id: str = ID, caller: Caller = Depends(require("csbs:holds:write"))) -> dict:
+def release_hold(hold_id: str = Path(..., max_length=64), caller: Caller = Depends(require("csbs:holds:write"))) -> dict:
     """The hold reads ``released`` and no longer keeps anything; 409 CSBS.8107 when already released. Audited."""
     return {"hold": locks.release_hold(caller.runtime, caller.principal, caller.project_id, hold_id)}
 
@@ -255,6 +254,6 @@ def list_audit(marker: int | None = Query(None, ge=0, le=MAX_QUERY_INT),
 
 @router.get("/opencsbs/v1/{project_id}/checkpoint_items/{checkpoint_item_id}/retention",
             response_model=RetentionEnvelope, summary="Whether a backup may be deleted now (extension)")
-def backup_retention(checkpoint_item_id: str = ID, caller: Caller = Depends(require("csbs:locks:read"))) -> dict:
+def backup_retention(checkpoint_item_id: str = Path(..., max_length=64), caller: Caller = Depends(require("csbs:locks:read"))) -> dict:
     """``deletable``, and when not the hold or the lock (with ``locked_until``) that keeps it; 404 CSBS.3001."""
     return {"retention": locks.backup_retention(caller.runtime, caller.project_id, checkpoint_item_id)}
