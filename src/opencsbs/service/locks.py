@@ -14,6 +14,7 @@ released), CSBS.3000 (404, unknown policy), CSBS.3001 (404, unknown backup), CSB
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,6 +35,9 @@ from opencsbs.runtime import Runtime
 log = logging.getLogger("opencsbs.locks")
 
 BYPASS_RULE = "csbs:locks:bypass_governance"
+#: backup tag rules of tag_management (as ``service.backups.validate_backup_params``)
+TAG_KEY = re.compile(r"[A-Za-z0-9_-]{1,36}")
+TAG_VALUE = re.compile(r"[A-Za-z0-9_-]{0,43}")
 #: page size of a list without ``limit``
 DEFAULT_LIMIT = 1000
 
@@ -324,6 +328,13 @@ def create_hold(runtime: Runtime, principal: Principal, project_id: str, name: s
                 sel: HoldSelector) -> dict[str, Any]:
     """Place a legal hold; returns its wire dict. Audited (``hold.create``). Raises CSBS.9001 (no criterion,
     bad times), CSBS.3001 (a listed backup the project does not have), CSBS.3000 (unknown policy)."""
+    if not 1 <= len(name) <= 255:
+        raise invalid("Invalid request parameters: name must be 1 to 255 characters")
+    if sel.tag_key is not None and not (TAG_KEY.fullmatch(sel.tag_key) and TAG_VALUE.fullmatch(sel.tag_value or "")):
+        raise invalid("Invalid request parameters: tag key must be 1 to 36 and its value at most 43 letters, "
+                      "digits, '_' or '-'")
+    if sel.checkpoint_item_ids is not None and len(sel.checkpoint_item_ids) > 1000:
+        raise invalid("Invalid request parameters: at most 1000 checkpoint_item_ids")
     after, before = _ts(sel.created_after, "created_after"), _ts(sel.created_before, "created_before")
     ids = list(dict.fromkeys(sel.checkpoint_item_ids)) if sel.checkpoint_item_ids is not None else None
     if ids is None and sel.tag_key is None and sel.policy_id is None and after is None and before is None:
