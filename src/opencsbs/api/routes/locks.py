@@ -234,7 +234,8 @@ def show_hold(hold_id: str = Path(..., max_length=64), caller: Caller = Depends(
 
 @router.post("/opencsbs/v1/{project_id}/holds/{hold_id}/release", response_model=HoldEnvelope,
              summary="Release a legal hold (extension)")
-def release_hold(hold_id: str = Path(..., max_length=64), caller: Caller = Depends(require("csbs:holds:write"))) -> dict:
+def release_hold(hold_id: str = Path(..., max_length=64),
+                 caller: Caller = Depends(require("csbs:holds:write"))) -> dict:
     """The hold reads ``released`` and no longer keeps anything; 409 CSBS.8107 when already released. Audited."""
     return {"hold": locks.release_hold(caller.runtime, caller.principal, caller.project_id, hold_id)}
 
@@ -254,6 +255,7 @@ def list_audit(marker: int | None = Query(None, ge=0, le=MAX_QUERY_INT),
 
 @router.get("/opencsbs/v1/{project_id}/checkpoint_items/{checkpoint_item_id}/retention",
             response_model=RetentionEnvelope, summary="Whether a backup may be deleted now (extension)")
-def backup_retention(checkpoint_item_id: str = Path(..., max_length=64), caller: Caller = Depends(require("csbs:locks:read"))) -> dict:
+def backup_retention(checkpoint_item_id: str = Path(..., max_length=64),
+                     caller: Caller = Depends(require("csbs:locks:read"))) -> dict:
     """``deletable``, and when not the hold or the lock (with ``locked_until``) that keeps it; 404 CSBS.3001."""
     return {"retention": locks.backup_retention(caller.runtime, caller.project_id, checkpoint_item_id)}
