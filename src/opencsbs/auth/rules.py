@@ -77,6 +77,11 @@ DEFAULT_RULES: dict[str, Rule] = {
     "csbs:tags:read": READ,
     "csbs:tags:write": WRITE,
     "csbs:all_tenants": CLOUD_ADMIN,
+    # retention locks and legal holds (docs/locks.md)
+    "csbs:locks:read": READ,
+    "csbs:locks:write": ADMIN,
+    "csbs:locks:bypass_governance": CLOUD_ADMIN,
+    "csbs:holds:write": ADMIN,
 }
 
 

@@ -111,6 +111,18 @@ REQUEST_TOO_LARGE = _c("APIGW.0201", 413, "Request entity too large: %s")
 REQUEST_TIMEOUT = _c("APIGW.0201", 408, "Request timeout: %s")
 
 
+# --- opencsbs's own (retention locks and legal holds, docs/locks.md): not in the appendix, same body shape ---
+BACKUP_LOCKED = _c("CSBS.8101", 409, "Backup (%s) is under %s retention lock (%s) until %s and cannot be deleted.")
+BACKUP_HELD = _c("CSBS.8102", 409, "Backup (%s) is under legal hold (%s) and cannot be deleted until it is released.")
+LOCK_IMMUTABLE = _c("CSBS.8103", 409,
+                    "Retention lock (%s) is a compliance lock past its cooling-off period (ended %s): it cannot be "
+                    "removed or weakened.")
+GOVERNANCE_BYPASS_DENIED = _c("CSBS.8104", 403,
+                              "Retention lock (%s) is a governance lock: removing or weakening it needs rule %s.")
+LOCK_NOT_FOUND = _c("CSBS.8105", 404, "Retention lock (%s) is not found.")
+HOLD_NOT_FOUND = _c("CSBS.8106", 404, "Legal hold (%s) is not found.")
+HOLD_RELEASED = _c("CSBS.8107", 409, "Legal hold (%s) was already released.")
+
 def lookup(code: str) -> Code:
     """The catalogue entry for ``"CSBS.xxxx"`` (the first one listed; CSBS.9999 is the 500 one);
     an unknown code gets status 400 and an empty template."""

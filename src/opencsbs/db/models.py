@@ -322,3 +322,71 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+# --- retention locks, legal holds and their audit trail (core/locks.py, docs/locks.md) ----------------------
+
+
+class RetentionLock(Base):
+    """A retention lock on a project's backups (``policy_id`` None) or on one policy's.
+
+    ``mode``: governance | compliance; ``min_retention_days`` keeps each covered backup that long after its
+    creation; ``max_retention_days`` optional; ``cooling_off_hours`` after ``created_at`` a compliance lock
+    becomes immutable. A removed lock's row is deleted (the audit table keeps its history).
+    """
+
+    __tablename__ = "retention_locks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    policy_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    mode: Mapped[str] = mapped_column(String(16))
+    min_retention_days: Mapped[int] = mapped_column(Integer)
+    max_retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cooling_off_hours: Mapped[int] = mapped_column(Integer, default=72)
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class LegalHold(Base):
+    """A legal hold: keeps the project's backups it selects until released. Criteria (all given must match):
+    ``item_ids`` (JSON list of checkpoint_item ids), ``tag_key``/``tag_value``, ``policy_id``,
+    ``created_after``/``created_before`` (backup creation time)."""
+
+    __tablename__ = "legal_holds"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    item_ids: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    tag_key: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    tag_value: Mapped[str | None] = mapped_column(String(43), nullable=True)
+    policy_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_after: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    created_before: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    released_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    released_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class LockAudit(Base):
+    """One act on a lock or hold: ``action`` lock.create | lock.update | lock.remove | hold.create |
+    hold.release; ``bypass`` true when a governance lock was weakened with ``csbs:locks:bypass_governance``;
+    ``actor`` the user id, ``actor_project`` the token's project ('' for a system-scoped token); ``detail`` the
+    lock/hold before and after (wire shapes)."""
+
+    __tablename__ = "lock_audit"
+    __table_args__ = (Index("ix_lock_audit_project_id_id", "project_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    action: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[str] = mapped_column(String(36))
+    actor: Mapped[str] = mapped_column(String(64), default="")
+    actor_project: Mapped[str] = mapped_column(String(64), default="")
+    bypass: Mapped[bool] = mapped_column(Boolean, default=False)
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)

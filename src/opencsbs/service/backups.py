@@ -36,6 +36,7 @@ from opencsbs.db.base import lock_project, new_id, transaction
 from opencsbs.db.models import Checkpoint, CheckpointItem, Policy, ResourceLock, VolumeBackup
 from opencsbs.engine.jobs import enqueue
 from opencsbs.runtime import Runtime
+from opencsbs.service import locks
 from opencsbs.service.protectable import protection_states
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
@@ -194,7 +195,8 @@ def delete_checkpoint(runtime: Runtime, project_id: str, checkpoint_id: str,
     Terraform providers' destroy waits on; ``waiting_delete`` is not), a delete job drops their bank indexes and
     marks them ``deleted``. Returns the job id. A deleted checkpoint gives 404 CSBS.3001; items still being made,
     restored or deleted (a repeated DELETE while the first one waits or runs) give 400 CSBS.2003 "item in
-    executing", which the clients' retry loops read as "still deleting".
+    executing", which the clients' retry loops read as "still deleting"; an item kept by a legal hold or a
+    retention lock gives 409 CSBS.8102 / CSBS.8101 and nothing is deleted (docs/locks.md).
     """
     with transaction(runtime.sessions) as session:
         cp = session.scalars(
@@ -216,6 +218,9 @@ def delete_checkpoint(runtime: Runtime, project_id: str, checkpoint_id: str,
             raise CSBSError(codes.CHECKPOINT_ITEM_NOT_FOUND, checkpoint_id)
         if any(i.status in ItemStatus.BUSY + ItemStatus.BEING_DELETED for i in live):
             raise CSBSError(codes.ITEM_IN_EXECUTING)
+        refused = locks.deletion_refusal(session, project_id, live)  # legal holds, retention locks: 409
+        if refused is not None:
+            raise refused
         job = enqueue(session, "delete", project_id, checkpoint_id, state={"items": [i.id for i in live]})
         now = utcnow()
         for item in live:

@@ -36,7 +36,7 @@ from opencsbs.core.timeutil import utcnow
 from opencsbs.db.base import transaction
 from opencsbs.db.models import CheckpointItem, Policy, PolicyRun, ResourceLock, ScheduledOperation
 from opencsbs.runtime import Runtime
-from opencsbs.service import backups
+from opencsbs.service import backups, locks
 from opencsbs.service.policies import find_policy
 from opencsbs.service.tags import tags_of
 
@@ -180,13 +180,16 @@ def run_slot(runtime: Runtime, run_id: str, now: datetime | None = None) -> None
                 row.status = "skipped" if exc.code in (codes.AUTO_PLAN_EXECUTING, codes.POLICY_EXECUTING) else "error"
                 row.message, row.finished_at = f"{exc.error_code}: {exc.error_msg}", utcnow()
         log.info("policy %s slot %s: %s", policy_id, slot_at, exc)
-    apply_retention(runtime, policy_id, now)
+    apply_retention(runtime, policy_id, now, run_id=run_id)
 
 
-def apply_retention(runtime: Runtime, policy_id: str, now: datetime | None = None) -> list[str]:
+def apply_retention(runtime: Runtime, policy_id: str, now: datetime | None = None,
+                    run_id: str | None = None) -> list[str]:
     """Delete the automatic backups of ``policy_id`` that its retention rule does not keep (per server, see
     ``core.retention``); returns the checkpoint_item ids whose delete was started. Manual backups and other
-    policies' backups are never touched. A policy without a scheduled operation keeps everything."""
+    policies' backups are never touched. A policy without a scheduled operation keeps everything. Backups a
+    legal hold or a retention lock keeps are skipped: logged, and named in the ``message`` of policy run
+    ``run_id`` (when given) as ``retention kept N backup(s) under lock or hold: <id> (CSBS.8101), ...``."""
     now = now or utcnow()
     with runtime.sessions() as session:
         policy = session.get(Policy, policy_id)
@@ -206,9 +209,22 @@ def apply_retention(runtime: Runtime, policy_id: str, now: datetime | None = Non
     for item_id, resource_id, created_at, status in rows:
         per_server[resource_id].append(BackupInfo(item_id, created_at, status))
     deleted: list[str] = []
+    doomed_all = sorted(i for infos in per_server.values() for i in plan(infos, rule, now)[1])
+    kept = locks.kept_backups(runtime, project_id, doomed_all, now)
+    for item_id, why in sorted(kept.items()):
+        log.info("retention of policy %s: backup %s kept: %s", policy_id, item_id, why)
+    if kept and run_id:
+        note = (f"retention kept {len(kept)} backup(s) under lock or hold: "
+                + ", ".join(f"{i} ({e.error_code})" for i, e in sorted(kept.items())))
+        with transaction(runtime.sessions) as session:
+            row = session.get(PolicyRun, run_id)
+            if row is not None:
+                row.message = ("; ".join(m for m in (row.message, note) if m))[:4000]
     for infos in per_server.values():
         _keep, doomed = plan(infos, rule, now)
         for item_id in sorted(doomed):
+            if item_id in kept:
+                continue
             try:
                 backups.delete_backup(runtime, project_id, item_id)
                 deleted.append(item_id)

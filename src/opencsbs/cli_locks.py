@@ -1,0 +1,241 @@
+"""``opencsbs locks ...`` and ``opencsbs holds ...``: retention locks, legal holds and their audit trail from the
+command line (the same use cases and rules as the ``/opencsbs/v1/{project_id}/locks|holds|lock_audit`` routes;
+output is the API's JSON). docs/locks.md describes both.
+
+The two groups, :data:`locks` and :data:`holds`, are meant to be added to the root ``opencsbs`` group; they also
+run on their own (``--config``, ``--data-dir``, ``--database-url`` on the group, or the root group's context
+object when it has a ``runtime()`` method).
+
+The command line acts as the operator of the machine: a project admin of ``--project`` (user ``local-cli``).
+``--bypass-governance`` (on ``locks update`` / ``locks remove``) acts as a cloud admin instead, which holds
+``csbs:locks:bypass_governance`` by default; the audit trail records it. No option lifts a compliance lock past
+its cooling-off period or deletes a kept backup.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+import click
+
+CLI_USER = "local-cli"
+
+
+class _State:
+    """The group's own state options (used when no root context object provides a runtime)."""
+
+    def __init__(self, config: str | None, data_dir: str | None, database_url: str | None, parent: Any):
+        self.config, self.data_dir, self.database_url, self.parent = config, data_dir, database_url, parent
+
+    def runtime(self):
+        if not (self.config or self.data_dir or self.database_url) and hasattr(self.parent, "runtime"):
+            return self.parent.runtime()
+        from pydantic import ValidationError
+
+        from opencsbs.config import load_settings
+        from opencsbs.runtime import Runtime
+
+        try:
+            settings = load_settings(self.config, data_dir=self.data_dir, database_url=self.database_url)
+            return Runtime.from_settings(settings)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            raise click.ClickException(f"invalid settings: {problems}") from exc
+        except (OSError, ValueError) as exc:
+            raise click.ClickException(f"invalid settings: {exc}") from exc
+
+
+def _state_options(fn):
+    fn = click.option("--database-url", default=None, envvar="OPENCSBS_DATABASE_URL",
+                      help="SQLAlchemy database URL (default: SQLite in the data dir)")(fn)
+    fn = click.option("--data-dir", type=click.Path(file_okay=False), default=None, envvar="OPENCSBS_DATA_DIR",
+                      help="state directory")(fn)
+    fn = click.option("--config", type=click.Path(exists=True, dir_okay=False), default=None,
+                      envvar="OPENCSBS_CONFIG", help="YAML config file")(fn)
+    return fn
+
+
+def _call(project: str, fn: Callable, bypass_governance: bool = False) -> Any:
+    """Run ``fn(runtime, principal)``; a CSBS refusal exits 1 with ``CODE: message``."""
+    from opencsbs.auth.base import Principal
+    from opencsbs.core.errors import CSBSError
+
+    state = click.get_current_context().find_object(_State)
+    runtime = state.runtime()
+    if bypass_governance:
+        principal = Principal(project_id="", user_id=CLI_USER, roles=frozenset({"reader", "member", "admin"}),
+                              system_scope="all")
+    else:
+        principal = Principal(project_id=project, user_id=CLI_USER, roles=frozenset({"reader", "member", "admin"}))
+    try:
+        return fn(runtime, principal)
+    except CSBSError as exc:
+        raise click.ClickException(f"{exc.error_code}: {exc.error_msg}") from exc
+    finally:
+        runtime.close()
+
+
+def _echo(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=True))
+
+
+PROJECT = click.option("--project", required=True, help="project id")
+
+
+# --- locks ----------------------------------------------------------------------------------------------------
+
+
+@click.group()
+@_state_options
+@click.pass_context
+def locks(ctx: click.Context, config, data_dir, database_url) -> None:
+    """Retention locks of a project's (or a policy's) backups, and the audit trail (docs/locks.md)."""
+    ctx.obj = _State(config, data_dir, database_url, ctx.obj)
+
+
+@locks.command("list")
+@PROJECT
+def locks_list(project: str) -> None:
+    """The project's locks (JSON list)."""
+    from opencsbs.service import locks as svc
+
+    _echo(_call(project, lambda rt, p: svc.list_locks(rt, project)))
+
+
+@locks.command("show")
+@PROJECT
+@click.argument("lock_id")
+def locks_show(project: str, lock_id: str) -> None:
+    """One lock."""
+    from opencsbs.service import locks as svc
+
+    _echo(_call(project, lambda rt, p: svc.get_lock(rt, project, lock_id)))
+
+
+@locks.command("create")
+@PROJECT
+@click.option("--mode", type=click.Choice(["governance", "compliance"]), required=True)
+@click.option("--min-days", type=int, required=True, help="days each covered backup is kept after its creation")
+@click.option("--max-days", type=int, default=None, help="optional maximum retention (days)")
+@click.option("--policy", "policy_id", default=None, help="lock this policy's backups only")
+@click.option("--cooling-off-hours", type=int, default=None,
+              help="compliance: hours during which the lock may still be removed (default 72)")
+def locks_create(project, mode, min_days, max_days, policy_id, cooling_off_hours) -> None:
+    """Set a lock; prints it."""
+    from opencsbs.service import locks as svc
+
+    _echo(_call(project, lambda rt, p: svc.create_lock(
+        rt, p, project, mode=mode, min_retention_days=min_days, max_retention_days=max_days,
+        policy_id=policy_id, cooling_off_hours=cooling_off_hours)))
+
+
+@locks.command("update")
+@PROJECT
+@click.argument("lock_id")
+@click.option("--mode", type=click.Choice(["governance", "compliance"]), default=None)
+@click.option("--min-days", type=int, default=None)
+@click.option("--max-days", type=int, default=None)
+@click.option("--bypass-governance", is_flag=True, help="act as a cloud admin to weaken a governance lock")
+def locks_update(project, lock_id, mode, min_days, max_days, bypass_governance) -> None:
+    """Change a lock (weakening: see --bypass-governance; a compliance lock past cooling-off: never)."""
+    from opencsbs.service import locks as svc
+
+    _echo(_call(project, lambda rt, p: svc.update_lock(rt, p, project, lock_id, mode=mode,
+                                                       min_retention_days=min_days, max_retention_days=max_days),
+                bypass_governance))
+
+
+@locks.command("remove")
+@PROJECT
+@click.argument("lock_id")
+@click.option("--bypass-governance", is_flag=True, help="act as a cloud admin to remove a governance lock")
+def locks_remove(project, lock_id, bypass_governance) -> None:
+    """Remove a lock."""
+    from opencsbs.service import locks as svc
+
+    _call(project, lambda rt, p: svc.remove_lock(rt, p, project, lock_id), bypass_governance)
+    click.echo(f"lock {lock_id} removed")
+
+
+@locks.command("audit")
+@PROJECT
+@click.option("--marker", type=click.IntRange(min=0), default=None, help="records after this id")
+@click.option("--limit", type=click.IntRange(min=1), default=None)
+def locks_audit(project, marker, limit) -> None:
+    """Every act on the project's locks and holds, oldest first."""
+    from opencsbs.service import locks as svc
+
+    _echo(_call(project, lambda rt, p: svc.list_audit(rt, project, marker, limit)))
+
+
+@locks.command("check")
+@PROJECT
+@click.argument("checkpoint_item_id")
+def locks_check(project, checkpoint_item_id) -> None:
+    """Whether a backup may be deleted now, and what keeps it."""
+    from opencsbs.service import locks as svc
+
+    _echo(_call(project, lambda rt, p: svc.backup_retention(rt, project, checkpoint_item_id)))
+
+
+# --- holds ----------------------------------------------------------------------------------------------------
+
+
+@click.group()
+@_state_options
+@click.pass_context
+def holds(ctx: click.Context, config, data_dir, database_url) -> None:
+    """Legal holds on chosen backups (docs/locks.md)."""
+    ctx.obj = _State(config, data_dir, database_url, ctx.obj)
+
+
+@holds.command("list")
+@PROJECT
+@click.option("--status", type=click.Choice(["active", "released"]), default=None)
+def holds_list(project, status) -> None:
+    """The project's holds (JSON list)."""
+    from opencsbs.service import locks as svc
+
+    _echo(_call(project, lambda rt, p: svc.list_holds(rt, project, status)))
+
+
+@holds.command("show")
+@PROJECT
+@click.argument("hold_id")
+def holds_show(project, hold_id) -> None:
+    """One hold."""
+    from opencsbs.service import locks as svc
+
+    _echo(_call(project, lambda rt, p: svc.get_hold(rt, project, hold_id)))
+
+
+@holds.command("create")
+@PROJECT
+@click.option("--name", required=True)
+@click.option("--reason", default="")
+@click.option("--backup", "item_ids", multiple=True, help="checkpoint_item id (repeatable)")
+@click.option("--tag", default=None, help="KEY=VALUE: backups carrying this tag")
+@click.option("--policy", "policy_id", default=None, help="backups of this policy")
+@click.option("--created-after", default=None, help="backups created at or after (UTC, ISO 8601)")
+@click.option("--created-before", default=None, help="backups created at or before (UTC, ISO 8601)")
+def holds_create(project, name, reason, item_ids, tag, policy_id, created_after, created_before) -> None:
+    """Place a hold on the backups matching every given criterion; prints it."""
+    from opencsbs.service import locks as svc
+
+    key = value = None
+    if tag is not None:
+        key, _, value = tag.partition("=")
+    sel = svc.HoldSelector(checkpoint_item_ids=list(item_ids) or None, tag_key=key, tag_value=value,
+                           policy_id=policy_id, created_after=created_after, created_before=created_before)
+    _echo(_call(project, lambda rt, p: svc.create_hold(rt, p, project, name, reason, sel)))
+
+
+@holds.command("release")
+@PROJECT
+@click.argument("hold_id")
+def holds_release(project, hold_id) -> None:
+    """Release a hold; prints it."""
+    from opencsbs.service import locks as svc
+
+    _echo(_call(project, lambda rt, p: svc.release_hold(rt, p, project, hold_id)))
