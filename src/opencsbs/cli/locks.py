@@ -2,11 +2,7 @@
 command line (the same use cases and rules as the ``/opencsbs/v1/{project_id}/locks|holds|lock_audit`` routes;
 output is the API's JSON). docs/locks.md describes both.
 
-The two groups, :data:`locks` and :data:`holds`, are meant to be added to the root ``opencsbs`` group; they also
-run on their own (``--config``, ``--data-dir``, ``--database-url`` on the group, or the root group's context
-object when it has a ``runtime()`` method).
-
-The command line acts as the operator of the machine: a project admin of ``--project`` (user ``local-cli``).
+The command line acts as the operator of the machine: a project admin of ``--project`` (user ``opencsbs-cli``).
 ``--bypass-governance`` (on ``locks update`` / ``locks remove``) acts as a cloud admin instead, which holds
 ``csbs:locks:bypass_governance`` by default; the audit trail records it. No option lifts a compliance lock past
 its cooling-off period or deletes a kept backup.
@@ -14,72 +10,30 @@ its cooling-off period or deletes a kept backup.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable
 
 import click
 
-CLI_USER = "local-cli"
-
-
-class _State:
-    """The group's own state options (used when no root context object provides a runtime)."""
-
-    def __init__(self, config: str | None, data_dir: str | None, database_url: str | None, parent: Any):
-        self.config, self.data_dir, self.database_url, self.parent = config, data_dir, database_url, parent
-
-    def runtime(self):
-        if not (self.config or self.data_dir or self.database_url) and hasattr(self.parent, "runtime"):
-            return self.parent.runtime()
-        from pydantic import ValidationError
-
-        from opencsbs.config import load_settings
-        from opencsbs.runtime import Runtime
-
-        try:
-            settings = load_settings(self.config, data_dir=self.data_dir, database_url=self.database_url)
-            return Runtime.from_settings(settings)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-            raise click.ClickException(f"invalid settings: {problems}") from exc
-        except (OSError, ValueError) as exc:
-            raise click.ClickException(f"invalid settings: {exc}") from exc
-
-
-def _state_options(fn):
-    fn = click.option("--database-url", default=None, envvar="OPENCSBS_DATABASE_URL",
-                      help="SQLAlchemy database URL (default: SQLite in the data dir)")(fn)
-    fn = click.option("--data-dir", type=click.Path(file_okay=False), default=None, envvar="OPENCSBS_DATA_DIR",
-                      help="state directory")(fn)
-    fn = click.option("--config", type=click.Path(exists=True, dir_okay=False), default=None,
-                      envvar="OPENCSBS_CONFIG", help="YAML config file")(fn)
-    return fn
+from opencsbs.cli._common import CLI_USER, Ctx, csbs_errors, echo_json
 
 
 def _call(project: str, fn: Callable, bypass_governance: bool = False) -> Any:
     """Run ``fn(runtime, principal)``; a CSBS refusal exits 1 with ``CODE: message``."""
     from opencsbs.auth.base import Principal
-    from opencsbs.core.errors import CSBSError
 
-    state = click.get_current_context().find_object(_State)
-    runtime = state.runtime()
-    if bypass_governance:
-        principal = Principal(project_id="", user_id=CLI_USER, roles=frozenset({"reader", "member", "admin"}),
-                              system_scope="all")
-    else:
-        principal = Principal(project_id=project, user_id=CLI_USER, roles=frozenset({"reader", "member", "admin"}))
+    ctx = click.get_current_context().find_object(Ctx)
+    runtime = ctx.runtime()
+    principal = Principal.operator(project, CLI_USER)
+    if bypass_governance:  # a cloud admin (system scope), as the documented bypass rule expects
+        principal = Principal(project_id="", user_id=CLI_USER, roles=principal.roles, system_scope="all")
     try:
-        return fn(runtime, principal)
-    except CSBSError as exc:
-        raise click.ClickException(f"{exc.error_code}: {exc.error_msg}") from exc
+        with csbs_errors():
+            return fn(runtime, principal)
     finally:
         runtime.close()
 
 
-def _echo(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, sort_keys=True))
-
-
+_echo = echo_json
 PROJECT = click.option("--project", required=True, help="project id")
 
 
@@ -87,11 +41,8 @@ PROJECT = click.option("--project", required=True, help="project id")
 
 
 @click.group()
-@_state_options
-@click.pass_context
-def locks(ctx: click.Context, config, data_dir, database_url) -> None:
+def locks() -> None:
     """Retention locks of a project's (or a policy's) backups, and the audit trail (docs/locks.md)."""
-    ctx.obj = _State(config, data_dir, database_url, ctx.obj)
 
 
 @locks.command("list")
@@ -183,11 +134,8 @@ def locks_check(project, checkpoint_item_id) -> None:
 
 
 @click.group()
-@_state_options
-@click.pass_context
-def holds(ctx: click.Context, config, data_dir, database_url) -> None:
+def holds() -> None:
     """Legal holds on chosen backups (docs/locks.md)."""
-    ctx.obj = _State(config, data_dir, database_url, ctx.obj)
 
 
 @holds.command("list")
