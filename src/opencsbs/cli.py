@@ -41,12 +41,12 @@ class Ctx:
 
 
 def build_runtime(settings: Settings):
-    """``Runtime.from_settings``; settings a driver refuses when it is built (e.g. a missing Ceph keyring) exit
+    """``bootstrap.build_runtime``; settings a driver refuses when it is built (e.g. a missing Ceph keyring) exit
     with one line saying what is missing."""
-    from opencsbs.runtime import Runtime
+    from opencsbs import bootstrap
 
     try:
-        return Runtime.from_settings(settings)
+        return bootstrap.build_runtime(settings)
     except ValueError as exc:
         raise click.ClickException(f"invalid settings: {exc}") from exc
 
@@ -136,9 +136,11 @@ def serve(ctx: Ctx, host, port, data_dir_opt, inventory, tls_cert, tls_key, forw
         sock.close()
         raise
     _cross_project_notice(runtime)
-    runtime.start_workers()
+    from opencsbs.bootstrap import start_scheduler, start_workers
+
+    start_workers(runtime)
     if settings.scheduler:
-        runtime.start_scheduler()
+        start_scheduler(runtime)
     processes = settings.http_processes
     click.echo(f"opencsbs listening on http{'s' if settings.tls_cert else ''}://{settings.host}:{settings.port} "
                f"(data dir {settings.data_dir}, cloud driver {settings.cloud.driver}"
@@ -212,7 +214,9 @@ def worker(ctx: Ctx, threads: int) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    pool = runtime.start_workers(max(threads, 1))
+    from opencsbs.bootstrap import start_workers
+
+    pool = start_workers(runtime, max(threads, 1))
     click.echo(f"opencsbs worker: {len(pool.workers)} thread(s), data dir {runtime.settings.data_dir}", err=True)
     try:
         while not stop.wait(0.5):
@@ -249,7 +253,9 @@ def _follow(runtime, read_progress, label: str) -> str:
     ``read_progress()`` returns a final status; returns that status."""
     import time
 
-    pool = runtime.start_workers(1, prefix="cli")
+    from opencsbs.bootstrap import start_workers
+
+    pool = start_workers(runtime, 1, prefix="cli")
     status, percent = read_progress()
     with click.progressbar(length=100, label=label, show_percent=True, file=sys.stderr) as bar:
         shown = 0
@@ -595,7 +601,9 @@ def scheduler(ctx: Ctx) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    runtime.start_scheduler()
+    from opencsbs.bootstrap import start_scheduler
+
+    start_scheduler(runtime)
     click.echo(f"opencsbs scheduler: every {runtime.settings.scheduler_interval}s, database "
                f"{runtime.settings.db_url.split('@')[-1]}", err=True)
     try:

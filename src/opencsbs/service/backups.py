@@ -37,7 +37,7 @@ from opencsbs.core.timeutil import parse_wire_ts, utcnow, wire_ts
 from opencsbs.db.base import lock_project, new_id, transaction
 from opencsbs.db.models import Checkpoint, CheckpointItem, Policy, ResourceLock, VolumeBackup
 from opencsbs.engine.jobs import enqueue
-from opencsbs.engine.steps import saving_ratio
+from opencsbs.core.figures import saving_ratio
 from opencsbs.runtime import Runtime
 from opencsbs.service.protection import protection_states
 
