@@ -63,12 +63,12 @@ def pct(values: list[float], q: float) -> float:
 class Bench:
     def __init__(self, args):
         from opencsbs.clouds.sandbox.inventory import load_inventory
-        from opencsbs.runtime import Runtime
+        from opencsbs.bootstrap import build_runtime
 
         self.tmp = tempfile.TemporaryDirectory(prefix="opencsbs-bench-")
         settings = Settings(data_dir=Path(self.tmp.name), database_url=args.database_url, workers=0,
                             scheduler=False, log_level="warning")
-        self.runtime = Runtime.from_settings(settings)
+        self.runtime = build_runtime(settings)
         data = inventory(max(SIZES))
         with transaction(self.runtime.sessions) as session:
             load_inventory(session, data, settings.volumes_dir)

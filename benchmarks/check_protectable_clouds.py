@@ -42,9 +42,9 @@ BENCH = "csbs-bench"
 
 def _serve(settings: Settings):
     from opencsbs.api.app import create_app
-    from opencsbs.runtime import Runtime
+    from opencsbs.bootstrap import build_runtime
 
-    rt = Runtime.from_settings(settings)
+    rt = build_runtime(settings)
     return rt, TestClient(create_app(rt), raise_server_exceptions=False)
 
 

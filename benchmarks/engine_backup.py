@@ -48,13 +48,13 @@ def main() -> None:
     from opencsbs.clouds.sandbox.models import SandboxVolume
     from opencsbs.db.models import CheckpointItem, Restore
     from opencsbs.engine.worker import drain
-    from opencsbs.runtime import Runtime
+    from opencsbs.bootstrap import build_runtime
     from opencsbs.service import backups, restores
 
     work = Path(tempfile.mkdtemp(prefix="opencsbs-bench-"))
     settings = Settings(data_dir=work, workers=0, scheduler=False)
     settings.bank.threads = args.threads
-    rt = Runtime.from_settings(settings)
+    rt = build_runtime(settings)
     server, volume = "bench-server", "bench-disk"
     with transaction(rt.sessions) as s:
         load_inventory(s, {"projects": {"bench": {"servers": [{"id": server, "name": "bench", "volumes": [

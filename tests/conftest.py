@@ -117,9 +117,9 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 @pytest.fixture
 def runtime(settings: Settings):
     """A runtime on ``settings`` (schema already migrated), closed after the test."""
-    from opencsbs.runtime import Runtime
+    from opencsbs.bootstrap import build_runtime
 
-    rt = Runtime.from_settings(settings, migrate=False)
+    rt = build_runtime(settings, migrate=False)
     yield rt
     rt.close()
 

@@ -114,9 +114,9 @@ def test_token_create_prints_the_token_last_and_stores_only_its_hash(tmp_path):
 
     from opencsbs.auth.local import LocalAuthenticator
     from opencsbs.config import Settings
-    from opencsbs.runtime import Runtime
+    from opencsbs.bootstrap import build_runtime
 
-    rt = Runtime.from_settings(Settings(data_dir=data))
+    rt = build_runtime(Settings(data_dir=data))
     try:
         principal = LocalAuthenticator(rt.sessions).authenticate(token)
     finally:
@@ -223,11 +223,11 @@ def test_token_create_cloud_admin_and_the_upgrade_notice(cli, settings):
     """``--cloud-admin`` makes a system-scoped admin token; the one-line notice of ``opencsbs serve`` names it while
     only project admin tokens exist, and is gone once a cloud admin or an admin project is configured."""
     from opencsbs.auth.admin_scope import cross_project_notice
-    from opencsbs.runtime import Runtime
+    from opencsbs.bootstrap import build_runtime
 
     cli("token", "create", "--project", "demo", "--role", "admin")
     settings.data_dir = cli.data_dir
-    rt = Runtime.from_settings(settings, migrate=False)
+    rt = build_runtime(settings, migrate=False)
     try:
         notice = cross_project_notice(rt.settings, rt.sessions, rt.enforcer)
         assert notice and "--cloud-admin" in notice and "\n" not in notice

@@ -335,12 +335,12 @@ def test_keystone_login_by_user_name_and_password(browser, settings):
     from identity_support import keystone_available, keystone_env, keystone_settings
 
     from opencsbs.api.app import create_app
-    from opencsbs.runtime import Runtime
+    from opencsbs.bootstrap import build_runtime
 
     env = keystone_env()
     require_component(keystone_available(env), "Keystone not running (scripts/services/keystone.sh start)")
     keystone_settings(settings, env)
-    rt = Runtime.from_settings(settings, migrate=False)
+    rt = build_runtime(settings, migrate=False)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(rt), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -77,12 +77,12 @@ def test_keystone_login_gives_a_token_the_api_accepts(settings):
     from identity_support import keystone_available, keystone_env, keystone_settings
 
     from opencsbs.api.app import create_app
-    from opencsbs.runtime import Runtime
+    from opencsbs.bootstrap import build_runtime
 
     env = keystone_env()
     require_component(keystone_available(env), "Keystone not running (scripts/services/keystone.sh start)")
     keystone_settings(settings, env)
-    rt = Runtime.from_settings(settings, migrate=False)
+    rt = build_runtime(settings, migrate=False)
     try:
         with TestClient(create_app(rt), raise_server_exceptions=False) as c:
             assert c.get("/opencsbs/v1/auth").json() == {"mode": "keystone"}
@@ -110,14 +110,14 @@ def test_keystone_login_gives_a_token_the_api_accepts(settings):
 def test_keystone_login_when_keystone_is_down_answers_503(settings):
     from conftest import free_port
     from opencsbs.api.app import create_app
-    from opencsbs.runtime import Runtime
+    from opencsbs.bootstrap import build_runtime
 
     settings.auth.mode = "keystone"
     settings.auth.keystone_url = f"http://127.0.0.1:{free_port()}/v3"  # nothing listens there
     settings.auth.service_username, settings.auth.service_password = "opencsbs", "x"
     settings.auth.service_project_name = "service"
     settings.auth.keystone_timeout = 3
-    rt = Runtime.from_settings(settings, migrate=False)
+    rt = build_runtime(settings, migrate=False)
     try:
         with TestClient(create_app(rt), raise_server_exceptions=False) as c:
             r = c.post("/opencsbs/v1/auth/tokens",

@@ -102,15 +102,14 @@ def test_resume_after_each_step(demo, runtime):
     client, headers = demo
     write(runtime, WEB1_DATA, 64 * MIB, random_bytes(5 * MIB, 4))
     cp = protect(client, headers, WEB1).json()["checkpoint"]
-    from opencsbs.engine import steps
+    from opencsbs.engine import backup
 
     seen = []
     for _ in range(10):
         job = claim_next(runtime.sessions, "stepper", lease_seconds=30)
         if job is None:
             break
-        runner = {"start": steps._backup_snapshot, "copy": steps._backup_copy, "commit": steps._backup_commit,
-                  "cleanup": steps._backup_cleanup}[job.step]
+        runner = backup.STEPS[job.step]
         seen.append(job.step)
         runner(runtime, job)
         with transaction(runtime.sessions) as session:  # the worker vanishes; its lease expires

@@ -10,6 +10,7 @@ from sqlalchemy import update
 
 from engine_helpers import DB1, DB1_SYS, MIB, PROVIDER, WEB1, digest, fill, item_of, protect, restore, run_jobs, \
     write, random_bytes
+from opencsbs.bootstrap import make_scheduler
 from opencsbs.core.timeutil import utcnow
 from opencsbs.db.base import transaction
 from opencsbs.db.models import Job, ResourceLock, Restore, VolumeBackup
@@ -60,7 +61,7 @@ def test_finished_jobs_pruned_unless_recent_running_or_referenced(demo, runtime)
     runtime.settings.engine.job_retention_days = 0  # 0: keep for ever
     assert housekeep(runtime).jobs == 0
     runtime.settings.engine.job_retention_days = 7
-    runtime.make_scheduler().tick()  # the scheduler's first pass runs housekeeping
+    make_scheduler(runtime).tick()  # the scheduler's first pass runs housekeeping
     report = housekeep(runtime)
     jobs = _jobs(runtime)
     assert ids["old"] not in jobs

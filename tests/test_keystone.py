@@ -60,10 +60,10 @@ def _load_alpha_inventory(runtime, tmp_path, alpha: str) -> None:
 
 @pytest.fixture
 def ks_runtime(settings, ks, tmp_path):
-    from opencsbs.runtime import Runtime
+    from opencsbs.bootstrap import build_runtime
 
     keystone_settings(settings, ks, cache_seconds=2)
-    rt = Runtime.from_settings(settings, migrate=False)
+    rt = build_runtime(settings, migrate=False)
     _load_alpha_inventory(rt, tmp_path, ks["OPENCSBS_TEST_KEYSTONE_PROJECT_ALPHA"])
     yield rt
     rt.close()
@@ -172,12 +172,12 @@ def test_validations_are_cached(ks_runtime, tokens):
 
 def test_keystone_unreachable_is_a_503_with_a_json_body(settings, ks, tmp_path):
     from opencsbs.api.app import create_app
-    from opencsbs.runtime import Runtime
+    from opencsbs.bootstrap import build_runtime
 
     keystone_settings(settings, ks)
     settings.auth.keystone_url = "http://127.0.0.1:9/v3"  # discard port: nothing listens
     settings.auth.keystone_timeout = 3
-    rt = Runtime.from_settings(settings, migrate=False)
+    rt = build_runtime(settings, migrate=False)
     try:
         with TestClient(create_app(rt), raise_server_exceptions=False) as c:
             r = _check(c, "p1", "gAAAAAB-some-token")
@@ -190,11 +190,11 @@ def test_keystone_unreachable_is_a_503_with_a_json_body(settings, ks, tmp_path):
 
 def test_wrong_service_password_is_a_503_not_a_401(settings, ks):
     from opencsbs.api.app import create_app
-    from opencsbs.runtime import Runtime
+    from opencsbs.bootstrap import build_runtime
 
     keystone_settings(settings, ks)
     settings.auth.service_password = "not-the-password"
-    rt = Runtime.from_settings(settings, migrate=False)
+    rt = build_runtime(settings, migrate=False)
     try:
         with TestClient(create_app(rt), raise_server_exceptions=False) as c:
             r = _check(c, ks["OPENCSBS_TEST_KEYSTONE_PROJECT_ALPHA"], issue_token(ks, "csbs-member", "csbs-alpha"))
@@ -208,7 +208,7 @@ def test_wrong_service_password_is_a_503_not_a_401(settings, ks):
 def test_tokens_and_secrets_never_reach_logs_or_bodies(settings, ks, caplog, tmp_path):
     """Everything logged at DEBUG (keystoneauth1 included) while good, bad and unjudgeable tokens pass."""
     from opencsbs.api.app import create_app
-    from opencsbs.runtime import Runtime
+    from opencsbs.bootstrap import build_runtime
 
     alpha = ks["OPENCSBS_TEST_KEYSTONE_PROJECT_ALPHA"]
     good = issue_token(ks, "csbs-member", "csbs-alpha")
@@ -216,7 +216,7 @@ def test_tokens_and_secrets_never_reach_logs_or_bodies(settings, ks, caplog, tmp
     bodies = []
     caplog.set_level(logging.DEBUG)
     keystone_settings(settings, ks)
-    rt = Runtime.from_settings(settings, migrate=False)
+    rt = build_runtime(settings, migrate=False)
     try:
         with TestClient(create_app(rt), raise_server_exceptions=False) as c:
             for token in (good, bad, good):
@@ -227,7 +227,7 @@ def test_tokens_and_secrets_never_reach_logs_or_bodies(settings, ks, caplog, tmp
         rt.close()
     settings.auth.keystone_url = "http://127.0.0.1:9/v3"
     settings.auth.keystone_timeout = 2
-    rt = Runtime.from_settings(settings, migrate=False)
+    rt = build_runtime(settings, migrate=False)
     try:
         with TestClient(create_app(rt), raise_server_exceptions=False) as c:
             bodies.append(_check(c, alpha, good).text)

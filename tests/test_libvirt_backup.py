@@ -293,7 +293,7 @@ def test_libvirtd_unreachable(world, client, headers, runtime, settings, tmp_pat
     from opencsbs.api.app import create_app
     from opencsbs.auth.local import create_token
     from opencsbs.db.base import transaction
-    from opencsbs.runtime import Runtime
+    from opencsbs.bootstrap import build_runtime
 
     disk = world.disk("gone-a", "qcow2", "vda", "16M")
     dom = world.define("gone", [disk])
@@ -303,7 +303,7 @@ def test_libvirtd_unreachable(world, client, headers, runtime, settings, tmp_pat
     bad = f"qemu:///system?socket={tmp_path}/no-such.sock"
     # a backup asked of an unreachable libvirtd: 503 at once, nothing created
     settings.cloud.libvirt_uri = bad
-    rt = Runtime.from_settings(settings, migrate=False)
+    rt = build_runtime(settings, migrate=False)
     try:
         with transaction(rt.sessions) as session:
             token = create_token(session, "demo", "member")

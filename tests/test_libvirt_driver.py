@@ -199,10 +199,10 @@ def test_unreachable_libvirtd_answers_503(lv, settings, tmp_path):
     from opencsbs.api.app import create_app
     from opencsbs.auth.local import create_token
     from opencsbs.db.base import transaction
-    from opencsbs.runtime import Runtime
+    from opencsbs.bootstrap import build_runtime
 
     settings.cloud.libvirt_uri = f"qemu:///system?socket={tmp_path}/no-such.sock"
-    rt = Runtime.from_settings(settings, migrate=False)
+    rt = build_runtime(settings, migrate=False)
     try:
         with transaction(rt.sessions) as session:
             token = create_token(session, "demo", "member")

@@ -199,7 +199,7 @@ def test_a_task_in_progress_is_refused_then_allowed(world, client, make_token):
 def keystone_client(settings):
     """opencsbs in Keystone mode against the stack's Keystone, passing the caller's token to the cloud."""
     from opencsbs.api.app import create_app
-    from opencsbs.runtime import Runtime
+    from opencsbs.bootstrap import build_runtime
 
     require_component(ow.available(), "OpenStack not started (scripts/services/openstack.sh start)")
     settings.auth.mode = "keystone"
@@ -207,7 +207,7 @@ def keystone_client(settings):
     settings.auth.service_username = "opencsbs"
     settings.auth.service_password = "s3cret"
     settings.auth.service_project_name = "service"
-    rt = Runtime.from_settings(settings, migrate=False)
+    rt = build_runtime(settings, migrate=False)
     with TestClient(create_app(rt), raise_server_exceptions=False) as c:
         yield c, rt
     rt.close()
@@ -281,11 +281,11 @@ def _free_port() -> int:
 def _answer_with(settings, cloud, clouds_yaml, timeout=20.0):
     from opencsbs.api.app import create_app
     from opencsbs.auth.local import create_token
-    from opencsbs.runtime import Runtime
+    from opencsbs.bootstrap import build_runtime
 
     _configure_cloud(settings, cloud, clouds_yaml)
     settings.cloud.openstack_timeout = timeout
-    rt = Runtime.from_settings(settings, migrate=False)
+    rt = build_runtime(settings, migrate=False)
     try:
         with transaction(rt.sessions) as session:
             token = create_token(session, "p1", "member")

@@ -368,7 +368,7 @@ def test_a_volume_on_a_backend_that_is_not_rbd_is_refused_with_its_backend(rbd_w
 def test_ceph_unreachable_ends_the_backup_in_error_with_a_reason(rbd_world, runtime, client, make_token, tmp_path):
     """Workers whose Ceph does not answer retry the step, then fail the item with a reason a user reads; no
     snapshot, lock or pause is left behind."""
-    from opencsbs.runtime import Runtime
+    from opencsbs.bootstrap import build_runtime
 
     w = rbd_world
     headers = {"X-Auth-Token": make_token(w.project_id, "member")}
@@ -384,7 +384,7 @@ def test_ceph_unreachable_ends_the_backup_in_error_with_a_reason(rbd_world, runt
                     json={"protect": {"backup_name": "ceph-down"}}, headers=headers)
     assert r.status_code == 200, r.text
     cp = r.json()["checkpoint"]["id"]
-    broken = Runtime.from_settings(dead, migrate=False)
+    broken = build_runtime(dead, migrate=False)
     deadline = time.monotonic() + 180
     try:
         while True:  # a transient failure gives the job back until its lease ends; then it is tried again

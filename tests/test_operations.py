@@ -59,13 +59,13 @@ def test_readyz_answers_503_naming_an_unreachable_bank(settings):
     from fastapi.testclient import TestClient
 
     from opencsbs.api.app import create_app
-    from opencsbs.runtime import Runtime
+    from opencsbs.bootstrap import build_runtime
 
     port = free_port()
     settings.bank.backend = "s3"
     settings.bank.s3_endpoint = f"http://127.0.0.1:{port}"
     settings.bank.s3_access_key, settings.bank.s3_secret_key = "key", "very-secret-key"
-    runtime = Runtime.from_settings(settings, migrate=False)
+    runtime = build_runtime(settings, migrate=False)
     try:
         with TestClient(create_app(runtime), raise_server_exceptions=False) as c:
             started = time.monotonic()
@@ -86,10 +86,10 @@ def test_readyz_answers_503_naming_an_unreachable_database(tmp_path):
 
     from opencsbs.api.app import create_app
     from opencsbs.config import Settings
-    from opencsbs.runtime import Runtime
+    from opencsbs.bootstrap import build_runtime
 
     url = f"postgresql+psycopg://opencsbs:pw-not-shown@127.0.0.1:{free_port()}/nothing"
-    runtime = Runtime.from_settings(Settings(data_dir=tmp_path / "d", database_url=url, workers=0), migrate=False)
+    runtime = build_runtime(Settings(data_dir=tmp_path / "d", database_url=url, workers=0), migrate=False)
     try:
         with TestClient(create_app(runtime), raise_server_exceptions=False) as c:
             r = c.get("/readyz")

@@ -131,12 +131,12 @@ def test_sweep_with_keystone_tokens(settings, tmp_path):
     from identity_support import issue_token, keystone_available, keystone_env, keystone_settings
 
     from opencsbs.api.app import create_app
-    from opencsbs.runtime import Runtime
+    from opencsbs.bootstrap import build_runtime
 
     env = keystone_env()
     require_component(keystone_available(env), "Keystone not running (scripts/services/keystone.sh start)")
     keystone_settings(settings, env)
-    rt = Runtime.from_settings(settings, migrate=False)
+    rt = build_runtime(settings, migrate=False)
     try:
         alpha, beta = env["OPENCSBS_TEST_KEYSTONE_PROJECT_ALPHA"], env["OPENCSBS_TEST_KEYSTONE_PROJECT_BETA"]
         with TestClient(create_app(rt), raise_server_exceptions=False) as c:
@@ -214,7 +214,7 @@ def test_the_admin_project_is_what_the_operator_configures(settings, inventory, 
     from opencsbs.api.app import create_app
     from opencsbs.auth.local import create_token
     from opencsbs.clouds.sandbox.inventory import load_inventory_file
-    from opencsbs.runtime import Runtime
+    from opencsbs.bootstrap import build_runtime
 
     settings.auth.admin_project_id = "ops"
     for narrowed in (False, True):
@@ -222,7 +222,7 @@ def test_the_admin_project_is_what_the_operator_configures(settings, inventory, 
             f = tmp_path / "policy.yaml"
             f.write_text(yaml.safe_dump({"context_is_admin": "role:admin and system_scope:all"}))
             settings.auth.policy_file = f
-        rt = Runtime.from_settings(settings, migrate=False)
+        rt = build_runtime(settings, migrate=False)
         try:
             with transaction(rt.sessions) as s:
                 if not narrowed:
@@ -248,7 +248,7 @@ def test_keystone_project_admin_and_cloud_admins(settings, tmp_path):
     from identity_support import issue_system_token, issue_token, keystone_available, keystone_env, keystone_settings
 
     from opencsbs.api.app import create_app
-    from opencsbs.runtime import Runtime
+    from opencsbs.bootstrap import build_runtime
 
     env = keystone_env()
     require_component(keystone_available(env), "Keystone not running (scripts/services/keystone.sh start)")
@@ -260,7 +260,7 @@ def test_keystone_project_admin_and_cloud_admins(settings, tmp_path):
     admin_project_admin = issue_token(env, "admin", "admin")
     for admin_project in (None, "admin"):
         settings.auth.admin_project_name = admin_project
-        rt = Runtime.from_settings(settings, migrate=False)
+        rt = build_runtime(settings, migrate=False)
         try:
             with TestClient(create_app(rt), raise_server_exceptions=False) as c:
                 own = beta_member

@@ -97,13 +97,13 @@ def test_policy_file_overrides_reach_the_api(settings, inventory, tmp_path):
     from opencsbs.api.app import create_app
     from opencsbs.auth.local import create_token
     from opencsbs.db.base import transaction
-    from opencsbs.runtime import Runtime
+    from opencsbs.bootstrap import build_runtime
 
     f = tmp_path / "policy.yaml"
     f.write_text(yaml.safe_dump({"csbs:resources:check_protectable": "role:admin",
                                  "csbs:providers:read": ["member"]}))
     settings.auth.policy_file = f
-    rt = Runtime.from_settings(settings, migrate=False)
+    rt = build_runtime(settings, migrate=False)
     try:
         with transaction(rt.sessions) as s:
             tok = {role: create_token(s, "demo", role) for role in ("reader", "member", "admin")}
@@ -155,12 +155,12 @@ def test_every_operation_goes_through_a_rule(settings, inventory, tmp_path):
     from opencsbs.api.app import create_app
     from opencsbs.auth.local import create_token
     from opencsbs.db.base import transaction
-    from opencsbs.runtime import Runtime
+    from opencsbs.bootstrap import build_runtime
 
     f = tmp_path / "nobody.yaml"
     f.write_text(yaml.safe_dump({rule: "!" for rule in DEFAULT_RULES}))
     settings.auth.policy_file = f
-    rt = Runtime.from_settings(settings, migrate=False)
+    rt = build_runtime(settings, migrate=False)
     try:
         with transaction(rt.sessions) as s:
             admin = create_token(s, "demo", "admin")

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from conftest import PG_ADMIN_URL, _pg_exec, _pg_url, require_component
 from engine_helpers import run_jobs
+from opencsbs.bootstrap import make_scheduler, start_scheduler
 from opencsbs.db.base import make_engine, make_sessionmaker
 from opencsbs.db.models import CheckpointItem, PolicyRun, ScheduledOperation
 from opencsbs.engine.scheduler import Scheduler
@@ -172,12 +173,12 @@ def pg_url():
 @pytest.mark.postgres
 def test_three_schedulers_on_postgresql_fire_each_slot_exactly_once(pg_url, tmp_path):
     from opencsbs.config import Settings
-    from opencsbs.runtime import Runtime
+    from opencsbs.bootstrap import build_runtime
     from opencsbs.service.policies import create_policy
     from opencsbs.auth.base import Principal
 
     settings = Settings(data_dir=tmp_path / "data", database_url=pg_url, workers=0, scheduler=False)
-    runtime = Runtime.from_settings(settings, migrate=False)
+    runtime = build_runtime(settings, migrate=False)
     try:
         principal = Principal("demo", "u", frozenset({"member"}))
         ids = []
@@ -243,7 +244,7 @@ def test_scheduled_runs_make_automatic_backups_and_apply_retention(demo, runtime
     pid = create(client, headers, with_pattern("auto", TWICE_DAILY, resources=(DB1,), max_backups=2)).json()["policy"]["id"]
     anchor(runtime, pid, T0)
     clock = Clock(T0)
-    scheduler = runtime.make_scheduler(clock=clock)
+    scheduler = make_scheduler(runtime, clock=clock)
     for _ in range(4):  # four slots: 02:30, 14:30 on two days
         with runtime.sessions() as session:
             nxt = session.scalars(select(ScheduledOperation.next_run_at)
@@ -277,7 +278,7 @@ def test_runtime_scheduler_thread_fires_a_due_slot(demo, runtime):
         op = session.scalars(select(ScheduledOperation).where(ScheduledOperation.policy_id == pid)).one()
         op.next_run_at = utcnow() - timedelta(minutes=1)
     runtime.settings.scheduler_interval = 0.05
-    runtime.start_scheduler()
+    start_scheduler(runtime)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not slots(runtime, pid):
         time.sleep(0.05)

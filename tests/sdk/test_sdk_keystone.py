@@ -55,7 +55,7 @@ def ks_server(settings, tmp_path):
 
     from opencsbs.api.app import create_app
     from opencsbs.clouds.sandbox.inventory import load_inventory_file
-    from opencsbs.runtime import Runtime
+    from opencsbs.bootstrap import build_runtime
 
     env = keystone_env()
     require_component(keystone_available(env), "Keystone not running (scripts/services/keystone.sh start)")
@@ -65,7 +65,7 @@ def ks_server(settings, tmp_path):
     inv["projects"] = {alpha: inv["projects"]["demo"]}
     path = tmp_path / "alpha.yaml"
     path.write_text(yaml.safe_dump(inv))
-    rt = Runtime.from_settings(settings, migrate=False)
+    rt = build_runtime(settings, migrate=False)
     with transaction(rt.sessions) as session:
         load_inventory_file(session, path, rt.settings.volumes_dir)
     port = int(env.get("OPENCSBS_TEST_KEYSTONE_CSBS_PORT", "35399"))

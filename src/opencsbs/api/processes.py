@@ -39,7 +39,7 @@ def worker_app():
     """The app of one HTTP worker process (a uvicorn ``factory``): the parent's settings, no job workers, no
     scheduler, no migrations and no inventory load (the parent did those)."""
     from opencsbs.api.app import create_app
-    from opencsbs.runtime import Runtime
+    from opencsbs.bootstrap import build_runtime
 
     settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
     from opencsbs.logs import configure_from
@@ -48,7 +48,7 @@ def worker_app():
     settings.workers = 0
     settings.scheduler = False
     settings.cloud.inventory = None  # the parent loaded it
-    runtime = Runtime.from_settings(settings, migrate=False)
+    runtime = build_runtime(settings, migrate=False)
     app = create_app(runtime)
     app.router.on_shutdown.append(runtime.close)
     return app

@@ -51,12 +51,12 @@ class Ctx:
 
 
 def build_runtime(settings: Settings):
-    """``Runtime.from_settings``; settings a driver refuses when it is built (e.g. a missing Ceph keyring) exit
+    """``bootstrap.build_runtime``; settings a driver refuses when it is built (e.g. a missing Ceph keyring) exit
     with one line saying what is missing."""
-    from opencsbs.runtime import Runtime
+    from opencsbs import bootstrap
 
     try:
-        return Runtime.from_settings(settings)
+        return bootstrap.build_runtime(settings)
     except ValueError as exc:
         raise click.ClickException(f"invalid settings: {exc}") from exc
 
@@ -138,7 +138,9 @@ def follow(runtime, read_progress: Callable[[], tuple[str, int]], label: str, ru
     ``read_progress()`` returns a status not in ``running``; returns that status."""
     import time
 
-    pool = runtime.start_workers(1, prefix="cli")
+    from opencsbs.bootstrap import start_workers
+
+    pool = start_workers(runtime, 1, prefix="cli")
     status, percent = read_progress()
     with click.progressbar(length=100, label=label, show_percent=True, file=sys.stderr) as bar:
         shown = 0

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from opencsbs.bootstrap import start_scheduler, start_workers
 from opencsbs.cli._common import Ctx, build_runtime, config_option, pass_ctx
 from opencsbs.logs import configure_from as configure_logging
 
@@ -55,9 +56,9 @@ def serve(ctx: Ctx, host, port, data_dir_opt, inventory, tls_cert, tls_key, forw
         raise
     configure_logging(settings)
     _cross_project_notice(runtime)
-    runtime.start_workers()
+    start_workers(runtime)
     if settings.scheduler:
-        runtime.start_scheduler()
+        start_scheduler(runtime)
     processes = settings.http_processes
     click.echo(f"opencsbs listening on http{'s' if settings.tls_cert else ''}://{settings.host}:{settings.port} "
                f"(data dir {settings.data_dir}, cloud driver {settings.cloud.driver}"
@@ -133,7 +134,7 @@ def worker(ctx: Ctx, threads: int) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    pool = runtime.start_workers(max(threads, 1))
+    pool = start_workers(runtime, max(threads, 1))
     click.echo(f"opencsbs worker: {len(pool.workers)} thread(s), data dir {runtime.settings.data_dir}", err=True)
     try:
         while not stop.wait(0.5):
@@ -155,7 +156,7 @@ def scheduler(ctx: Ctx) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    runtime.start_scheduler()
+    start_scheduler(runtime)
     click.echo(f"opencsbs scheduler: every {runtime.settings.scheduler_interval}s, database "
                f"{runtime.settings.db_url.split('@')[-1]}", err=True)
     try:

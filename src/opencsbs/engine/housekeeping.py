@@ -24,16 +24,18 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from opencsbs.bank import Bank, GCReport
 from opencsbs.clouds.base import DataPath
 from opencsbs.core.timeutil import utcnow
 from opencsbs.db.base import transaction
 from opencsbs.db.models import CheckpointItem, Job, ResourceLock, Restore, VolumeBackup
+from opencsbs.engine.backup import change_tokens_of
 from opencsbs.engine.jobs import RUNNABLE
+from opencsbs.runtime import Runtime
 
 log = logging.getLogger("opencsbs.engine")
 
@@ -83,18 +85,12 @@ def change_tokens_in_use(session: Session) -> dict[str, set[str]]:
     for volume_id, token in rows:
         needed.setdefault(volume_id, set()).add(token)
     for (state,) in session.execute(select(Job.state).where(Job.kind == "backup", Job.status.in_(RUNNABLE))):
-        state = state or {}
-        for volume_id, base in (state.get("bases") or {}).items():
-            if isinstance(base, dict) and base.get("token"):
-                needed.setdefault(volume_id, set()).add(base["token"])
-        for volume in ((state.get("snapshot") or {}).get("volumes") or []):
-            for key in ("since", "change_token"):
-                if volume.get(key):
-                    needed.setdefault(volume["volume_id"], set()).add(volume[key])
+        for volume_id, tokens in change_tokens_of(state).items():
+            needed.setdefault(volume_id, set()).update(tokens)
     return needed
 
 
-def collect_garbage(bank: Any, interval: float, grace: float, now: float | None = None) -> Any | None:
+def collect_garbage(bank: Bank, interval: float, grace: float, now: float | None = None) -> GCReport | None:
     """``bank.gc(grace)`` when the last GC of ``bank`` ended ``interval`` seconds or more before ``now`` (POSIX
     time, default the real time) or never; returns its :class:`~opencsbs.bank.gc.GCReport`, or None when not
     due (or ``interval`` <= 0). Logs the outcome at INFO (a skipped sweep at WARNING)."""
@@ -122,10 +118,10 @@ class HousekeepingReport:
 
     jobs: int
     change_logs: int
-    gc: Any | None = None
+    gc: GCReport | None = None
 
 
-def housekeep(runtime: Any, now: datetime | None = None) -> HousekeepingReport:
+def housekeep(runtime: Runtime, now: datetime | None = None) -> HousekeepingReport:
     """One housekeeping pass over ``runtime`` at ``now`` (naive UTC, default the real time)."""
     now = now or utcnow()
     days = runtime.settings.engine.job_retention_days

@@ -33,6 +33,10 @@ class LeaseLost(Exception):
     """The job is no longer ours (lease expired and another worker claimed it, or we are stopping)."""
 
 
+class Retry(Exception):
+    """A transient failure: give the job back so it is tried again later (counts as an attempt)."""
+
+
 @dataclass
 class JobHandle:
     """A claimed job: what the worker knows of it, and the means to commit steps and renew the lease."""

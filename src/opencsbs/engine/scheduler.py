@@ -8,11 +8,11 @@ transaction, inserts the ``policy_runs`` row whose ``(operation_id, slot_at)`` i
 processes share the database, exactly one fires a slot. The claimed run is then handed to ``fire(run_id)``.
 
 Retention is claimed the same way through ``retention_due_at`` and handed to ``retain(policy_id)``.
-Every ``housekeeping_every`` seconds (first on the first pass) a pass also calls ``housekeep()`` (the runtime
+Every ``housekeeping_every`` seconds (first on the first pass) a pass also calls ``housekeep()`` (``bootstrap``
 passes ``engine.housekeeping.housekeep``: finished jobs, unneeded change logs).
 
 The clock is injectable (``clock`` returns naive UTC), so tests drive weeks of schedule through ``tick``.
-The scheduler reads and writes only its own columns and rows; what a run does is the caller's (the runtime
+The scheduler reads and writes only its own columns and rows; what a run does is the caller's (``bootstrap``
 passes ``service.policy_runs.run_slot`` and ``apply_retention``).
 """
 

@@ -15,13 +15,13 @@ import os
 import socket
 import threading
 import uuid
-from typing import Any
 
 from opencsbs.core import codes
 from opencsbs.core.errors import CSBSError
-from opencsbs.engine import steps
 from opencsbs.engine.jobs import JobHandle, LeaseLost, claim_next
+from opencsbs.engine.kinds import FAILERS, RUNNERS, TRANSIENT, Failer
 from opencsbs.logs import job_scope
+from opencsbs.runtime import Runtime
 
 log = logging.getLogger("opencsbs.engine")
 
@@ -34,7 +34,7 @@ def worker_name(prefix: str = "worker") -> str:
 class Worker:
     """Claims and runs jobs of ``runtime`` (which must have a bank and a driver)."""
 
-    def __init__(self, runtime: Any, name: str | None = None, stop: threading.Event | None = None):
+    def __init__(self, runtime: Runtime, name: str | None = None, stop: threading.Event | None = None):
         self.runtime = runtime
         self.name = name or worker_name()
         self.stop = stop or threading.Event()
@@ -87,8 +87,8 @@ class Worker:
                 log.warning("heartbeat of job %s failed", job.id, exc_info=True)
 
     def _run(self, job: JobHandle) -> None:
-        runner = steps.RUNNERS.get(job.kind)
-        failer = steps.FAILERS.get(job.kind)
+        runner = RUNNERS.get(job.kind)
+        failer = FAILERS.get(job.kind)
         if runner is None or failer is None:
             log.error("job %s has unknown kind %s", job.id, job.kind)
             return
@@ -104,7 +104,7 @@ class Worker:
                 except Exception:
                     log.warning("could not release job %s", job.id, exc_info=True)
             log.info("job %s: lease lost or worker stopping; left for another worker", job.id)
-        except steps.TRANSIENT as exc:
+        except TRANSIENT as exc:
             log.warning("job %s (%s, step %s): transient failure, retried later: %s", job.id, job.kind,
                         job.step, exc)
             if job.attempts >= self._engine.max_attempts:
@@ -117,7 +117,7 @@ class Worker:
             log.exception("job %s (%s, step %s) failed", job.id, job.kind, job.step)
             self._fail(job, failer, CSBSError(codes.INTERNAL_ERROR, message=f"{job.kind} failed: {exc}"))
 
-    def _fail(self, job: JobHandle, failer, error: CSBSError) -> None:
+    def _fail(self, job: JobHandle, failer: Failer, error: CSBSError) -> None:
         try:
             failer(self.runtime, job, error)
         except LeaseLost:
@@ -128,7 +128,7 @@ class WorkerPool:
     """``n`` worker threads sharing one runtime. :meth:`stop` asks them to finish (a running step is aborted at
     its next progress report and the job given back) and waits."""
 
-    def __init__(self, runtime: Any, n: int, prefix: str = "worker"):
+    def __init__(self, runtime: Runtime, n: int, prefix: str = "worker"):
         self.stop_event = threading.Event()
         self.workers = [Worker(runtime, worker_name(prefix), self.stop_event) for _ in range(n)]
         self.threads: list[threading.Thread] = []
@@ -149,7 +149,7 @@ class WorkerPool:
             t.join(timeout)
 
 
-def drain(runtime: Any, max_jobs: int = 1000) -> int:
+def drain(runtime: Runtime, max_jobs: int = 1000) -> int:
     """Run runnable jobs in this thread until none is left (or ``max_jobs``); returns how many ran."""
     worker = Worker(runtime, worker_name("drain"))
     ran = 0

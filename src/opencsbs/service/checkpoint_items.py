@@ -24,7 +24,7 @@ from opencsbs.core.lifecycle import ItemStatus
 from opencsbs.core.listing import parse_sort
 from opencsbs.core.timeutil import parse_wire_ts, wire_ts
 from opencsbs.db.models import CheckpointItem, VolumeBackup
-from opencsbs.engine.steps import saving_ratio
+from opencsbs.core.figures import saving_ratio
 from opencsbs.runtime import Runtime
 
 MB = 1024 * 1024

@@ -1,0 +1,322 @@
+"""The backup job (target: checkpoint_item id): a server's disks into the bank, and its failure path.
+
+Steps (:data:`STEPS`, run in this order; each ends with :meth:`~opencsbs.engine.jobs.JobHandle.commit`):
+
+``start``    choose the base of each disk (the newest available backup of the same volume, for incremental
+             backups), then snapshot *all* disks of the server at one instant (``driver.snapshot_server``)
+             → ``copy``
+``copy``     for each disk not yet available: read its snapshot (``driver.open_snapshot``; only the changed
+             ranges where the driver knows them) into the bank (:meth:`VolumeStore.backup_volume
+             <opencsbs.bank.face.VolumeStore.backup_volume>`) under ``checkpoints/<checkpoint_id>/<volume_backup_id>``;
+             the volume backup turns ``available`` in the same transaction that records the step → ``commit``
+``commit``   checkpoint_item (and checkpoint) ``available`` with figures, server lock released → ``cleanup``
+``cleanup``  drop the snapshot (its change tokens stay, older ones may go) → done
+``abort``    (:func:`fail_backup`) drop the bank indexes written so far and the snapshot → failed
+
+The job's state: ``{"snapshot": ServerSnapshot.to_dict(), "bases": {volume_id: {"index", "token"}}}``, and
+``"error"`` once failing; :func:`change_tokens_of` reads the change tokens it holds. A checkpoint_item never reads
+``available`` before all of its volume backups are in the bank.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from opencsbs.bank import IndexStats
+from opencsbs.bank.errors import ChunkMissing
+from opencsbs.bank.face import VolumeStore
+from opencsbs.clouds.base import DataPath, ServerSnapshot, VolumeSnapshot, data_path
+from opencsbs.core import codes
+from opencsbs.core.blocks import Range
+from opencsbs.core.errors import CSBSError
+from opencsbs.core.figures import speed_kb
+from opencsbs.core.timeutil import utcnow
+from opencsbs.db.models import Checkpoint, CheckpointItem, VolumeBackup
+from opencsbs.engine._common import (
+    Progress,
+    cloud_context,
+    drop_index,
+    fail_fields,
+    index_name,
+    load_item,
+    release_lock,
+)
+from opencsbs.engine.jobs import JobHandle, LeaseLost, Retry
+from opencsbs.runtime import Runtime
+
+log = logging.getLogger("opencsbs.engine")
+
+
+def snapshot_name(job_id: str) -> str:
+    """The name of the server snapshot a backup job takes (the same on every retry)."""
+    return f"csbs-{job_id}"
+
+
+def change_tokens_of(state: dict[str, Any] | None) -> dict[str, set[str]]:
+    """``{volume_id: {change tokens}}`` a backup job whose state is ``state`` holds: the tokens of its bases
+    and the ``since``/``change_token`` of its snapshot's volumes (what housekeeping must keep)."""
+    tokens: dict[str, set[str]] = {}
+    state = state or {}
+    for volume_id, base in (state.get("bases") or {}).items():
+        if isinstance(base, dict) and base.get("token"):
+            tokens.setdefault(volume_id, set()).add(base["token"])
+    for volume in ((state.get("snapshot") or {}).get("volumes") or []):
+        for key in ("since", "change_token"):
+            if volume.get(key):
+                tokens.setdefault(volume["volume_id"], set()).add(volume[key])
+    return tokens
+
+
+def run_backup(runtime: Runtime, job: JobHandle) -> None:
+    """Run a backup job from its current step to the end (each step moves ``job.step`` to a later one)."""
+    for step, run in STEPS.items():
+        if job.step == step:
+            run(runtime, job)
+
+
+def _snapshot(runtime: Runtime, job: JobHandle) -> None:
+    """Step ``start``: choose the bases and snapshot all disks → ``copy``."""
+    with runtime.sessions() as session:
+        item = load_item(session, job.target_id)
+        vbs = [(vb.id, vb.source_volume_id) for vb in item.volume_backups]
+        bases: dict[str, dict[str, str | None]] = {}
+        if item.incremental:
+            for _vb_id, volume_id in vbs:
+                prev = session.execute(
+                    select(VolumeBackup.index_name, VolumeBackup.change_token)
+                    .join(CheckpointItem, CheckpointItem.id == VolumeBackup.checkpoint_item_id)
+                    .where(VolumeBackup.source_volume_id == volume_id, VolumeBackup.status == "available",
+                           CheckpointItem.status.in_(("available", "waiting_restore", "restoring")),
+                           CheckpointItem.project_id == item.project_id,
+                           CheckpointItem.id != item.id)
+                    .order_by(VolumeBackup.finished_at.desc())
+                    .limit(1)
+                ).first()
+                if prev is not None and prev.index_name:
+                    bases[volume_id] = {"index": prev.index_name, "token": prev.change_token}
+        server_id = item.resource_id
+    since = {vid: b["token"] for vid, b in bases.items() if b.get("token")}
+    snapshot = data_path(runtime.driver).snapshot_server(cloud_context(job), server_id, snapshot_name(job.id),
+                                              since=since or None)
+    by_volume = {v.volume_id: v for v in snapshot.volumes}
+    missing = [vid for _, vid in vbs if vid not in by_volume]
+    if missing:
+        data_path(runtime.driver).delete_snapshot(snapshot, keep_change_token=False)
+        raise CSBSError(codes.INTERNAL_ERROR, message=f"volume(s) {','.join(missing)} were detached during the backup")
+
+    def apply(session: Session) -> None:
+        item = load_item(session, job.target_id)
+        for vb in item.volume_backups:
+            snap = by_volume[vb.source_volume_id]
+            vb.snapshot_id = snap.snapshot_id
+            vb.change_token = snap.change_token
+            vb.size_bytes = snap.size
+            vb.incremental = vb.source_volume_id in bases
+            vb.base_index = bases.get(vb.source_volume_id, {}).get("index")
+        item.incremental = bool(bases)
+        item.source_bytes = sum(v.size for v in snapshot.volumes)
+
+    job.commit("copy", {"snapshot": snapshot.to_dict(), "bases": bases}, apply)
+
+
+def _copy(runtime: Runtime, job: JobHandle) -> None:
+    """Step ``copy``: each disk not yet available into the bank, one commit per disk → ``commit``."""
+    snapshot = ServerSnapshot.from_dict(job.state["snapshot"])
+    bases = job.state.get("bases") or {}
+    with runtime.sessions() as session:
+        item = load_item(session, job.target_id)
+        checkpoint_id = item.checkpoint_id
+        todo = [(vb.id, vb.source_volume_id, vb.status) for vb in item.volume_backups]
+    total = sum(snapshot.volume(vid).size for _, vid, _ in todo) or 1
+    done_bytes = sum(snapshot.volume(vid).size for _, vid, st in todo if st == "available")
+
+    def write_progress(session: Session, percent: int) -> None:
+        item = session.get(CheckpointItem, job.target_id)
+        if item is not None and item.status == "protecting":
+            item.progress = min(percent, 99)
+
+    progress = Progress(job, write_progress, runtime.settings.engine.progress_seconds)
+    for vb_id, volume_id, status in todo:
+        if status == "available":
+            continue
+        vsnap = snapshot.volume(volume_id)
+        base = bases.get(volume_id) or {}
+        base_index = base.get("index")
+        changed = None
+        if base_index and base.get("token") and vsnap.since == base.get("token"):
+            changed = data_path(runtime.driver).changed_ranges(vsnap)
+        name = index_name(checkpoint_id, vb_id)
+
+        def on_progress(done: int, _total: int, _offset=done_bytes) -> None:
+            progress(100 * (_offset + done) / total)
+
+        started = time.monotonic()
+        stats, used_base = _copy_volume(data_path(runtime.driver), runtime.bank, vsnap, name, base_index, changed,
+                                        on_progress)
+        seconds = max(time.monotonic() - started, 1e-6)
+        done_bytes += vsnap.size
+
+        def apply(session: Session, vb_id=vb_id, stats=stats, seconds=seconds, name=name,
+                  used_base=used_base) -> None:
+            vb = session.get(VolumeBackup, vb_id)
+            vb.status = "available"
+            vb.index_name = name
+            vb.read_bytes = int(getattr(stats, "read_bytes", 0))
+            vb.stored_bytes = int(getattr(stats, "stored_bytes", 0))
+            vb.chunk_count = int(getattr(stats, "chunk_count", 0))
+            vb.seconds = seconds
+            vb.average_speed = speed_kb(vb.size_bytes, seconds)
+            vb.finished_at = utcnow()
+            if not used_base:
+                vb.incremental = False
+                vb.base_index = None
+
+        job.commit("copy", None, apply)
+    job.commit("commit")
+
+
+def _copy_volume(driver: DataPath, bank: VolumeStore, vsnap: VolumeSnapshot, name: str,
+                 base_index: str | None, changed: Sequence[Range] | None,
+                 on_progress: Callable[[int, int], None]) -> tuple[IndexStats, bool]:
+    """Copy one disk snapshot into the bank; returns ``(IndexStats, whether base_index was used)``. Raises
+    :class:`~opencsbs.engine.jobs.Retry` when a chunk vanished under a full copy (docs/bank.md)."""
+    reader = driver.open_snapshot(vsnap)
+    try:
+        try:
+            stats = bank.backup_volume(reader, index_name=name, base_index=base_index,
+                                       changed_ranges=list(changed) if changed is not None else None,
+                                       progress=on_progress)
+            return stats, base_index is not None
+        except (LeaseLost, CSBSError):
+            raise
+        except Exception as exc:
+            if base_index is None:
+                if isinstance(exc, ChunkMissing):  # a chunk vanished (docs/bank.md): copy this disk again later
+                    raise Retry(str(exc)) from exc
+                raise
+            # The base may have been deleted meanwhile: read the whole disk instead.
+            log.warning("incremental copy of %s from %s failed; reading the whole disk", name, base_index,
+                        exc_info=True)
+            stats = bank.backup_volume(reader, index_name=name, base_index=None, changed_ranges=None,
+                                       progress=on_progress)
+            return stats, False
+    finally:
+        reader.close()
+
+
+def _commit(runtime: Runtime, job: JobHandle) -> None:
+    """Step ``commit``: the item (and its checkpoint) ``available`` with figures, lock released → ``cleanup``."""
+
+    def apply(session: Session) -> None:
+        item = load_item(session, job.target_id)
+        vbs = item.volume_backups
+        if any(vb.status != "available" for vb in vbs):
+            raise CSBSError(codes.INTERNAL_ERROR, message="commit before every disk was copied")
+        now = utcnow()
+        seconds = sum(vb.seconds for vb in vbs)
+        item.source_bytes = sum(vb.size_bytes for vb in vbs)
+        item.stored_bytes = sum(vb.stored_bytes for vb in vbs)
+        item.average_speed = speed_kb(item.source_bytes, seconds)
+        item.progress = 100
+        item.status = "available"
+        item.protected_at = now
+        item.finished_at = now
+        checkpoint = session.get(Checkpoint, item.checkpoint_id)
+        if all(i.status == "available" or i.id == item.id for i in checkpoint.items):
+            checkpoint.status = "available"
+        release_lock(session, item.resource_id, job.id)
+
+    job.commit("cleanup", None, apply)
+
+
+def _cleanup(runtime: Runtime, job: JobHandle) -> None:
+    """Step ``cleanup``: drop the snapshot (its change tokens stay) → done."""
+    snap = job.state.get("snapshot")
+    if snap:
+        data_path(runtime.driver).delete_snapshot(ServerSnapshot.from_dict(snap))
+    job.commit("done", status="done")
+
+
+# --- the failure path ---------------------------------------------------------------------------------------
+
+
+def fail_backup(runtime: Runtime, job: JobHandle, error: CSBSError) -> None:
+    """End a backup job as failed. First, in one transaction and only if the job is still ours, the item (and
+    checkpoint) read ``error`` with the reason and the server lock is released (step ``abort``); then the partial
+    bank indexes and the snapshot are dropped and the job ends ``failed``. A crash in between is resumed at
+    ``abort`` by another worker. A job whose commit already went through only had its cleanup left: it ends done.
+    """
+    with runtime.sessions() as session:
+        item = session.get(CheckpointItem, job.target_id)
+        committed = item is not None and item.status != "protecting" and job.step in ("cleanup", "done")
+    if committed:
+        snap = job.state.get("snapshot")
+        try:
+            if snap:
+                data_path(runtime.driver).delete_snapshot(ServerSnapshot.from_dict(snap))
+        except Exception:  # the backup is available; a stale snapshot is only disk space
+            log.warning("could not delete snapshot of job %s", job.id, exc_info=True)
+        job.commit("done", status="done")
+        return
+
+    def apply(session: Session) -> None:
+        item = session.get(CheckpointItem, job.target_id)
+        if item is None:
+            return
+        item.status = "error"
+        fail_fields(item, error, "backup")
+        item.finished_at = utcnow()
+        for vb in item.volume_backups:
+            vb.status = "error"
+        checkpoint = session.get(Checkpoint, item.checkpoint_id)
+        if checkpoint is not None and all(i.status in ("error", "deleted") or i.id == item.id
+                                          for i in checkpoint.items):
+            checkpoint.status = "error"
+        release_lock(session, item.resource_id, job.id)
+
+    if job.step != "abort":
+        job.commit("abort", {"error": error.error_msg}, apply)
+    _abort(runtime, job)
+
+
+def _abort(runtime: Runtime, job: JobHandle) -> None:
+    """Step ``abort`` of a failed backup: drop what it wrote to the bank and its snapshot, then end ``failed``."""
+    with runtime.sessions() as session:
+        item = session.get(CheckpointItem, job.target_id)
+        names = [index_name(item.checkpoint_id, vb.id) for vb in item.volume_backups] if item else []
+        server_id = item.resource_id if item else None
+    for name in names:
+        job.check()
+        drop_index(runtime, name)
+    # the snapshot, or (failed before it was recorded) whatever the driver made under its name
+    snap = job.state.get("snapshot") or (
+        {"server_id": server_id, "name": snapshot_name(job.id), "volumes": []} if server_id else None)
+    if snap:
+        try:
+            data_path(runtime.driver).delete_snapshot(ServerSnapshot.from_dict(snap), keep_change_token=False)
+        except Exception:  # the job still fails cleanly; housekeeping drops what is left
+            log.warning("could not delete snapshot of job %s", job.id, exc_info=True)
+
+    def apply(session: Session) -> None:
+        item = session.get(CheckpointItem, job.target_id)
+        if item is not None:
+            for vb in item.volume_backups:
+                vb.index_name = None
+
+    job.commit("failed", None, apply, status="failed", error=job.state.get("error"))
+
+
+#: the backup's steps in the order they run: ``job.step`` → the function that runs it
+STEPS: dict[str, Callable[[Runtime, JobHandle], None]] = {
+    "start": _snapshot,
+    "copy": _copy,
+    "commit": _commit,
+    "cleanup": _cleanup,
+    "abort": _abort,
+}
