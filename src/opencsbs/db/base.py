@@ -76,6 +76,11 @@ def in_ids(column, ids, dialect: str):
     return column.in_(list(ids))
 
 
+def dialect_of(session) -> str:
+    """The dialect name (``"sqlite"``, ``"postgresql"``) of the database ``session`` talks to, for :func:`in_ids`."""
+    return session.get_bind().dialect.name
+
+
 class RawQuery:
     """A fixed SELECT run straight on the DB-API cursor of a SQLAlchemy connection: built and compiled once per
     dialect by ``build(dialect_name)``, rows returned as plain tuples without SQLAlchemy's result processing.

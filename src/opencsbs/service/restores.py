@@ -25,15 +25,12 @@ from opencsbs.core.facts import SERVER, ProtectionState
 from opencsbs.core.lifecycle import ItemStatus, RestoreStatus
 from opencsbs.core.restorable import BackupFacts, DiskBackupFacts, RestoreVerdict, check_restorable as rule
 from opencsbs.core.timeutil import wire_ts
-from opencsbs.db.base import new_id, transaction
+from opencsbs.db.base import dialect_of, in_ids, new_id, transaction
 from opencsbs.db.models import Checkpoint, CheckpointItem, ResourceLock, Restore
 from opencsbs.engine.jobs import enqueue
 from opencsbs.runtime import Runtime
 from opencsbs.service.checkpoint_items import ItemState
 from opencsbs.service.protectable import protection_states
-
-_IN_CHUNK = 900
-
 
 @dataclass(frozen=True)
 class RestorePlan:
@@ -49,11 +46,10 @@ def _backups(runtime: Runtime, project_id: str, item_ids: Sequence[str]) -> dict
     ids = list(dict.fromkeys(item_ids))
     found: dict[str, BackupFacts] = {}
     with runtime.sessions() as session:
-        for start in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[start:start + _IN_CHUNK]
+        if ids:
             query = (
                 select(CheckpointItem)
-                .where(CheckpointItem.id.in_(chunk), CheckpointItem.project_id == project_id)
+                .where(in_ids(CheckpointItem.id, ids, dialect_of(session)), CheckpointItem.project_id == project_id)
                 .options(selectinload(CheckpointItem.volume_backups))
             )
             for item in session.scalars(query):

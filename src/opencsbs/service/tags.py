@@ -22,7 +22,7 @@ from opencsbs.core import codes
 from opencsbs.core import tags as rules
 from opencsbs.core.errors import CSBSError, invalid
 from opencsbs.core.lifecycle import ItemStatus
-from opencsbs.db.base import transaction
+from opencsbs.db.base import dialect_of, in_ids, transaction
 from opencsbs.db.models import CheckpointItem, Policy, Tag
 from opencsbs.runtime import Runtime
 from opencsbs.service.checkpoint_items import item_to_wire
@@ -70,13 +70,12 @@ def _policy_every(session: Session, project_id: str) -> list[TaggedResource]:
 def tags_of(session: Session, kind: str, resource_ids: Sequence[str]) -> dict[str, dict[str, str]]:
     """``{resource_id: {key: value}}`` for ``kind`` (``policy``/``backup``)."""
     out: dict[str, dict[str, str]] = {rid: {} for rid in resource_ids}
-    ids = list(resource_ids)
-    for start in range(0, len(ids), 900):
-        rows = session.scalars(
-            select(Tag).where(Tag.resource_kind == kind, Tag.resource_id.in_(ids[start : start + 900])).order_by(Tag.key)
-        )
-        for tag in rows:
-            out.setdefault(tag.resource_id, {})[tag.key] = tag.value
+    if not out:
+        return out
+    rows = session.scalars(select(Tag).where(Tag.resource_kind == kind,
+                                             in_ids(Tag.resource_id, list(out), dialect_of(session))).order_by(Tag.key))
+    for tag in rows:
+        out.setdefault(tag.resource_id, {})[tag.key] = tag.value
     return out
 
 
@@ -85,10 +84,7 @@ def _table_load(kind: str):
         stmt = select(Tag).where(Tag.project_id == project_id, Tag.resource_kind == kind).order_by(Tag.key)
         out: dict[str, dict[str, str]] = {}
         if ids is not None:
-            for start in range(0, len(ids), 900):
-                for t in session.scalars(stmt.where(Tag.resource_id.in_(ids[start : start + 900]))):
-                    out.setdefault(t.resource_id, {})[t.key] = t.value
-            return out
+            stmt = stmt.where(in_ids(Tag.resource_id, ids, dialect_of(session)))
         for t in session.scalars(stmt):
             out.setdefault(t.resource_id, {})[t.key] = t.value
         return out
@@ -129,11 +125,10 @@ def _backup_load(session: Session, project_id: str, ids: list[str] | None) -> di
     stmt = select(CheckpointItem.id, CheckpointItem.tags).where(CheckpointItem.project_id == project_id,
                                                                  CheckpointItem.status != ItemStatus.DELETED)
     out: dict[str, dict[str, str]] = {}
-    chunks = [None] if ids is None else [ids[i : i + 900] for i in range(0, len(ids), 900)]
-    for chunk in chunks:
-        query = stmt if chunk is None else stmt.where(CheckpointItem.id.in_(chunk))
-        for item_id, tags in session.execute(query):
-            out[item_id] = {str(t.get("key")): str(t.get("value", "")) for t in tags or [] if isinstance(t, dict)}
+    if ids is not None:
+        stmt = stmt.where(in_ids(CheckpointItem.id, ids, dialect_of(session)))
+    for item_id, tags in session.execute(stmt):
+        out[item_id] = {str(t.get("key")): str(t.get("value", "")) for t in tags or [] if isinstance(t, dict)}
     return out
 
 
