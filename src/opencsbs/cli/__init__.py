@@ -4,6 +4,9 @@ One module per command group (``serve``, ``backup``, ``restore``, ``token``, ``r
 ``policy``, ``bank``, ``locks`` with ``holds``); each calls the use cases of ``opencsbs.service`` and prints what they return.
 Every command takes ``--config FILE``, ``--data-dir DIR`` and ``--database-url URL`` before or after its name
 (also ``OPENCSBS_CONFIG``/``OPENCSBS_DATA_DIR``/``OPENCSBS_DATABASE_URL``).
+
+Errors are one line (``Error: ...``) with exit code 2 for usage and configuration mistakes and 1 for failures;
+``--debug`` (or ``OPENCSBS_DEBUG=1``) shows the traceback instead. ``-h`` is ``--help`` everywhere.
 """
 
 from __future__ import annotations
@@ -12,23 +15,32 @@ import click
 
 from opencsbs.cli import backup, bank, db, locks, policy, restore, rules, sandbox, serve, token
 from opencsbs.cli._common import Ctx, add_state_options
+from opencsbs.cli.errors import OneLineErrors, tidy_help
 
 
-@click.group()
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config", type=click.Path(dir_okay=False), envvar="OPENCSBS_CONFIG", help="YAML config file")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="state directory")
 @click.option("--database-url", default=None, help="SQLAlchemy database URL (default: SQLite in the data dir)")
+@click.option("--debug", is_flag=True, envvar="OPENCSBS_DEBUG",
+              help="show the traceback of an error instead of its one-line summary")
 @click.version_option(package_name="opencsbs")
 @click.pass_context
-def main(ctx: click.Context, config: str | None, data_dir: str | None, database_url: str | None) -> None:
-    """opencsbs: the Cloud Server Backup Service (CSBS v1 API)."""
+def main(ctx: click.Context, config: str | None, data_dir: str | None, database_url: str | None,
+         debug: bool) -> None:
+    """opencsbs: the Cloud Server Backup Service (CSBS v1 API).
+
+    Shell completion: eval "$(_OPENCSBS_COMPLETE=bash_source opencsbs)" (zsh_source, fish_source).
+    """
     ctx.obj = Ctx(config, data_dir, database_url)
+    ctx.obj.debug = debug
 
 
 for _command in (serve.serve, serve.worker, serve.scheduler, backup.backup, restore.restore, token.token,
                  rules.rules, db.db, sandbox.sandbox, policy.policy, bank.bank, locks.locks, locks.holds):
     main.add_command(_command)
 add_state_options(main)
+tidy_help(main)
 
 
 def run() -> None:  # pragma: no cover

@@ -27,9 +27,18 @@ def _policy_call(ctx: Ctx, project: str, fn, explain=None):
         with csbs_errors(lambda exc: explain(runtime, principal, exc) if explain else []):
             return fn(runtime, principal)
     except ValidationError as exc:
-        raise click.ClickException(f"invalid policy: {exc.errors()[0].get('loc')}: {exc.errors()[0].get('msg')}") from exc
+        raise click.ClickException(f"invalid policy: {_validation_line(exc)}") from exc
     finally:
         runtime.close()
+
+
+def _validation_line(exc) -> str:
+    """``<field path>: <reason>`` of a pydantic ``ValidationError``'s first error, as a person reads it:
+    ``name: must be ...`` rather than ``('policy', 'name'): Value error, must be ...``."""
+    first = exc.errors()[0]
+    loc = [str(part) for part in first.get("loc", ()) if part != "policy"]
+    msg = str(first.get("msg", "")).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return f"{'.'.join(loc)}: {msg}" if loc else msg
 
 
 def _why(project: str, servers=(), name: str | None = None):

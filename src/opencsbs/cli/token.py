@@ -18,7 +18,8 @@ def token() -> None:
 @click.option("--cloud-admin", is_flag=True,
               help="a system-scoped admin token (no project) that may act on every project (rule context_is_admin)")
 @click.option("--user", default=None, help="user id recorded with the token")
-@click.option("--data-dir", "data_dir_opt", type=click.Path(file_okay=False), default=None)
+@click.option("--data-dir", "data_dir_opt", type=click.Path(file_okay=False), default=None,
+              help="state directory whose database keeps the token")
 @config_option
 @pass_ctx
 def token_create(ctx: Ctx, project: str | None, role: str, cloud_admin: bool, user: str | None,
