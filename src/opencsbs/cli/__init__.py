@@ -1,7 +1,8 @@
 """The ``opencsbs`` command: ``serve``, ``token create``, ``db upgrade``, ``sandbox ...``, ``policy ...``.
 
 One module per command group (``serve``, ``backup``, ``restore``, ``token``, ``rules``, ``db``, ``sandbox``,
-``policy``, ``bank``, ``locks`` with ``holds``); each calls the use cases of ``opencsbs.service`` and prints what they return.
+``policy``, ``bank``, ``locks`` with ``holds``; ``records`` adds ``backup list|show|delete``, ``restore list|show``
+and ``check``); each calls the use cases of ``opencsbs.service`` and prints what they return.
 Every command takes ``--config FILE``, ``--data-dir DIR`` and ``--database-url URL`` before or after its name
 (also ``OPENCSBS_CONFIG``/``OPENCSBS_DATA_DIR``/``OPENCSBS_DATABASE_URL``).
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import click
 
-from opencsbs.cli import backup, bank, db, locks, policy, restore, rules, sandbox, serve, token
+from opencsbs.cli import backup, bank, db, locks, policy, records, restore, rules, sandbox, serve, token
 from opencsbs.cli._common import Ctx, add_state_options
 from opencsbs.cli.errors import OneLineErrors, tidy_help
 
@@ -36,8 +37,12 @@ def main(ctx: click.Context, config: str | None, data_dir: str | None, database_
     ctx.obj.debug = debug
 
 
-for _command in (serve.serve, serve.worker, serve.scheduler, backup.backup, restore.restore, token.token,
-                 rules.rules, db.db, sandbox.sandbox, policy.policy, bank.bank, locks.locks, locks.holds):
+for _command in (serve.serve, serve.worker, serve.scheduler,
+                 records.with_subcommands(backup.backup, "create", records.backup_list, records.backup_show,
+                                          records.backup_delete),
+                 records.with_subcommands(restore.restore, "start", records.restore_list, records.restore_show),
+                 records.check, token.token, rules.rules, db.db, sandbox.sandbox, policy.policy, bank.bank,
+                 locks.locks, locks.holds):
     main.add_command(_command)
 add_state_options(main)
 tidy_help(main)
