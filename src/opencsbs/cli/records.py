@@ -81,9 +81,8 @@ BACKUP_COLUMNS = [
     Column("SERVER", lambda b: b["extend_info"]["resource_name"] or b["resource_id"]),
     Column("STATUS", lambda b: b["status"]),
     Column("CREATED", lambda b: human_time(b["created_at"])),
-    Column("DISKS", lambda b: human_bytes(sum(_gib(v["source_volume_size"])
-                                                for v in b["extend_info"]["volume_backups"]))),
-    Column("STORED", lambda b: human_bytes(b["extend_info"]["size"] * MIB)),
+    Column("DISKS", lambda b: human_bytes(b.get("source_bytes"))),
+    Column("STORED", lambda b: human_bytes(b.get("stored_bytes"))),
     Column("KIND", lambda b: "incremental" if b["extend_info"]["incremental"] else "full"),
 ]
 
@@ -110,7 +109,7 @@ def _backup_fields(b: dict) -> list[Column]:
     for i, vb in enumerate(ext["volume_backups"]):
         fields.append(Column(f"disk {i + 1}", lambda b, vb=vb: (
             f"{vb['source_volume_name'] or vb['source_volume_id']} ({vb['source_volume_id']}): "
-            f"{human_bytes(_gib(vb['source_volume_size']))}, {human_bytes(vb['size'] * MIB)} stored, "
+            f"{human_bytes(_gib(vb['source_volume_size']))}, {human_bytes(vb['size'] * MIB)} stored (rounded up to MiB), "
             f"{'incremental' if vb['incremental'] else 'full'}, {vb['status']}")))
     return fields
 
@@ -134,7 +133,8 @@ def backup_list(ctx: Ctx, project, server, status, policy_id, sort, limit, fmt, 
     runtime = _runtime(ctx)
     try:
         with csbs_errors():
-            rows = checkpoint_items.list_items(runtime, project or "", query, sort=sort, limit=limit)
+            rows = [_exact(runtime, row)
+                    for row in checkpoint_items.list_items(runtime, project or "", query, sort=sort, limit=limit)]
     finally:
         runtime.close()
     emit(rows, BACKUP_COLUMNS, fmt, columns)
@@ -150,7 +150,17 @@ def _find_backup(runtime, item_id: str) -> dict:
         body = checkpoint_items.get_item(runtime, "", item_id, all_tenants=True)
     except CSBSError:
         raise click.ClickException(f"backup '{item_id}' not found (opencsbs backup list shows them)") from None
+    return _exact(runtime, body)
+
+
+def _exact(runtime, body: dict) -> dict:
+    """The API's body of a backup plus its ``project_id`` and exact ``source_bytes``/``stored_bytes`` (the API's
+    ``size`` is in MiB, rounded up)."""
+    from opencsbs.service import checkpoint_items
+
     state = checkpoint_items.find_item(runtime, body["id"])
+    if state is None:
+        return body
     return {**body, "project_id": state.project_id, "source_bytes": state.source_bytes,
             "stored_bytes": state.stored_bytes}
 
