@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 import os
 import re
 import subprocess
@@ -37,6 +38,7 @@ def cli(tmp_path, database_url):
         return result
 
     run("sandbox", "load", str(EXAMPLE_INVENTORY))
+    run.data_dir = data
     return run
 
 
@@ -134,3 +136,46 @@ def test_shell_completion_as_documented(tmp_path):
                            env={**env, "_OPENCSBS_COMPLETE": "bash_complete", "COMP_WORDS": "opencsbs backup l",
                                 "COMP_CWORD": "2"})
     assert "plain,list" in words.stdout.split()
+
+
+def test_token_list_revoke_and_expiry(cli, settings):
+    """``token list`` shows ids (never values), ``token revoke`` makes the API refuse the token at once, and
+    ``--expires`` gives a token an end."""
+    import time
+    from datetime import timedelta
+
+    from opencsbs.auth.base import AuthFailed
+    from opencsbs.bootstrap import build_runtime
+    from opencsbs.core.timeutil import utcnow
+    from opencsbs.service.tokens import create_local_token
+
+    month = cli("token", "create", "--project", "demo", "--expires", "30d")
+    assert "valid until" in month.stderr
+    forever = cli("token", "create", "--project", "demo", "--role", "admin").stdout.strip().splitlines()[-1]
+    assert cli("token", "create", "--project", "demo", "--expires", "2001-01-01", ok=False).exit_code == 2
+    assert cli("token", "create", "--project", "demo", "--expires", "soon", ok=False).exit_code == 2
+    rows = json.loads(cli("token", "list", "--json").stdout)
+    assert [(r["role"], r["state"]) for r in rows] == [("member", "valid"), ("admin", "valid")]
+    expires = rows[0]["expires_at"]
+    assert expires and abs((datetime.fromisoformat(expires) - utcnow()) - timedelta(days=30)) < timedelta(minutes=5)
+    assert rows[1]["expires_at"] is None and "never" in cli("token", "list").stdout
+    assert forever not in cli("token", "list", "--json").stdout
+
+    settings.data_dir = cli.data_dir
+    rt = build_runtime(settings, migrate=False)
+    try:
+        assert rt.authenticator.authenticate(forever).project_id == "demo"
+        assert f"token {rows[1]['id']} of demo (admin) revoked" in cli("token", "revoke", rows[1]["id"]).stdout
+        with pytest.raises(AuthFailed):
+            rt.authenticator.authenticate(forever)
+        short = create_local_token(rt, "demo", "reader", None, expires_at=utcnow() + timedelta(seconds=1))
+        time.sleep(1.2)
+        with pytest.raises(AuthFailed):
+            rt.authenticator.authenticate(short)
+    finally:
+        rt.close()
+    assert [r["state"] for r in json.loads(cli("token", "list", "--all", "--json").stdout)] == \
+        ["valid", "revoked", "expired"]
+    assert [r["role"] for r in json.loads(cli("token", "list", "--json").stdout)] == ["member"]
+    missing = cli("token", "revoke", "nope", ok=False)
+    assert missing.exit_code == 1 and "token 'nope' not found" in missing.output
