@@ -23,18 +23,22 @@ from opencsbs.cli.errors import OneLineErrors, tidy_help
 @click.option("--config", "config", type=click.Path(dir_okay=False), envvar="OPENCSBS_CONFIG", help="YAML config file")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="state directory")
 @click.option("--database-url", default=None, help="SQLAlchemy database URL (default: SQLite in the data dir)")
+@click.option("--url", envvar="OPENCSBS_URL", default=None, metavar="URL",
+              help="a running opencsbs to ask (backup list|show, check, policy list|show) instead of the database")
+@click.option("--token", "api_token", envvar="OPENCSBS_TOKEN", default=None, help="the token for --url")
 @click.option("--debug", is_flag=True, envvar="OPENCSBS_DEBUG",
               help="show the traceback of an error instead of its one-line summary")
 @click.version_option(package_name="opencsbs")
 @click.pass_context
 def main(ctx: click.Context, config: str | None, data_dir: str | None, database_url: str | None,
-         debug: bool) -> None:
+         url: str | None, api_token: str | None, debug: bool) -> None:
     """opencsbs: the Cloud Server Backup Service (CSBS v1 API).
 
     Shell completion: eval "$(_OPENCSBS_COMPLETE=bash_source opencsbs)" (zsh_source, fish_source).
     """
     ctx.obj = Ctx(config, data_dir, database_url)
     ctx.obj.debug = debug
+    ctx.obj.url, ctx.obj.token = url, api_token
 
 
 for _command in (serve.serve, serve.worker, serve.scheduler,

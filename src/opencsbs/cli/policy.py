@@ -8,6 +8,7 @@ import click
 
 from opencsbs.cli._common import CLI_USER, Ctx, csbs_errors, pass_ctx, server_refusals
 from opencsbs.cli.output import Column, chosen_format, emit, human_time, output_options
+from opencsbs.cli.remote import remote_of
 
 
 @click.group()
@@ -191,6 +192,11 @@ def policy_list(ctx: Ctx, project, name, status, sort, limit, marker, fmt, as_js
     """List a project's policies."""
     from opencsbs.service import policies
 
+    remote = remote_of(ctx, project)
+    if remote is not None:
+        with remote:
+            page = remote.policies({"marker": marker, "limit": limit, "sort": sort, "name": name, "status": status})
+        return emit(page, POLICY_COLUMNS, chosen_format(fmt, as_json), columns)
     query = policies.ListQuery(marker=marker, limit=limit, sort=sort, name=name, status=status)
     page, _next = _policy_call(ctx, project, lambda rt, p: policies.list_policies(rt, p, project, query))
     emit(page, POLICY_COLUMNS, chosen_format(fmt, as_json), columns)
@@ -205,6 +211,10 @@ def policy_show(ctx: Ctx, project, policy_id, fmt, as_json, columns) -> None:
     """Show one policy."""
     from opencsbs.service import policies
 
+    remote = remote_of(ctx, project)
+    if remote is not None:
+        with remote:
+            return emit(remote.policy(policy_id), POLICY_FIELDS, chosen_format(fmt, as_json), columns)
     emit(_policy_call(ctx, project, lambda rt, p: policies.show_policy(rt, p, project, policy_id)), POLICY_FIELDS,
          chosen_format(fmt, as_json), columns)
 

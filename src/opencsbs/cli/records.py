@@ -13,6 +13,7 @@ from __future__ import annotations
 import click
 
 from opencsbs.cli._common import CLI_USER, Ctx, csbs_errors, pass_ctx
+from opencsbs.cli.remote import remote_of
 from opencsbs.cli.output import Column, chosen_format, emit, human_bytes, human_rate, human_time, output_options
 
 MIB = 1024 * 1024
@@ -128,6 +129,12 @@ def backup_list(ctx: Ctx, project, server, status, policy_id, sort, limit, fmt, 
     from opencsbs.service import checkpoint_items
 
     fmt = chosen_format(fmt, as_json)
+    remote = remote_of(ctx, project)
+    if remote is not None:
+        with remote:
+            rows = remote.backups({"resource_id": server, "status": status, "policy_id": policy_id, "sort": sort,
+                                   "limit": limit})
+        return emit(rows, BACKUP_COLUMNS, fmt, columns)
     query = checkpoint_items.ItemQuery(status=status, resource_id=server, policy_id=policy_id,
                                        all_tenants=project is None)
     runtime = _runtime(ctx)
@@ -167,10 +174,16 @@ def _exact(runtime, body: dict) -> dict:
 
 @click.command("show")
 @click.argument("checkpoint_item_id")
+@click.option("--project", default=None, help="the backup's project (needed with --url only)")
 @output_options
 @pass_ctx
-def backup_show(ctx: Ctx, checkpoint_item_id, fmt, as_json, columns) -> None:
+def backup_show(ctx: Ctx, checkpoint_item_id, project, fmt, as_json, columns) -> None:
     """Show one backup (by its checkpoint_item id, or the id of its checkpoint): its disks, sizes and outcome."""
+    remote = remote_of(ctx, project)
+    if remote is not None:
+        with remote:
+            body = remote.backup(checkpoint_item_id)
+        return emit(body, _backup_fields(body), chosen_format(fmt, as_json), columns)
     runtime = _runtime(ctx)
     try:
         body = _find_backup(runtime, checkpoint_item_id)
@@ -292,15 +305,23 @@ CHECK_COLUMNS = [
 
 @click.command("check")
 @click.argument("server_ids", nargs=-1, required=True)
+@click.option("--project", default=None, help="the servers' project (needed with --url only)")
 @output_options
 @pass_ctx
-def check(ctx: Ctx, server_ids, fmt, as_json, columns) -> None:
+def check(ctx: Ctx, server_ids, project, fmt, as_json, columns) -> None:
     """Whether each server can be backed up now (the API's check_protectable), with the reason when not and the
     policy it is bound to. Exits 1 when a server does not exist."""
     from opencsbs.auth.base import Principal
     from opencsbs.service import protectable
     from opencsbs.service.servers import find_server
 
+    remote = remote_of(ctx, project)
+    if remote is not None:
+        with remote:
+            verdicts = remote.check(list(dict.fromkeys(server_ids)))
+        rows = [{**v, "name": None, "project_id": project, "policy_id": None, "policy_name": None,
+                 "error_code": v.get("error_code"), "error_msg": v.get("error_msg")} for v in verdicts]
+        return emit(rows, CHECK_COLUMNS, chosen_format(fmt, as_json), columns)
     runtime = _runtime(ctx)
     rows: list[dict] = []
     missing = []
