@@ -200,7 +200,7 @@ def test_state_options_after_the_subcommand_choose_the_data(tmp_path, database_u
     assert loaded.exit_code == 0, loaded.output
     created = runner.invoke(main, ["policy", "create", "--project", "demo", "--name", "after", *state])
     assert created.exit_code == 0, created.output
-    listed = runner.invoke(main, ["policy", "list", "--project", "demo", *state])
+    listed = runner.invoke(main, ["policy", "list", "--json", "--project", "demo", *state])
     assert listed.exit_code == 0, listed.output
     assert [p["name"] for p in json.loads(listed.output)] == ["after"]
     item = runner.invoke(main, ["backup", WEB_1, "--wait", *state])
@@ -246,12 +246,13 @@ def test_token_create_cloud_admin_and_the_upgrade_notice(cli, settings):
 
 
 def test_backup_of_an_unknown_server_says_it_is_not_found_and_where_backups_are_listed(cli):
-    """``opencsbs backup list`` used to answer "no server list", which reads as "there is no server list"."""
+    """``opencsbs backup list`` used to answer "no server list", which reads as "there is no server list"; it now
+    lists backups, and a typo is a server that is not found, with the way to list backups."""
     cli("sandbox", "load", str(EXAMPLE_INVENTORY))
-    result = cli("backup", "list", ok=False)
+    result = cli("backup", "lsit", ok=False)
     assert result.exit_code == 1
-    assert "server 'list' not found" in result.output
-    assert "GET /v1/{project_id}/checkpoint_items" in result.output
+    assert "server 'lsit' not found" in result.output
+    assert "opencsbs backup list" in result.output
 
 
 def test_restore_of_a_backup_whose_server_is_gone_suggests_a_target(cli):

@@ -21,20 +21,20 @@ def test_policy_commands(settings):
         return result.output
 
     run("sandbox", "load", str(EXAMPLE_INVENTORY))
-    created = json.loads(run("policy", "create", "--project", "demo", "--name", "cli-policy", "--server", WEB1,
+    created = json.loads(run("policy", "create", "--json", "--project", "demo", "--name", "cli-policy", "--server", WEB1,
                              "--max-backups", "3"))
     assert created["status"] == "suspended" and created["resources"][0]["id"] == WEB1
     assert created["scheduled_operations"][0]["operation_definition"]["max_backups"] == "3"
     pid = created["id"]
-    assert [p["id"] for p in json.loads(run("policy", "list", "--project", "demo"))] == [pid]
-    assert json.loads(run("policy", "show", "--project", "demo", pid))["name"] == "cli-policy"
-    updated = json.loads(run("policy", "update", "--project", "demo", pid, "--disable", "--name", "renamed"))
+    assert [p["id"] for p in json.loads(run("policy", "list", "--json", "--project", "demo"))] == [pid]
+    assert json.loads(run("policy", "show", "--json", "--project", "demo", pid))["name"] == "cli-policy"
+    updated = json.loads(run("policy", "update", "--json", "--project", "demo", pid, "--disable", "--name", "renamed"))
     assert updated["status"] == "disabled" and updated["name"] == "renamed"
     out = run("policy", "create", "--project", "demo", "--name", "bad", "--pattern", "nonsense", ok=False)
     assert "CSBS.9001" in out
     out = run("policy", "create", "--project", "demo", "--name", "renamed", ok=False)
     assert "CSBS.9007" in out
-    cp = json.loads(run("policy", "run", "--project", "demo", pid))
+    cp = json.loads(run("policy", "run", "--json", "--project", "demo", pid))
     assert cp["status"] == "protecting" and cp["protection_plan"]["id"] == pid
     assert "deleted" in run("policy", "delete", "--project", "demo", pid)
     assert "CSBS.3000" in run("policy", "show", "--project", "demo", pid, ok=False)
@@ -52,14 +52,14 @@ def test_policy_list_refuses_a_limit_below_one_like_the_api(settings):
     for limit in ("-1", "0"):
         result = runner.invoke(main, base + ["policy", "list", "--project", "demo", "--limit", limit])
         assert result.exit_code == 2 and "--limit" in result.output, result.output
-    listed = runner.invoke(main, base + ["policy", "list", "--project", "demo", "--limit", "1"])
+    listed = runner.invoke(main, base + ["policy", "list", "--json", "--project", "demo", "--limit", "1"])
     assert [p["name"] for p in json.loads(listed.output)] == ["second"]
 
 
 def test_policy_file_that_is_not_an_object_is_refused_with_a_message(settings, tmp_path):
     runner = CliRunner()
     base = ["--data-dir", str(settings.data_dir), "--database-url", settings.db_url]
-    pid = json.loads(runner.invoke(main, base + ["policy", "create", "--project", "demo", "--name", "f"]).output)["id"]
+    pid = json.loads(runner.invoke(main, base + ["policy", "create", "--json", "--project", "demo", "--name", "f"]).output)["id"]
     for text in ("[]", '{"policy": []}', '"x"', "null"):
         body = tmp_path / "body.json"
         body.write_text(text)
@@ -81,7 +81,7 @@ def test_policy_errors_say_why_for_the_servers_concerned(settings):
         return result.exit_code, result.output
 
     assert run("sandbox", "load", str(EXAMPLE_INVENTORY))[0] == 0
-    code, out = run("policy", "create", "--project", "demo", "--name", "first", "--server", WEB1)
+    code, out = run("policy", "create", "--json", "--project", "demo", "--name", "first", "--server", WEB1)
     first = json.loads(out)["id"]
     code, out = run("policy", "create", "--project", "demo", "--name", "second", "--server", WEB1)
     assert code == 1 and "CSBS.6004" in out

@@ -129,6 +129,14 @@ BAD_INVENTORIES = {
     "az-too-long": ({"projects": {"p": {"servers": [{"id": "s", "availability_zone": "a" * 65}]}}}, "at most 64"),
     "volume-type-too-long": ({"projects": {"p": {"volumes": [{"id": "v", "size_gb": 1, "volume_type": "t" * 65}]}}},
                              "at most 64"),
+    # a typo at project level or at the top was silently ignored ("loaded 0 servers")
+    "unknown-project-key": ({"projects": {"p": {"server": [{"id": "s"}]}}},
+                            r"project p: unknown key\(s\) \['server'\] \(did you mean 'servers'\?\)"),
+    # one id twice: the second entry silently overwrote the first
+    "server-listed-twice": ({"projects": {"p": {"servers": [{"id": "s2", "name": "a"}, {"id": "s2", "name": "b"}]}}},
+                            "server s2: listed twice in project p"),
+    "server-in-two-projects": ({"projects": {"p": {"servers": [{"id": "s3"}]}, "q": {"servers": [{"id": "s3"}]}}},
+                               r"server s3: listed twice \(projects p and q\)"),
     # past the size_gb column (a 32-bit integer on PostgreSQL) and any file system
     "volume-too-large": ({"projects": {"p": {"volumes": [{"id": "huge-v", "size_gb": 2**34}]}}}, "at most"),
 }
@@ -145,6 +153,11 @@ def test_invalid_inventory_is_refused_and_nothing_is_written(runtime, inventory,
         load(runtime, data)
     assert (count(runtime, SandboxServer), count(runtime, SandboxVolume), count(runtime, SandboxAttachment)) == before
     assert not volume_file(runtime.settings.volumes_dir, "huge-v").exists()
+
+
+def test_an_unknown_top_level_key_is_refused(runtime):
+    with pytest.raises(InventoryError, match=r"inventory: unknown key\(s\) \['projetcs'\] \(did you mean 'projects'\?\)"):
+        load(runtime, {"projects": {}, "projetcs": {"p": {}}})
 
 
 def test_volume_file_the_file_system_refuses_is_an_inventory_error(runtime, inventory):

@@ -54,9 +54,15 @@ def build_runtime(settings: Settings):
     """``bootstrap.build_runtime``; settings a driver refuses when it is built (e.g. a missing Ceph keyring) exit
     with one line saying what is missing."""
     from opencsbs import bootstrap
+    from opencsbs.clouds.sandbox.inventory import InventoryError
 
     try:
         return bootstrap.build_runtime(settings)
+    except InventoryError as exc:
+        where = str(settings.cloud.inventory)
+        text = str(exc)
+        raise click.ClickException(f"invalid inventory {text if text.startswith(where) else f'{where}: {text}'}") \
+            from exc
     except ValueError as exc:
         raise click.ClickException(f"invalid settings: {exc}") from exc
 

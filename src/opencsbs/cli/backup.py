@@ -9,8 +9,8 @@ from opencsbs.core.lifecycle import ItemStatus
 
 
 #: what ``opencsbs backup list`` (or a typo) is told besides "not found"
-NOT_A_SERVER = (" (opencsbs backup takes the id of a server to back up; backups are listed by "
-                "GET /v1/{project_id}/checkpoint_items)")
+NOT_A_SERVER = (" (opencsbs backup takes the id of a server to back up, or one of list, show, delete; "
+                "backups are listed by opencsbs backup list)")
 
 
 @click.command()

@@ -8,6 +8,7 @@ import sys
 import click
 
 from opencsbs.cli._common import Ctx, pass_ctx
+from opencsbs.cli.output import human_bytes, human_duration
 
 
 @click.group()
@@ -52,8 +53,8 @@ def bank_verify(ctx: Ctx, as_json: bool, progress: bool | None) -> None:
         click.echo(json.dumps({**asdict(report), "ok": report.ok}, indent=2))
     else:
         click.echo(f"bank {the_bank.store.location}: {report.indexes_checked} indexes, "
-                   f"{report.chunks_checked} chunks ({report.bytes_checked / 1e6:.1f} MB) checked "
-                   f"in {report.seconds:.1f} s; {report.unreferenced_chunks} unreferenced chunks")
+                   f"{report.chunks_checked} chunks ({human_bytes(report.bytes_checked)}) checked "
+                   f"in {human_duration(report.seconds)}; {report.unreferenced_chunks} unreferenced chunks")
         for name, reason in report.damaged_indexes:
             click.echo(f"damaged index {name}: {reason}")
         for key, reason in report.damaged_chunks:
@@ -85,9 +86,9 @@ def bank_gc(ctx: Ctx, grace: float, as_json: bool) -> None:
     else:
         click.echo(f"bank {the_bank.store.location}: {report.indexes} indexes reference "
                    f"{report.referenced_chunks} chunks; {report.chunks_seen} chunks seen; "
-                   f"deleted {report.deleted_chunks} chunks ({report.freed_bytes / 1e6:.1f} MB); "
+                   f"deleted {report.deleted_chunks} chunks ({human_bytes(report.freed_bytes)}); "
                    f"kept {report.kept_recent} recent unreferenced chunks "
-                   f"({report.reclaimable_bytes / 1e6:.1f} MB reclaimable after the grace period); "
+                   f"({human_bytes(report.reclaimable_bytes)} reclaimable after the grace period); "
                    f"{report.in_flight_backups} backups in flight, {report.stale_leases} stale leases and "
                    f"{report.stale_gc_markers} stale GC markers removed; "
                    f"{report.seconds:.1f} s")

@@ -6,12 +6,67 @@ import json
 
 import click
 
-from opencsbs.cli._common import CLI_USER, Ctx, csbs_errors, echo_json, pass_ctx, server_refusals
+from opencsbs.cli._common import CLI_USER, Ctx, csbs_errors, pass_ctx, server_refusals
+from opencsbs.cli.output import Column, chosen_format, emit, human_time, output_options
+from opencsbs.cli.remote import remote_of
 
 
 @click.group()
 def policy() -> None:
-    """Backup policies of a project (the same rules as the API; output is the API's JSON)."""
+    """Backup policies of a project (the same rules as the API; tables, or the API's JSON with -f json)."""
+
+
+def _operation(p: dict) -> dict:
+    ops = p.get("scheduled_operations") or [{}]
+    return ops[0]
+
+
+def _schedule(p: dict) -> str:
+    """The RRULE line of the policy's pattern (``FREQ=DAILY;BYHOUR=2;BYMINUTE=0``), or the pattern itself."""
+    pattern = ((_operation(p).get("trigger") or {}).get("properties") or {}).get("pattern") or ""
+    for line in pattern.replace("\\r\\n", "\n").splitlines():
+        if line.strip().upper().startswith("RRULE:"):
+            return line.strip()[len("RRULE:"):]
+    return pattern.strip() or "-"
+
+
+def _retention(p: dict) -> str:
+    definition = _operation(p).get("operation_definition") or {}
+    parts = [f"{definition[key]} {label}" for key, label in (("max_backups", "backups"),
+                                                             ("retention_duration_days", "days"))
+             if definition.get(key) not in (None, "", -1, "-1")]
+    return ", ".join(parts) or "keep all"
+
+
+POLICY_COLUMNS = [
+    Column("ID", lambda p: p["id"]),
+    Column("NAME", lambda p: p["name"]),
+    Column("STATUS", lambda p: p["status"]),
+    Column("SERVERS", lambda p: len(p.get("resources") or [])),
+    Column("SCHEDULE", _schedule),
+    Column("RETENTION", _retention),
+]
+
+POLICY_FIELDS = [
+    Column("id", lambda p: p["id"]),
+    Column("name", lambda p: p["name"]),
+    Column("description", lambda p: p.get("description") or "-"),
+    Column("project", lambda p: p.get("project_id") or "-"),
+    Column("status", lambda p: p["status"]),
+    Column("scheduling", lambda p: "enabled" if _operation(p).get("enabled") else "disabled"),
+    Column("schedule", _schedule),
+    Column("retention", _retention),
+    Column("servers", lambda p: [r["id"] for r in p.get("resources") or []]),
+    Column("created", lambda p: human_time(p.get("created_at"))),
+]
+
+CHECKPOINT_FIELDS = [
+    Column("id", lambda c: c["id"]),
+    Column("status", lambda c: c["status"]),
+    Column("policy", lambda c: (c.get("protection_plan") or {}).get("id") or "-"),
+    Column("servers", lambda c: [r["id"] for r in (c.get("protection_plan") or {}).get("resources") or []]),
+    Column("created", lambda c: human_time(c.get("created_at"))),
+]
 
 
 def _policy_call(ctx: Ctx, project: str, fn, explain=None):
@@ -27,9 +82,18 @@ def _policy_call(ctx: Ctx, project: str, fn, explain=None):
         with csbs_errors(lambda exc: explain(runtime, principal, exc) if explain else []):
             return fn(runtime, principal)
     except ValidationError as exc:
-        raise click.ClickException(f"invalid policy: {exc.errors()[0].get('loc')}: {exc.errors()[0].get('msg')}") from exc
+        raise click.ClickException(f"invalid policy: {_validation_line(exc)}") from exc
     finally:
         runtime.close()
+
+
+def _validation_line(exc) -> str:
+    """``<field path>: <reason>`` of a pydantic ``ValidationError``'s first error, as a person reads it:
+    ``name: must be ...`` rather than ``('policy', 'name'): Value error, must be ...``."""
+    first = exc.errors()[0]
+    loc = [str(part) for part in first.get("loc", ()) if part != "policy"]
+    msg = str(first.get("msg", "")).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return f"{'.'.join(loc)}: {msg}" if loc else msg
 
 
 def _why(project: str, servers=(), name: str | None = None):
@@ -81,10 +145,11 @@ DAILY_2AM = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nRRULE:FREQ=DAILY;BYHOUR=2;BYMINU
 @click.option("--max-backups", type=int, default=None)
 @click.option("--retention-days", type=int, default=None)
 @click.option("--disabled", is_flag=True, help="create with automatic scheduling off")
+@output_options
 @pass_ctx
 def policy_create(ctx: Ctx, project, file, name, description, servers, pattern, max_backups, retention_days,
-                  disabled) -> None:
-    """Create a policy; prints it."""
+                  disabled, fmt, as_json, columns) -> None:
+    """Create a policy; prints it (-f value -c id: only its id)."""
     from opencsbs.service import policies
     from opencsbs.wire.policies import PolicyCreateRequest
 
@@ -111,7 +176,7 @@ def policy_create(ctx: Ctx, project, file, name, description, servers, pattern, 
 
     name = raw["policy"].get("name")
     explain = _why(project, _body_servers(raw), name if isinstance(name, str) else None)
-    echo_json(_policy_call(ctx, project, _create, explain))
+    emit(_policy_call(ctx, project, _create, explain), POLICY_FIELDS, chosen_format(fmt, as_json), columns)
 
 
 @policy.command("list")
@@ -121,25 +186,37 @@ def policy_create(ctx: Ctx, project, file, name, description, servers, pattern, 
 @click.option("--sort", default=None)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="at most this many (1 or more)")
 @click.option("--marker", default=None)
+@output_options
 @pass_ctx
-def policy_list(ctx: Ctx, project, name, status, sort, limit, marker) -> None:
-    """List a project's policies as JSON."""
+def policy_list(ctx: Ctx, project, name, status, sort, limit, marker, fmt, as_json, columns) -> None:
+    """List a project's policies."""
     from opencsbs.service import policies
 
+    remote = remote_of(ctx, project)
+    if remote is not None:
+        with remote:
+            page = remote.policies({"marker": marker, "limit": limit, "sort": sort, "name": name, "status": status})
+        return emit(page, POLICY_COLUMNS, chosen_format(fmt, as_json), columns)
     query = policies.ListQuery(marker=marker, limit=limit, sort=sort, name=name, status=status)
     page, _next = _policy_call(ctx, project, lambda rt, p: policies.list_policies(rt, p, project, query))
-    echo_json(page)
+    emit(page, POLICY_COLUMNS, chosen_format(fmt, as_json), columns)
 
 
 @policy.command("show")
 @click.option("--project", required=True)
 @click.argument("policy_id")
+@output_options
 @pass_ctx
-def policy_show(ctx: Ctx, project, policy_id) -> None:
-    """Show one policy as JSON."""
+def policy_show(ctx: Ctx, project, policy_id, fmt, as_json, columns) -> None:
+    """Show one policy."""
     from opencsbs.service import policies
 
-    echo_json(_policy_call(ctx, project, lambda rt, p: policies.show_policy(rt, p, project, policy_id)))
+    remote = remote_of(ctx, project)
+    if remote is not None:
+        with remote:
+            return emit(remote.policy(policy_id), POLICY_FIELDS, chosen_format(fmt, as_json), columns)
+    emit(_policy_call(ctx, project, lambda rt, p: policies.show_policy(rt, p, project, policy_id)), POLICY_FIELDS,
+         chosen_format(fmt, as_json), columns)
 
 
 @policy.command("update")
@@ -150,8 +227,10 @@ def policy_show(ctx: Ctx, project, policy_id) -> None:
 @click.option("--description", default=None)
 @click.option("--enable/--disable", "enabled", default=None, help="turn automatic scheduling on or off")
 @click.option("--pattern", default=None)
+@output_options
 @pass_ctx
-def policy_update(ctx: Ctx, project, policy_id, file, name, description, enabled, pattern) -> None:
+def policy_update(ctx: Ctx, project, policy_id, file, name, description, enabled, pattern, fmt, as_json,
+                  columns) -> None:
     """Change a policy; prints it."""
     from opencsbs.service import policies
     from opencsbs.wire.policies import PolicyUpdateRequest
@@ -177,7 +256,7 @@ def policy_update(ctx: Ctx, project, policy_id, file, name, description, enabled
     new_name = body["policy"].get("name") if body is not None else name
     explain = _why(project, _body_servers(body) if body is not None else [],
                    new_name if isinstance(new_name, str) else None)
-    echo_json(_policy_call(ctx, project, _update, explain))
+    emit(_policy_call(ctx, project, _update, explain), POLICY_FIELDS, chosen_format(fmt, as_json), columns)
 
 
 @policy.command("delete")
@@ -196,14 +275,16 @@ def policy_delete(ctx: Ctx, project, policy_id) -> None:
 @click.option("--project", required=True)
 @click.argument("policy_id")
 @click.option("--server", "servers", multiple=True, help="only these servers of the policy")
+@output_options
 @pass_ctx
-def policy_run(ctx: Ctx, project, policy_id, servers) -> None:
-    """Execute a policy now (manual backups); prints the checkpoint."""
+def policy_run(ctx: Ctx, project, policy_id, servers, fmt, as_json, columns) -> None:
+    """Execute a policy now (manual backups); prints the checkpoint (its backups: opencsbs backup list)."""
     from opencsbs.service import policies, policy_runs
 
     def _servers(runtime, principal) -> list[str]:
         return list(servers) or [r["id"] for r in policies.show_policy(runtime, principal, project, policy_id)
                                  ["resources"]]
 
-    echo_json(_policy_call(ctx, project, lambda rt, p: policy_runs.execute(
-        rt, p, project, policy_id, resources=list(servers) or None), _why(project, _servers)))
+    emit(_policy_call(ctx, project, lambda rt, p: policy_runs.execute(
+        rt, p, project, policy_id, resources=list(servers) or None), _why(project, _servers)), CHECKPOINT_FIELDS,
+         chosen_format(fmt, as_json), columns)

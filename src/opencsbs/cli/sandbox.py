@@ -63,7 +63,9 @@ def sandbox_list(ctx: Ctx, project: str | None, as_json: bool) -> None:
         click.echo(f"{s.project_id}  {s.id}  {s.name:<16} {s.resource_type:<28} {s.status}{task} az={s.availability_zone}")
         for v in s.volumes:
             flags = ",".join(f for f, on in (("boot", v.bootable), ("shareable", v.shareable)) if on)
-            click.echo(f"      {v.device:<10} {v.id}  {v.size_gb} GiB {flags} type={v.volume_type} svc={v.service_type}")
+            kinds = "".join(f" {label}={value}" for label, value in (("type", v.volume_type), ("service", v.service_type))
+                            if value)
+            click.echo(f"      {v.device:<10} {v.id}  {v.size_gb} GiB {flags}{kinds}")
 
 
 @sandbox.command("set")

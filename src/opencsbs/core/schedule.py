@@ -106,8 +106,9 @@ def _event_rrule(text: str):
 
     try:
         component = Calendar.from_ical(text)
-    except Exception as exc:  # icalendar raises ValueError/KeyError/IndexError on malformed input
-        raise _bad(f"is not an iCalendar VCALENDAR/VEVENT ({exc.__class__.__name__})") from None
+    except Exception:  # icalendar raises ValueError/KeyError/IndexError on malformed input
+        raise _bad("is not an iCalendar event (e.g. BEGIN:VEVENT\\r\\nRRULE:FREQ=DAILY;BYHOUR=2;BYMINUTE=0\\r\\n"
+                   "END:VEVENT)") from None
     if isinstance(component, list):
         raise _bad("must hold one calendar or one event")
     if component.name == "VCALENDAR":

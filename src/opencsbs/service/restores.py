@@ -196,3 +196,39 @@ def mapping_of(volumes: Sequence[Any]) -> tuple[tuple[str, str], ...]:
     if not pairs:
         raise invalid("volumes must not be empty")
     return pairs
+
+
+def _restore_record(restore: Restore) -> dict[str, Any]:
+    """:func:`restore_to_wire` plus what the command line shows besides it (no CSBS route returns this shape):
+    ``checkpoint_item_id``, ``target_server_id``, ``updated_at``."""
+    return {**restore_to_wire(restore), "checkpoint_item_id": restore.checkpoint_item_id,
+            "target_server_id": restore.target_server_id, "updated_at": wire_ts(restore.updated_at)}
+
+
+def list_restores(runtime: Runtime, project_id: str | None = None, *, checkpoint_item_id: str | None = None,
+                  target_server_id: str | None = None, status: str | None = None, limit: int = 100) -> list[dict]:
+    """Restores, newest first, of ``project_id`` (every project when ``None``), optionally of one backup, onto
+    one server or in one status (``RestoreStatus``: in_progress, success, error), at most ``limit`` (1 or more).
+    Raises CSBS.9001 for a status outside ``RestoreStatus`` or a limit below 1."""
+    if limit < 1:
+        raise invalid("limit must be a positive integer")
+    query = select(Restore)
+    if status is not None:
+        if status not in (RestoreStatus.IN_PROGRESS, RestoreStatus.SUCCESS, RestoreStatus.ERROR):
+            raise invalid(f"status must be one of {RestoreStatus.IN_PROGRESS}, {RestoreStatus.SUCCESS}, "
+                          f"{RestoreStatus.ERROR}")
+        query = query.where(Restore.status == status)
+    for column, value in ((Restore.project_id, project_id), (Restore.checkpoint_item_id, checkpoint_item_id),
+                          (Restore.target_server_id, target_server_id)):
+        if value is not None:
+            query = query.where(column == value)
+    with runtime.sessions() as session:
+        rows = session.scalars(query.order_by(Restore.created_at.desc(), Restore.id.desc()).limit(limit))
+        return [_restore_record(r) for r in rows]
+
+
+def find_restore(runtime: Runtime, restore_id: str) -> dict | None:
+    """The restore ``restore_id`` of any project, in :func:`list_restores`' shape; ``None`` when there is none."""
+    with runtime.sessions() as session:
+        restore = session.get(Restore, restore_id)
+        return None if restore is None else _restore_record(restore)

@@ -110,10 +110,19 @@ def _check_lengths(row: Any, what: str) -> None:
             raise InventoryError(f"{what}: {column.key} must be at most {limit} characters")
 
 
+_PROJECT_KEYS = {"servers", "volumes"}
+
+
 def _check_keys(entry: dict, allowed: set[str], what: str) -> None:
-    unknown = set(entry) - allowed
+    """Raise :class:`InventoryError` ``"<what>: unknown key(s) ['x'] (did you mean 'y'?)"`` for keys outside
+    ``allowed`` (the nearest valid name by ``difflib``, when one is close)."""
+    import difflib
+
+    unknown = sorted(str(k) for k in set(entry) - allowed)
     if unknown:
-        raise InventoryError(f"{what}: unknown key(s) {sorted(unknown)}")
+        hints = [f"{key!r}" for k in unknown for key in difflib.get_close_matches(k, sorted(allowed), n=1)]
+        hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
+        raise InventoryError(f"{what}: unknown key(s) {unknown}{hint}")
 
 
 def _upsert_volume(session: Session, project_id: str, spec: dict, volumes_dir: Path) -> SandboxVolume:
@@ -192,11 +201,22 @@ def load_inventory(session: Session, data: dict[str, Any], volumes_dir: Path) ->
     """
     if not isinstance(data, dict) or not isinstance(data.get("projects"), dict):
         raise InventoryError("inventory must be a mapping with a 'projects' mapping")
+    _check_keys(data, {"projects"}, "inventory")
     servers = volumes = 0
+    seen: dict[str, str] = {}
     for project_id, project in data["projects"].items():
         project = project or {}
         if not isinstance(project, dict):
             raise InventoryError(f"project {project_id}: must be a mapping")
+        _check_keys(project, _PROJECT_KEYS, f"project {project_id}")
+        for sspec in project.get("servers") or []:
+            if isinstance(sspec, dict) and sspec.get("id") is not None:
+                sid = str(sspec["id"])
+                if sid in seen:
+                    raise InventoryError(f"server {sid}: listed twice (projects {seen[sid]} and {project_id})"
+                                         if seen[sid] != str(project_id) else
+                                         f"server {sid}: listed twice in project {project_id}")
+                seen[sid] = str(project_id)
         for vspec in project.get("volumes") or []:
             _upsert_volume(session, str(project_id), vspec, volumes_dir)
             volumes += 1
@@ -212,8 +232,15 @@ def load_inventory_file(session: Session, path: Path, volumes_dir: Path) -> dict
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise InventoryError(f"{path}: not valid YAML: {exc}") from exc
+        raise InventoryError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from exc
     return load_inventory(session, data, volumes_dir)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line for a YAML error: ``line L, column C: <problem>``."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
 
 
 def list_servers(session: Session, project_id: str | None = None) -> list[SandboxServer]:
