@@ -1,7 +1,7 @@
 """The ``opencsbs`` command: ``serve``, ``token create``, ``db upgrade``, ``sandbox ...``, ``policy ...``.
 
 One module per command group (``serve``, ``backup``, ``restore``, ``token``, ``rules``, ``db``, ``sandbox``,
-``policy``, ``bank``, ``locks`` with ``holds``); each calls the use cases of ``opencsbs.service`` and prints what they return.
+``policy``, ``bank``, ``locks`` with ``holds``, ``replication``); each calls the use cases of ``opencsbs.service`` and prints what they return.
 Every command takes ``--config FILE``, ``--data-dir DIR`` and ``--database-url URL`` before or after its name
 (also ``OPENCSBS_CONFIG``/``OPENCSBS_DATA_DIR``/``OPENCSBS_DATABASE_URL``).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from opencsbs.cli import backup, bank, db, locks, policy, restore, rules, sandbox, serve, token
+from opencsbs.cli import backup, bank, db, locks, policy, replication, restore, rules, sandbox, serve, token
 from opencsbs.cli._common import Ctx, add_state_options
 
 
@@ -26,7 +26,8 @@ def main(ctx: click.Context, config: str | None, data_dir: str | None, database_
 
 
 for _command in (serve.serve, serve.worker, serve.scheduler, backup.backup, restore.restore, token.token,
-                 rules.rules, db.db, sandbox.sandbox, policy.policy, bank.bank, locks.locks, locks.holds):
+                 rules.rules, db.db, sandbox.sandbox, policy.policy, bank.bank, locks.locks, locks.holds,
+                 replication.replication):
     main.add_command(_command)
 add_state_options(main)
 
