@@ -138,21 +138,25 @@ def delete_rule(runtime: Runtime, rule_id: str) -> None:
         session.delete(rule)
 
 
-def enqueue_due_copies(runtime: Runtime) -> int:
-    """Start a copy for every available backup of a policy with a replication rule that has no live copy on
-    the rule's replica (called by the scheduler's pass and ``opencsbs replication run``). Rules naming a
-    replica no longer in the settings are skipped. Returns how many copies were started."""
+def enqueue_due_copies(runtime: Runtime, policy_id: str | None = None) -> int:
+    """Start a copy for every available backup of a policy (``policy_id``, or every policy) with a replication
+    rule that has no live copy on the rule's replica. The scheduler calls it with each retention pass of a policy
+    (every ``retention_interval_hours`` and after each of its runs); ``opencsbs replication run`` on demand.
+    Rules naming a replica no longer in the settings are skipped. Returns how many copies were started."""
     started = 0
     with runtime.sessions() as session:
-        rules = [(r.id, r.project_id, r.policy_id, r.replica) for r in session.scalars(select(ReplicationRule))]
-    for rule_id, project_id, policy_id, replica in rules:
+        q = select(ReplicationRule)
+        if policy_id is not None:
+            q = q.where(ReplicationRule.policy_id == policy_id)
+        rules = [(r.id, r.project_id, r.policy_id, r.replica) for r in session.scalars(q)]
+    for rule_id, project_id, rule_policy, replica in rules:
         if runtime.settings.replica(replica) is None:
             continue
         with runtime.sessions() as session:
             have = set(session.scalars(select(BackupCopy.checkpoint_item_id).where(
                 BackupCopy.replica == replica, BackupCopy.status.in_(LIVE))))
             due = [i for i in session.scalars(select(CheckpointItem.id).where(
-                CheckpointItem.policy_id == policy_id, CheckpointItem.status == "available")) if i not in have]
+                CheckpointItem.policy_id == rule_policy, CheckpointItem.status == "available")) if i not in have]
         for item_id in due:
             try:
                 request_copy(runtime, project_id, item_id, replica, rule_id=rule_id, all_tenants=True)
