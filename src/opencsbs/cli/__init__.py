@@ -29,6 +29,7 @@ for _command in (serve.serve, serve.worker, serve.scheduler, backup.backup, rest
                  rules.rules, db.db, sandbox.sandbox, policy.policy, bank.bank, locks.locks, locks.holds,
                  replication.replication):
     main.add_command(_command)
+bank.bank.add_command(replication.rebuild_catalog)
 add_state_options(main)
 
 

@@ -139,3 +139,29 @@ def run_cmd(ctx: Ctx) -> None:
         echo_json({"started": svc.enqueue_due_copies(runtime)})
     finally:
         runtime.close()
+
+
+@click.command("rebuild-catalog")
+@click.option("--from", "replica", default=None, help="read a replica (settings replicas:) instead of the bank")
+@pass_ctx
+def rebuild_catalog(ctx: Ctx, replica: str | None) -> None:
+    """Recreate the checkpoints and backups of the database from the catalog records in a bank (disaster
+    recovery: the database is lost, the bank is not). Backups already known are left alone."""
+    from dataclasses import asdict
+
+    from opencsbs.bank import BankError, open_bank
+    from opencsbs.service.catalog import rebuild_catalog as rebuild
+
+    runtime = ctx.runtime()
+    try:
+        try:
+            bank = open_bank(runtime.settings, replica)
+        except BankError as exc:
+            raise click.ClickException(str(exc)) from None
+        try:
+            report = rebuild(runtime, bank)
+        finally:
+            bank.close()
+        echo_json(asdict(report))
+    finally:
+        runtime.close()

@@ -30,6 +30,7 @@ from opencsbs.core.errors import CSBSError
 from opencsbs.core.timeutil import utcnow
 from opencsbs.db.models import BackupCopy, CheckpointItem
 from opencsbs.engine._common import log
+from opencsbs.engine.catalog import save_record_quietly
 from opencsbs.engine.jobs import JobHandle, LeaseLost, Retry
 from opencsbs.runtime import Runtime
 
@@ -62,6 +63,7 @@ def _send(runtime: Runtime, job: JobHandle) -> None:
     with runtime.sessions() as session:
         row = _copy_row(session, job)
         replica_name = row.replica
+        row_item_id = row.checkpoint_item_id
         item = session.get(CheckpointItem, row.checkpoint_item_id)
         if item is None or item.status != "available":
             raise CSBSError(codes.CHECKPOINT_ITEM_NOT_AVAILABLE)
@@ -100,6 +102,7 @@ def _send(runtime: Runtime, job: JobHandle) -> None:
                 row.sent_bytes, row.sent_chunks = state["sent_bytes"], state["sent_chunks"]
 
             job.commit("send", state, progress)
+        save_record_quietly(runtime, target, row_item_id)
     finally:
         target.close()
 
