@@ -191,3 +191,41 @@ def test_a_policy_rule_copies_its_backups(demo, runtime):
     run_jobs(runtime)
     [rule_view] = replication.list_rules(runtime)
     assert rule_view["pending"] == 0 and rule_view["last_success"] and rule_view["sent_bytes"] > 0
+
+
+def test_a_replica_unreachable_then_back_and_no_credentials_in_errors_or_logs(demo, runtime, caplog):
+    import logging
+
+    client, headers = demo
+    write(runtime, DB1_SYS, 0, random_bytes(6 * MIB, 6))
+    item = _backup(client, headers, runtime)
+    replica = runtime.settings.replicas[0]
+    endpoint, secret = replica.s3_endpoint, replica.s3_secret_key
+    caplog.set_level(logging.DEBUG)
+
+    replica.s3_endpoint = "http://127.0.0.1:9"  # nothing listens: the site is unreachable
+    client.post(f"/opencsbs/v1/demo/checkpoint_items/{item['id']}/copies",
+                json={"copy": {"destination": "dr"}}, headers=headers)
+    run_jobs(runtime)
+    [copy] = _copies(client, headers, item["id"])
+    assert copy["status"] == "copying"  # a transient failure: tried again later
+    replica.s3_endpoint = endpoint  # back
+    with transaction(runtime.sessions) as session:
+        session.execute(update(Job).values(lease_until=None))
+    run_jobs(runtime)
+    [copy] = _copies(client, headers, item["id"])
+    assert copy["status"] == "available"
+
+    replica.s3_secret_key = secret + "-wrong"  # refused credentials: the copy fails, saying why, secretly
+    second = _backup(client, headers, runtime)
+    client.post(f"/opencsbs/v1/demo/checkpoint_items/{second['id']}/copies",
+                json={"copy": {"destination": "dr"}}, headers=headers)
+    run_jobs(runtime)
+    [failed] = _copies(client, headers, second["id"])
+    assert failed["status"] == "error" and "replica dr" in failed["error"]
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("opencsbs"))
+    assert "copy to replica dr" in ours
+    for text in (failed["error"], ours):
+        assert secret not in text  # (the access key id here is a prefix of the bucket's name: not checked)
+    assert secret not in caplog.text  # nor in any library's debug lines
+    replica.s3_secret_key = secret
