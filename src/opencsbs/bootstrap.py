@@ -29,7 +29,7 @@ from opencsbs.engine import housekeeping
 from opencsbs.engine.scheduler import Scheduler
 from opencsbs.engine.worker import WorkerPool
 from opencsbs.runtime import Runtime
-from opencsbs.service import policy_runs
+from opencsbs.service import policy_runs, replication
 
 
 def build_runtime(settings: Settings, migrate: bool = True) -> Runtime:
@@ -106,7 +106,8 @@ def make_scheduler(runtime: Runtime, clock: Callable[[], datetime] | None = None
     return Scheduler(
         runtime.sessions,
         fire=lambda run_id: policy_runs.run_slot(runtime, run_id, clock() if clock else None),
-        retain=lambda policy_id: policy_runs.apply_retention(runtime, policy_id, clock() if clock else None),
+        retain=lambda policy_id: (policy_runs.apply_retention(runtime, policy_id, clock() if clock else None),
+                                  replication.enqueue_due_copies(runtime, policy_id)),
         clock=clock or utcnow,
         interval=settings.scheduler_interval,
         retention_every=timedelta(hours=settings.retention_interval_hours),

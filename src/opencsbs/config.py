@@ -151,6 +151,18 @@ class BankSettings(BaseModel):
     fsync: bool = True
 
 
+class ReplicaSettings(BankSettings):
+    """A second bank backups are copied to (``replicas:`` list, docs/replication.md): the settings of a bank
+    (``backend`` ``local`` with its own ``path``, or ``s3`` with its own endpoint, bucket and credentials, and
+    optionally its own ``encryption_key_file``) plus its ``name``, by which copies and rules refer to it.
+    Credentials never leave the process: answers, logs and errors name a replica and its location only."""
+
+    #: the replica's name ([A-Za-z0-9._-], unique among the replicas)
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    #: restores take a chunk from this replica when the primary bank's copy is missing or damaged
+    restore_fallback: bool = True
+
+
 class QuotaSettings(BaseModel):
     """Per-project quotas (``GET /v1/{project_id}/quotas``, enforced with CSBS.9006 when a backup starts).
 
@@ -251,6 +263,8 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     cloud: CloudSettings = Field(default_factory=CloudSettings)
     bank: BankSettings = Field(default_factory=BankSettings)
+    #: second banks backups are copied to (docs/replication.md)
+    replicas: list[ReplicaSettings] = Field(default_factory=list)
     quotas: QuotaSettings = Field(default_factory=QuotaSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
 
@@ -269,6 +283,22 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, _YamlFileSource(settings_cls)
+
+    @field_validator("replicas")
+    @classmethod
+    def _replicas(cls, value: list[ReplicaSettings]) -> list[ReplicaSettings]:
+        names = [r.name for r in value]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"replica names must be unique: {', '.join(dup)}")
+        for r in value:
+            if r.backend == "local" and r.path is None:
+                raise ValueError(f"replica {r.name}: a local replica needs its own path")
+        return value
+
+    def replica(self, name: str) -> ReplicaSettings | None:
+        """The replica called ``name``, or None."""
+        return next((r for r in self.replicas if r.name == name), None)
 
     @property
     def db_url(self) -> str:

@@ -151,6 +151,10 @@ class Bank:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._zero_digest: dict[int, bytes] = {}
+        #: opens the banks a restore takes a chunk from when this bank's copy is missing or damaged (replicas
+        #: with the same addressing, docs/replication.md); called once, on the first such chunk
+        self.fallback_opener: Callable[[], list[Bank]] | None = None
+        self._fallbacks: list[Bank] | None = None
         tune_malloc()  # chunk-sized buffers are reused instead of page-faulted in afresh (opencsbs.blockio.direct)
         self._check_config()
 
@@ -185,6 +189,9 @@ class Bank:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
                 self._pool = None
+            fallbacks, self._fallbacks = self._fallbacks or [], None
+        for other in fallbacks:
+            other.close()
         self.store.close()
 
     def __enter__(self) -> Bank:
@@ -457,10 +464,40 @@ class Bank:
     def _get_chunk(self, address: str, length: int) -> bytes:
         key = chunk_key(address)
         try:
-            blob = self.store.get(key)
-        except ObjectNotFound:
-            raise ChunkMissing(key) from None
-        return self.codec.decode_chunk(bytes.fromhex(address), blob, length, name=key)
+            try:
+                blob = self.store.get(key)
+            except ObjectNotFound:
+                raise ChunkMissing(key) from None
+            return self.codec.decode_chunk(bytes.fromhex(address), blob, length, name=key)
+        except (ChunkMissing, ChunkDamaged):
+            data = self._from_fallback(address, length)
+            if data is None:
+                raise
+            return data
+
+    def _from_fallback(self, address: str, length: int) -> bytes | None:
+        """The chunk ``address`` from a fallback bank (a replica addressing chunks alike), written back here
+        (repair); None when no fallback has it intact."""
+        with self._pool_lock:
+            if self._fallbacks is None:
+                self._fallbacks = self.fallback_opener() if self.fallback_opener is not None else []
+            fallbacks = list(self._fallbacks)
+        for other in fallbacks:
+            if (other.codec.key_id, other.codec.hash_name, other.chunk_size) != \
+                    (self.codec.key_id, self.codec.hash_name, self.chunk_size):
+                continue
+            key = chunk_key(address)
+            try:
+                blob = other.store.get(key)
+                data = other.codec.decode_chunk(bytes.fromhex(address), blob, length, name=key)
+            except (ObjectNotFound, BankError, OSError):
+                continue
+            try:
+                self.store.put(key, blob)  # repair the primary's copy
+            except Exception:  # noqa: BLE001 - the restore goes on; the next verify reports the chunk
+                pass
+            return data
+        return None
 
     def restore_volume(self, index_name: str, writer: BlockWriter, progress: Progress | None = None) -> RestoreStats:
         """Write the volume backup ``index_name`` onto ``writer`` (its first ``size`` bytes), byte-exact.

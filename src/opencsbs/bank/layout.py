@@ -6,7 +6,8 @@ Layout of the objects in a backend (local folder or S3 bucket)::
     bank.json                         format, chunk size, hash, encryption key identifier
     chunks/<aa>/<address>             one chunk (envelope, see :mod:`opencsbs.bank.codec`)
     indexes/<index name>.idx          one volume backup: ordered chunk addresses, size, hashes, metadata
-    leases/<id>.json                  a backup in flight (protects its chunks from garbage collection)
+    leases/<id>.json                  a backup (or a copy to this bank) in flight (protects its chunks from GC)
+    catalog/<checkpoint_item id>.json a backup's catalog record (:mod:`opencsbs.bank.catalog`)
     gc/running/<id>, gc/finished      garbage collections in progress / the end of the last one
 """
 

@@ -1,8 +1,8 @@
 """The ``opencsbs`` command: ``serve``, ``token create``, ``db upgrade``, ``sandbox ...``, ``policy ...``.
 
 One module per command group (``serve``, ``backup``, ``restore``, ``token``, ``rules``, ``db``, ``sandbox``,
-``policy``, ``bank``, ``locks`` with ``holds``; ``records`` adds ``backup list|show|delete``, ``restore list|show``
-and ``check``); each calls the use cases of ``opencsbs.service`` and prints what they return.
+``policy``, ``bank``, ``locks`` with ``holds``, ``replication``; ``records`` adds ``backup list|show|delete``,
+``restore list|show`` and ``check``); each calls the use cases of ``opencsbs.service`` and prints what they return.
 Every command takes ``--config FILE``, ``--data-dir DIR`` and ``--database-url URL`` before or after its name
 (also ``OPENCSBS_CONFIG``/``OPENCSBS_DATA_DIR``/``OPENCSBS_DATABASE_URL``).
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import click
 
-from opencsbs.cli import backup, bank, db, locks, policy, records, restore, rules, sandbox, serve, token
+from opencsbs.cli import backup, bank, db, locks, policy, records, replication, restore, rules, sandbox, serve, token
 from opencsbs.cli._common import Ctx, add_state_options
 from opencsbs.cli.errors import OneLineErrors, tidy_help
 
@@ -46,8 +46,9 @@ for _command in (serve.serve, serve.worker, serve.scheduler,
                                           records.backup_delete),
                  records.with_subcommands(restore.restore, "start", records.restore_list, records.restore_show),
                  records.check, token.token, rules.rules, db.db, sandbox.sandbox, policy.policy, bank.bank,
-                 locks.locks, locks.holds):
+                 locks.locks, locks.holds, replication.replication):
     main.add_command(_command)
+bank.bank.add_command(replication.rebuild_catalog)
 add_state_options(main)
 tidy_help(main)
 

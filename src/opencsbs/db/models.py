@@ -236,6 +236,10 @@ class CheckpointItem(Base):
     volume_backups: Mapped[list[VolumeBackup]] = relationship(
         back_populates="item", cascade="all, delete-orphan", order_by="VolumeBackup.position"
     )
+    #: copies to replica banks (read only here; ``service/replication.py`` writes them)
+    copies: Mapped[list[BackupCopy]] = relationship(
+        primaryjoin="CheckpointItem.id == foreign(BackupCopy.checkpoint_item_id)", viewonly=True,
+        order_by="BackupCopy.created_at", lazy="selectin")
 
 
 class VolumeBackup(Base):
@@ -390,3 +394,42 @@ class LockAudit(Base):
     actor_project: Mapped[str] = mapped_column(String(64), default="")
     bypass: Mapped[bool] = mapped_column(Boolean, default=False)
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+# --- copies of backups to second banks (engine/copy.py, docs/replication.md) --------------------------------
+
+
+class BackupCopy(Base):
+    """One copy of a checkpoint_item to a replica bank (``replica``: its name in ``settings.replicas``).
+
+    ``status``: waiting | copying | available | error. ``sent_bytes``: stored bytes sent to the replica;
+    ``size_bytes``: the copied volumes' size; ``job_id``: the ``copy`` job that makes it."""
+
+    __tablename__ = "backup_copies"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    checkpoint_item_id: Mapped[str] = mapped_column(String(36), index=True)
+    replica: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="waiting")
+    rule_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    sent_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    sent_chunks: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str] = mapped_column(Text, default="")
+    job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class ReplicationRule(Base):
+    """Copy every backup of ``policy_id`` to the replica ``replica`` once it is available."""
+
+    __tablename__ = "replication_rules"
+    __table_args__ = (UniqueConstraint("policy_id", "replica", name="uq_replication_rules_policy_replica"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    policy_id: Mapped[str] = mapped_column(String(36), index=True)
+    replica: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -47,6 +47,7 @@ from opencsbs.engine._common import (
     load_item,
     release_lock,
 )
+from opencsbs.engine.catalog import save_record_quietly
 from opencsbs.engine.jobs import JobHandle, LeaseLost, Retry
 from opencsbs.runtime import Runtime
 
@@ -236,7 +237,9 @@ def _commit(runtime: Runtime, job: JobHandle) -> None:
 
 
 def _cleanup(runtime: Runtime, job: JobHandle) -> None:
-    """Step ``cleanup``: drop the snapshot (its change tokens stay) → done."""
+    """Step ``cleanup``: the backup's catalog record into the bank, drop the snapshot (its change tokens stay)
+    → done."""
+    save_record_quietly(runtime, runtime.bank, job.target_id)
     snap = job.state.get("snapshot")
     if snap:
         data_path(runtime.driver).delete_snapshot(ServerSnapshot.from_dict(snap))

@@ -23,6 +23,7 @@ from opencsbs.core.errors import CSBSError
 from opencsbs.core.timeutil import utcnow
 from opencsbs.db.models import Checkpoint, CheckpointItem
 from opencsbs.engine._common import drop_index, fail_fields
+from opencsbs.engine.catalog import drop_record
 from opencsbs.engine.jobs import JobHandle
 from opencsbs.runtime import Runtime
 
@@ -66,6 +67,8 @@ def _drop(runtime: Runtime, job: JobHandle) -> None:
     for name in names:
         job.check()
         drop_index(runtime, name)
+    for item_id in item_ids:
+        drop_record(runtime, item_id)
 
     def apply(session: Session) -> None:
         now = utcnow()

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from opencsbs.clouds.base import CloudUnavailable
 from opencsbs.core.errors import CSBSError
 from opencsbs.engine.backup import fail_backup, run_backup
+from opencsbs.engine.copy import fail_copy, run_copy
 from opencsbs.engine.delete import fail_delete, run_delete
 from opencsbs.engine.jobs import JobHandle, Retry
 from opencsbs.engine.restore import fail_restore, run_restore
@@ -17,5 +18,7 @@ Runner = Callable[[Runtime, JobHandle], None]
 Failer = Callable[[Runtime, JobHandle, CSBSError], None]
 
 RUNNERS: dict[str, Runner] = {"backup": run_backup, "restore": run_restore, "delete": run_delete}
+RUNNERS["copy"] = run_copy
 FAILERS: dict[str, Failer] = {"backup": fail_backup, "restore": fail_restore, "delete": fail_delete}
+FAILERS["copy"] = fail_copy
 TRANSIENT: tuple[type[Exception], ...] = (CloudUnavailable, Retry)

@@ -25,6 +25,7 @@ from opencsbs.core.listing import parse_sort
 from opencsbs.core.timeutil import parse_wire_ts, wire_ts
 from opencsbs.db.models import CheckpointItem, VolumeBackup
 from opencsbs.core.figures import saving_ratio
+from opencsbs.service.replication import copy_status
 from opencsbs.runtime import Runtime
 
 MB = 1024 * 1024
@@ -70,7 +71,7 @@ def item_to_wire(item: CheckpointItem) -> dict[str, Any]:
         "auto_trigger": item.auto_trigger,
         "average_speed": item.average_speed,
         "copy_from": "",
-        "copy_status": "na",
+        "copy_status": copy_status(list(item.copies)),
         "fail_code": fail_code,
         "fail_op": item.fail_op or "",
         "fail_reason": item.fail_reason or "",
