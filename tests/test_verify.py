@@ -135,6 +135,13 @@ def test_drill_passes_with_its_rto_and_catches_a_corrupted_backup(three, runtime
     assert not list((runtime.settings.data_dir / "drills").glob("*/*")), "scratch copy left behind"
     v = client.get(f"{V}/checkpoint_items/{second['id']}/verification", headers=member).json()["verification"]
     assert v["drill_result"] == "passed" and v["drill_rto_seconds"] == drill["rto_seconds"]
+    # exported as metrics per server: the time of the last good drill and its RTO
+    from test_operations import scrape
+
+    got = scrape(client)
+    key = (("project_id", "demo"), ("server_id", DB1))
+    assert got[("opencsbs_drill_rto_seconds", key)] == drill["rto_seconds"]
+    assert got[("opencsbs_last_good_drill_timestamp_seconds", key)] > 1.7e9
     # a flipped byte in a chunk of the first backup: its drill fails and names it
     victim = sorted(a)[0]
     store = runtime.bank.store
@@ -148,6 +155,9 @@ def test_drill_passes_with_its_rto_and_catches_a_corrupted_backup(three, runtime
     assert drill["status"] == "failed" and drill["rto_seconds"] is None
     wire = _status(client, member, first["id"])
     assert wire["status"] == "error" and f"restore drill {drill['id']}" in wire["extend_info"]["fail_reason"]
+    got = scrape(client)
+    assert got[("opencsbs_drill_rto_seconds", key)] == v["drill_rto_seconds"]  # a failed drill changes neither
+    assert got[("opencsbs_damaged_backups", (("project_id", "demo"),))] == 1
     listed = client.get(f"{V}/drills", params={"server_id": DB1}, headers=member).json()["drills"]
     assert [d["status"] for d in listed] == ["failed", "passed"]
     # bad requests are 4xx with a code
@@ -192,3 +202,40 @@ def test_scheduled_verify_runs_start_from_housekeeping(three, runtime):
     r = client.post(f"{V}/check_schedules", json={"check_schedule": {"kind": "verify", "pattern": "nonsense"}},
                     headers=adm)
     assert r.status_code == 400 and r.json()["error_code"] == "CSBS.9001", r.text
+
+
+def test_the_command_line_names_the_affected_backups(three, runtime):
+    import json
+
+    from click.testing import CliRunner
+
+    from opencsbs.cli import main
+
+    client, member, adm, (first, a), (second, b), (other, _c) = three
+    store = runtime.bank.store
+    only_second = sorted(b - a)[0]
+    store.delete(chunk_key(only_second))
+    base = ["--data-dir", str(runtime.settings.data_dir), "--database-url", runtime.settings.db_url]
+    runner = CliRunner()
+    # the bank's own verify names the backup that needs the missing chunk, and only it
+    res = runner.invoke(main, [*base, "bank", "verify", "--no-progress"])
+    assert res.exit_code == 1, res.output
+    assert f"missing chunk {only_second}" in res.output
+    assert f"affected backup {second['id']} (project demo, server db-1, available)" in res.output
+    assert first["id"] not in res.output and other["id"] not in res.output
+    res = runner.invoke(main, [*base, "bank", "verify", "--json", "--no-progress"])
+    assert [e["checkpoint_item_id"] for e in json.loads(res.output)["affected_backups"]] == [second["id"]]
+    # a verify run from the command line records it and exits 1
+    res = runner.invoke(main, [*base, "verify", "run", "--project", "demo", "--wait"])
+    assert res.exit_code == 1, res.output
+    run = json.loads(res.output[res.output.index("{"):])
+    assert run["status"] == "damaged" and run["affected"] == [second["id"]]
+    res = runner.invoke(main, [*base, "verify", "backups", "--project", "demo", "--result", "damaged"])
+    assert [v["checkpoint_item_id"] for v in json.loads(res.output)] == [second["id"]]
+    # a drill of the sound web-1 backup passes; of the damaged one it is refused unless named by id
+    res = runner.invoke(main, [*base, "drill", "run", "--project", "demo", "--server", WEB1, "--wait"])
+    assert res.exit_code == 0, res.output
+    drill = json.loads(res.output[res.output.index("{"):])
+    assert drill["status"] == "passed" and drill["checkpoint_item_id"] == other["id"] and drill["rto_seconds"] > 0
+    res = runner.invoke(main, [*base, "drill", "list", "--project", "demo"])
+    assert [d["id"] for d in json.loads(res.output)] == [drill["id"]]

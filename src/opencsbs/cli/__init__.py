@@ -11,6 +11,7 @@ from __future__ import annotations
 import click
 
 from opencsbs.cli import backup, bank, db, locks, policy, restore, rules, sandbox, serve, token
+from opencsbs.cli import verify as verify_cli
 from opencsbs.cli._common import Ctx, add_state_options
 
 
@@ -26,7 +27,8 @@ def main(ctx: click.Context, config: str | None, data_dir: str | None, database_
 
 
 for _command in (serve.serve, serve.worker, serve.scheduler, backup.backup, restore.restore, token.token,
-                 rules.rules, db.db, sandbox.sandbox, policy.policy, bank.bank, locks.locks, locks.holds):
+                 rules.rules, db.db, sandbox.sandbox, policy.policy, bank.bank, locks.locks, locks.holds,
+                 verify_cli.verify, verify_cli.drill):
     main.add_command(_command)
 add_state_options(main)
 

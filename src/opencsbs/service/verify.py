@@ -299,11 +299,16 @@ def _schedule_parameters(session: Session, project_id: str, kind: str, parameter
     extra = set(parameters) - allowed
     if extra:
         raise invalid(f"{kind} schedule parameters {sorted(extra)} unknown (allowed: {sorted(allowed)})")
+    types = {"policy_id": str, "outdated_after_days": int, "choice": str, "server_id": str}
+    for name, value in parameters.items():
+        if value is not None and (not isinstance(value, types[name]) or isinstance(value, bool)):
+            raise invalid(f"{kind} schedule parameter {name} must be a {types[name].__name__}")
     if kind == "verify":
         _check_policy(session, project_id, parameters.get("policy_id"))
         _days(parameters.get("outdated_after_days"))
     else:
-        choice = parameters.setdefault("choice", "latest")
+        choice = parameters.get("choice") or "latest"
+        parameters["choice"] = choice
         if choice not in ("latest", "random"):
             raise invalid(f"a scheduled drill's choice is latest or random, not {choice!r}")
     return parameters
@@ -313,9 +318,12 @@ def create_schedule(runtime: Runtime, principal: Principal, project_id: str, kin
                     start_time: str | None = None, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
     """A schedule of verify runs or drills on an RRULE (as a policy's ``pattern``), from ``start_time`` (UTC,
     default now). 400 CSBS.9001 (bad pattern, kind or parameters), 404 CSBS.3000."""
-    start = parse_wire_ts(start_time) if start_time else utcnow()
+    try:
+        start = parse_wire_ts(start_time) if start_time else utcnow()
+    except ValueError:
+        start = None
     if start is None:
-        raise invalid(f"start_time {start_time!r} is not a time")
+        raise invalid(f"start_time {start_time!r} is not a time like 2026-12-05T07:00:00")
     schedule = parse_pattern(pattern, start)
     now = utcnow()
     with transaction(runtime.sessions) as session:
@@ -375,3 +383,34 @@ def start_due(runtime: Runtime, now: datetime | None = None) -> int:
                 if row is not None:
                     row.next_run_at = parse_pattern(row.pattern, row.start_time).next_after(now)
     return started
+
+
+# --- the bank's own verify ----------------------------------------------------------------------------------
+
+
+def backups_of_indexes(runtime: Runtime, index_names: Sequence[str]) -> list[dict[str, Any]]:
+    """The backups (checkpoint_items) whose volume backups are the bank indexes ``index_names`` (chunk → index →
+    volume backup → backup): ``[{"checkpoint_item_id", "project_id", "resource_id", "resource_name", "status",
+    "indexes": [names]}]`` ordered by project and creation; an index no backup records (left by a deleted backup,
+    GC's to remove) is listed with ``checkpoint_item_id`` None."""
+    from opencsbs.db.models import VolumeBackup
+
+    names = sorted(set(index_names))
+    by_item: dict[str, dict[str, Any]] = {}
+    known: set[str] = set()
+    with runtime.sessions() as session:
+        for start in range(0, len(names), 500):
+            rows = session.execute(select(VolumeBackup.index_name, CheckpointItem)
+                                   .join(CheckpointItem, CheckpointItem.id == VolumeBackup.checkpoint_item_id)
+                                   .where(VolumeBackup.index_name.in_(names[start:start + 500])))
+            for name, item in rows:
+                known.add(name)
+                entry = by_item.setdefault(item.id, {
+                    "checkpoint_item_id": item.id, "project_id": item.project_id, "resource_id": item.resource_id,
+                    "resource_name": item.resource_name, "status": item.status, "indexes": [],
+                    "_created": item.created_at})
+                entry["indexes"].append(name)
+    out = sorted(by_item.values(), key=lambda e: (e["project_id"], e.pop("_created"), e["checkpoint_item_id"]))
+    out += [{"checkpoint_item_id": None, "project_id": None, "resource_id": None, "resource_name": None,
+             "status": None, "indexes": [n]} for n in names if n not in known]
+    return out
