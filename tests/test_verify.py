@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine_helpers import DB1, DB1_SYS, MIB, WEB1, WEB1_SYS, item_of, protect, random_bytes, run_jobs, write
+from engine_helpers import DB1, DB1_SYS, MIB, WEB1, WEB1_SYS, item_of, protect, random_bytes, restore, run_jobs, write
 from opencsbs.bank.layout import chunk_key
 
 V = "/opencsbs/v1/demo"
@@ -100,6 +100,9 @@ def test_flipped_byte_and_removed_chunk_mark_exactly_the_backups_that_use_them(t
         assert wire["extend_info"]["fail_reason"].startswith(f"Backup ({item['id']}) data is damaged: ")
         assert wire["extend_info"]["fail_op"] == "verify"
     assert _status(client, member, other["id"])["status"] == "available"
+    # a damaged backup cannot be restored through CSBS
+    r = restore(client, member, second, DB1)
+    assert 400 <= r.status_code < 500 and r.json()["error_code"].startswith("CSBS."), r.text
     damaged = client.get(f"{V}/verifications", params={"result": "damaged"}, headers=member).json()
     assert sorted(v["checkpoint_item_id"] for v in damaged["verifications"]) == sorted([first["id"], second["id"]])
     # the shared chunk repaired and the missing one put back: the next run clears the mark of the first only
