@@ -68,7 +68,7 @@ def three(admin, runtime):
     return client, member, adm, (first, a), (second, b), (other, c)
 
 
-def test_flipped_byte_and_removed_chunk_mark_exactly_the_backups_that_use_them(three, runtime):
+def test_flipped_byte_and_removed_chunk_mark_exactly_the_backups_that_use_them(three, runtime, make_token):
     client, member, adm, (first, a), (second, b), (other, c) = three
     store = runtime.bank.store
     shared = sorted(a & b)[0]
@@ -77,8 +77,9 @@ def test_flipped_byte_and_removed_chunk_mark_exactly_the_backups_that_use_them(t
     blob[len(blob) // 2] ^= 0x01
     store.put(chunk_key(shared), bytes(blob))
     store.delete(chunk_key(only_second))
-    # a member may read but not start a run
-    r = client.post(f"{V}/verify_runs", json={}, headers=member)
+    # a reader may read but not start a run
+    reader = {"X-Auth-Token": make_token("demo", "reader")}
+    r = client.post(f"{V}/verify_runs", json={}, headers=reader)
     assert r.status_code == 403 and r.json()["error_code"] == "APIGW.0302"
     run = _verify(client, adm)
     assert run["status"] == "damaged"

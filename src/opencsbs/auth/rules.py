@@ -84,7 +84,7 @@ DEFAULT_RULES: dict[str, Rule] = {
     "csbs:holds:write": ADMIN,
     # verify jobs and restore drills (docs/verify.md)
     "csbs:verify:read": READ,
-    "csbs:verify:run": ADMIN,
+    "csbs:verify:write": WRITE,
 }
 
 

@@ -1,7 +1,7 @@
 """Verify jobs, restore drills and their schedules: opencsbs extension routes under ``/opencsbs/v1/{project_id}``
 (no CSBS route or body changes; a damaged backup's CSBS status reads ``error``; docs/verify.md).
 
-- ``GET|POST /verify_runs``, ``GET /verify_runs/{run_id}``: rules ``csbs:verify:read`` / ``csbs:verify:run``;
+- ``GET|POST /verify_runs``, ``GET /verify_runs/{run_id}``: rules ``csbs:verify:read`` / ``csbs:verify:write``;
 - ``GET|POST /drills``, ``GET /drills/{drill_id}``: same rules;
 - ``GET /verifications``, ``GET /checkpoint_items/{checkpoint_item_id}/verification``: per-backup records;
 - ``GET|POST /check_schedules``, ``DELETE /check_schedules/{schedule_id}``: verify and drill schedules.
@@ -186,7 +186,7 @@ def list_verify_runs(limit: int | None = Query(None, ge=1, le=1000),
 @router.post("/opencsbs/v1/{project_id}/verify_runs", response_model=VerifyRunEnvelope,
              summary="Start a verify run (extension)")
 def start_verify_run(body: VerifyCreateRequest | None = None,
-                     caller: Caller = Depends(require("csbs:verify:run"))) -> dict:
+                     caller: Caller = Depends(require("csbs:verify:write"))) -> dict:
     """Re-read and re-hash every chunk of the project's backups (or the listed ones, or a policy's), skipping
     those verified sound within ``outdated_after_days``. The run is ``pending``; read it back for its result.
     404 CSBS.3001 (a listed backup unknown), 404 CSBS.3000 (unknown policy)."""
@@ -219,7 +219,7 @@ def list_drills(server_id: str | None = Query(None, max_length=64),
 @router.post("/opencsbs/v1/{project_id}/drills", response_model=DrillEnvelope,
              summary="Start a restore drill (extension)")
 def start_drill(body: DrillCreateRequest | None = None,
-                caller: Caller = Depends(require("csbs:verify:run"))) -> dict:
+                caller: Caller = Depends(require("csbs:verify:write"))) -> dict:
     """Restore one backup (``latest``, ``random``, or by ``id``) onto scratch space, compare every byte with its
     recorded hashes, time it, delete the copy. 404 CSBS.3001, 409 CSBS.8204 (no backup to drill)."""
     b = body.drill if body else DrillCreate()
@@ -267,7 +267,7 @@ def list_schedules(caller: Caller = Depends(require("csbs:verify:read"))) -> dic
 
 @router.post("/opencsbs/v1/{project_id}/check_schedules", response_model=ScheduleEnvelope,
              summary="Schedule verify runs or drills (extension)")
-def create_schedule(body: ScheduleCreateRequest, caller: Caller = Depends(require("csbs:verify:run"))) -> dict:
+def create_schedule(body: ScheduleCreateRequest, caller: Caller = Depends(require("csbs:verify:write"))) -> dict:
     """Start a verify run or a drill at every time point of ``pattern`` (checked at each housekeeping pass).
     400 CSBS.9001 (bad pattern or parameters), 404 CSBS.3000 (unknown policy)."""
     b = body.check_schedule
@@ -278,7 +278,7 @@ def create_schedule(body: ScheduleCreateRequest, caller: Caller = Depends(requir
 @router.delete("/opencsbs/v1/{project_id}/check_schedules/{schedule_id}",
                summary="Remove a verify or drill schedule (extension)")
 def delete_schedule(schedule_id: str = Path(..., max_length=64),
-                    caller: Caller = Depends(require("csbs:verify:run"))) -> dict:
+                    caller: Caller = Depends(require("csbs:verify:write"))) -> dict:
     """``{}``; 404 CSBS.8205."""
     verify.delete_schedule(caller.runtime, caller.project_id, schedule_id)
     return {}
