@@ -35,7 +35,7 @@ from opencsbs.core.errors import CSBSError
 from opencsbs.core.timeutil import utcnow
 from opencsbs.db.models import CheckpointItem, Drill, VolumeBackup
 from opencsbs.engine.jobs import JobHandle
-from opencsbs.engine.verify import check_row, mark_damaged
+from opencsbs.engine.verify import check_row, checkable, mark_damaged
 from opencsbs.runtime import Runtime
 
 log = logging.getLogger("opencsbs.engine")
@@ -140,7 +140,7 @@ def _restore(runtime: Runtime, job: JobHandle) -> None:
         if passed:
             row.last_good_drill_at = now
             row.drill_rto_seconds = drill.rto_seconds
-        else:
+        elif checkable(item):  # not a backup deleted while the drill read it
             mark_damaged(item, f"restore drill {drill.id}: " + "; ".join(problems))
 
     if not passed:

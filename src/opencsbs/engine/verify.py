@@ -212,6 +212,8 @@ def record(session: Session, item: CheckpointItem, problems: list[dict], run_id:
     row.verify_result = "damaged" if problems else "ok"
     row.verify_detail = problems
     row.verify_run_id = run_id
+    if not checkable(item):
+        return  # deleted or being deleted while the run read it: nothing to mark
     if problems:
         mark_damaged(item, _describe(problems))
     elif item.status == ItemStatus.ERROR and item.fail_op == FAIL_OP:
