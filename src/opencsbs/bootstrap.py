@@ -30,6 +30,7 @@ from opencsbs.engine.scheduler import Scheduler
 from opencsbs.engine.worker import WorkerPool
 from opencsbs.runtime import Runtime
 from opencsbs.service import policy_runs, replication
+from opencsbs.service import verify as checks
 
 
 def build_runtime(settings: Settings, migrate: bool = True) -> Runtime:
@@ -112,7 +113,7 @@ def make_scheduler(runtime: Runtime, clock: Callable[[], datetime] | None = None
         interval=settings.scheduler_interval,
         retention_every=timedelta(hours=settings.retention_interval_hours),
         name=name,
-        housekeep=lambda: housekeeping.housekeep(runtime),
+        housekeep=lambda: (housekeeping.housekeep(runtime), checks.start_due(runtime, clock() if clock else None)),
         housekeeping_every=settings.engine.housekeeping_seconds,
     )
 

@@ -52,7 +52,7 @@ HTTP_LATENCY = Histogram("opencsbs_http_request_duration_seconds",
                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
 
 #: job kinds and statuses always reported (0 when none), so alert expressions never see a missing series
-JOB_KINDS = ("backup", "restore", "delete")
+JOB_KINDS = ("backup", "restore", "delete", "verify", "drill")
 JOB_STATUSES = ("pending", "running", "done", "failed")
 
 
@@ -146,6 +146,31 @@ class DatabaseCollector(Collector):
         for (project, server), when in got.last_good_backup.items():
             last.add_metric([project, server], when)
         yield last
+        yield from _check_metrics(got)
+
+
+def _check_metrics(got: operations.Figures):
+    """Verify jobs and restore drills (docs/verify.md, "Metrics")."""
+    drill = GaugeMetricFamily("opencsbs_last_good_drill_timestamp_seconds",
+                              "Unix time of the last passed restore drill of each server", labels=["project_id",
+                                                                                                   "server_id"])
+    rto = GaugeMetricFamily("opencsbs_drill_rto_seconds",
+                            "Seconds the last passed restore drill of each server took to restore (its RTO)",
+                            labels=["project_id", "server_id"])
+    for key, when in got.last_good_drill.items():
+        drill.add_metric(list(key), when)
+        rto.add_metric(list(key), got.drill_rto.get(key, 0.0))
+    verified = GaugeMetricFamily("opencsbs_last_verify_timestamp_seconds",
+                                 "Unix time a backup of each server was last verified", labels=["project_id",
+                                                                                                "server_id"])
+    for key, when in got.last_verified.items():
+        verified.add_metric(list(key), when)
+    damaged = GaugeMetricFamily("opencsbs_damaged_backups",
+                                "Backups a verify job or drill found damaged (CSBS status error), by project",
+                                labels=["project_id"])
+    for project, n in got.damaged_backups.items():
+        damaged.add_metric([project], n)
+    yield from (drill, rto, verified, damaged)
 
 
 def registry_for(runtime: Runtime) -> CollectorRegistry:

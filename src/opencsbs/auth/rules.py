@@ -82,6 +82,9 @@ DEFAULT_RULES: dict[str, Rule] = {
     "csbs:locks:write": ADMIN,
     "csbs:locks:bypass_governance": CLOUD_ADMIN,
     "csbs:holds:write": ADMIN,
+    # verify jobs and restore drills (docs/verify.md)
+    "csbs:verify:read": READ,
+    "csbs:verify:write": WRITE,
 }
 
 

@@ -35,7 +35,18 @@ class VerifyReport:
     damaged_indexes: list[tuple[str, str]] = field(default_factory=list)
     damaged_chunks: list[tuple[str, str]] = field(default_factory=list)
     missing_chunks: list[tuple[str, list[str]]] = field(default_factory=list)
+    #: chunk key → the index names that reference it, for every damaged chunk an index references
+    damaged_chunk_indexes: dict[str, list[str]] = field(default_factory=dict)
     seconds: float = 0.0
+
+    def affected_indexes(self) -> list[str]:
+        """Every index that needs a damaged or missing chunk, or is itself damaged (sorted)."""
+        names = {name for name, _ in self.damaged_indexes}
+        for _addr, users in self.missing_chunks:
+            names.update(users)
+        for users in self.damaged_chunk_indexes.values():
+            names.update(users)
+        return sorted(names)
 
     @property
     def ok(self) -> bool:
@@ -97,6 +108,9 @@ def verify_bank(bank: Bank, progress: Progress | None = None) -> VerifyReport:
                 report.missing_chunks.append((addr, sorted(set(referenced[addr]))))
         elif problem is not None:
             report.damaged_chunks.append((key, problem))
+            addr = key.rsplit("/", 1)[-1]
+            if addr in referenced:
+                report.damaged_chunk_indexes[key] = sorted(set(referenced[addr]))
         if progress is not None:
             progress(report.chunks_checked, total)
 
@@ -108,3 +122,82 @@ def verify_bank(bank: Bank, progress: Progress | None = None) -> VerifyReport:
         settle(window.popleft())
     report.seconds = time.monotonic() - started
     return report
+
+
+@dataclass
+class ChunkVerdict:
+    """What re-reading one chunk found: ``problem`` None (sound), ``"damaged"`` or ``"missing"``; ``size`` the
+    plaintext bytes read."""
+
+    address: str
+    problem: str | None
+    reason: str = ""
+    size: int = 0
+
+
+def check_chunks(bank: Bank, lengths: dict[str, int], progress: Progress | None = None,
+                 abort: Callable[[], None] | None = None) -> dict[str, ChunkVerdict]:
+    """Re-read, decrypt, decompress and re-hash each chunk of ``lengths`` (address → expected plaintext length);
+    ``progress(done, total)``; ``abort()`` is called between chunks and may raise to stop. Never raises for
+    damage (only for backend failures): a missing chunk reads ``missing``, a chunk that fails its address or
+    length ``damaged``."""
+
+    def check(addr: str, length: int) -> ChunkVerdict:
+        key = chunk_key(addr)
+        try:
+            data = bank.codec.decode_chunk(bytes.fromhex(addr), bank.store.get(key), length, name=key)
+        except ObjectNotFound:
+            return ChunkVerdict(addr, "missing", "chunk not found")
+        except ChunkDamaged as exc:
+            return ChunkVerdict(addr, "damaged", exc.reason)
+        return ChunkVerdict(addr, None, "", len(data))
+
+    out: dict[str, ChunkVerdict] = {}
+    pool = bank.executor()
+    window: deque[Future] = deque()
+    total = len(lengths)
+
+    def settle(fut: Future) -> None:
+        verdict = fut.result()
+        out[verdict.address] = verdict
+        if progress is not None:
+            progress(len(out), total)
+
+    try:
+        for addr, length in lengths.items():
+            if abort is not None:
+                abort()
+            window.append(pool.submit(check, addr, length))
+            while len(window) > bank.workers * 2:
+                settle(window.popleft())
+        while window:
+            settle(window.popleft())
+    except BaseException:
+        for fut in window:
+            fut.cancel()
+        raise
+    return out
+
+
+def index_chunk_lengths(idx) -> dict[str, int]:
+    """Address → plaintext length of each non-zero chunk of the index ``idx`` (a ``VolumeIndex``)."""
+    return {addr: idx.chunk_length(i) for i, addr in enumerate(idx.chunks) if addr}
+
+
+def compare_restored(bank: Bank, idx, read: Callable[[int, int], bytes]) -> list[int]:
+    """Compare a restored copy of the volume of index ``idx`` with what the index records: re-hash each chunk
+    read back by ``read(offset, length)`` and compare with its address (a zero chunk with the digest of its
+    zeros), then the whole volume with ``volume_hash``. Returns the numbers of the chunks that differ (a volume
+    hash mismatch with every chunk matching, i.e. an index that contradicts itself, returns ``[-1]``)."""
+    bad: list[int] = []
+    vhash = bank.codec.volume_hasher()
+    for i, addr in enumerate(idx.chunks):
+        length = idx.chunk_length(i)
+        digest = bank.codec.digest(read(i * idx.chunk_size, length))
+        expected = bytes.fromhex(addr) if addr else bank.zero_digest(length)
+        if digest != expected:
+            bad.append(i)
+        vhash.update(expected)
+    if not bad and vhash.hexdigest() != idx.volume_hash:
+        bad.append(-1)
+    return bad

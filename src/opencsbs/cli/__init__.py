@@ -15,6 +15,7 @@ from __future__ import annotations
 import click
 
 from opencsbs.cli import backup, bank, db, locks, policy, records, replication, restore, rules, sandbox, serve, token
+from opencsbs.cli import verify as verify_cli
 from opencsbs.cli._common import Ctx, add_state_options
 from opencsbs.cli.errors import OneLineErrors, tidy_help
 
@@ -46,7 +47,7 @@ for _command in (serve.serve, serve.worker, serve.scheduler,
                                           records.backup_delete),
                  records.with_subcommands(restore.restore, "start", records.restore_list, records.restore_show),
                  records.check, token.token, rules.rules, db.db, sandbox.sandbox, policy.policy, bank.bank,
-                 locks.locks, locks.holds, replication.replication):
+                 locks.locks, locks.holds, replication.replication, verify_cli.verify, verify_cli.drill):
     main.add_command(_command)
 bank.bank.add_command(replication.rebuild_catalog)
 add_state_options(main)

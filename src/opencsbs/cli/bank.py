@@ -27,12 +27,29 @@ def _open_bank_or_exit(ctx: Ctx):
         sys.exit(1)
 
 
+def _affected_backups(ctx: Ctx, index_names: list[str]) -> list[dict]:
+    """The backups that need the damaged or missing data (service ``verify.backups_of_indexes``); a database that
+    cannot be read gives an empty list and a note on stderr (the bank report stands on its own)."""
+    from opencsbs.service.verify import backups_of_indexes
+
+    try:
+        runtime = ctx.runtime()
+    except Exception as exc:  # noqa: BLE001 - the bank's report is still worth printing
+        click.echo(f"note: affected backups not named (database: {exc})", err=True)
+        return []
+    try:
+        return backups_of_indexes(runtime, index_names)
+    finally:
+        runtime.close()
+
+
 @bank.command("verify")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 @click.option("--progress/--no-progress", default=None, help="progress bar (default: on a terminal)")
 @pass_ctx
 def bank_verify(ctx: Ctx, as_json: bool, progress: bool | None) -> None:
-    """Re-read every index and every chunk of the bank and report damage (exit code 1 on damage)."""
+    """Re-read every index and every chunk of the bank and report damage and the backups that need the damaged
+    or missing data (exit code 1 on damage). It records nothing: ``opencsbs verify run`` marks the backups."""
     from dataclasses import asdict
 
     the_bank = _open_bank_or_exit(ctx)
@@ -49,8 +66,9 @@ def bank_verify(ctx: Ctx, as_json: bool, progress: bool | None) -> None:
             report = the_bank.verify()
     finally:
         the_bank.close()
+    affected = _affected_backups(ctx, report.affected_indexes()) if not report.ok else []
     if as_json:
-        click.echo(json.dumps({**asdict(report), "ok": report.ok}, indent=2))
+        click.echo(json.dumps({**asdict(report), "ok": report.ok, "affected_backups": affected}, indent=2))
     else:
         click.echo(f"bank {the_bank.store.location}: {report.indexes_checked} indexes, "
                    f"{report.chunks_checked} chunks ({human_bytes(report.bytes_checked)}) checked "
@@ -61,6 +79,12 @@ def bank_verify(ctx: Ctx, as_json: bool, progress: bool | None) -> None:
             click.echo(f"damaged chunk {key}: {reason}")
         for addr, names in report.missing_chunks:
             click.echo(f"missing chunk {addr} (referenced by {', '.join(names)})")
+        for entry in affected:
+            if entry["checkpoint_item_id"] is None:
+                click.echo(f"index {entry['indexes'][0]} belongs to no backup (left for GC)")
+            else:
+                click.echo(f"affected backup {entry['checkpoint_item_id']} (project {entry['project_id']}, server "
+                           f"{entry['resource_name'] or entry['resource_id']}, {entry['status']})")
         click.echo("no damage" if report.ok else
                    f"DAMAGE: {len(report.damaged_indexes)} indexes, {len(report.damaged_chunks)} chunks damaged, "
                    f"{len(report.missing_chunks)} chunks missing")

@@ -123,6 +123,14 @@ LOCK_NOT_FOUND = _c("CSBS.8105", 404, "Retention lock (%s) is not found.")
 HOLD_NOT_FOUND = _c("CSBS.8106", 404, "Legal hold (%s) is not found.")
 HOLD_RELEASED = _c("CSBS.8107", 409, "Legal hold (%s) was already released.")
 
+# --- opencsbs's own (verify jobs and restore drills, docs/verify.md) ---------------------------------------
+VERIFY_RUN_NOT_FOUND = _c("CSBS.8201", 404, "Verify run (%s) is not found.")
+DRILL_NOT_FOUND = _c("CSBS.8202", 404, "Restore drill (%s) is not found.")
+#: recorded as a backup's fail code (status ``error``) when a verify job or a drill finds its data damaged
+BACKUP_DAMAGED = _c("CSBS.8203", 409, "Backup (%s) data is damaged: %s")
+NOTHING_TO_DRILL = _c("CSBS.8204", 409, "No backup to drill: %s")
+CHECK_SCHEDULE_NOT_FOUND = _c("CSBS.8205", 404, "Verify or drill schedule (%s) is not found.")
+
 def lookup(code: str) -> Code:
     """The catalogue entry for ``"CSBS.xxxx"`` (the first one listed; CSBS.9999 is the 500 one);
     an unknown code gets status 400 and an empty template."""

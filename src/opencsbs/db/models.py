@@ -433,3 +433,102 @@ class ReplicationRule(Base):
     policy_id: Mapped[str] = mapped_column(String(36), index=True)
     replica: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+
+class VerifyRun(Base):
+    """A verify job: re-read and re-hash every chunk of the selected backups (docs/verify.md).
+
+    ``selector``: ``{"checkpoint_item_ids": [...] | None, "policy_id": str | None}`` (none: every available backup
+    of the project); ``outdated_after_days``: skip backups verified (ok) within that many days (None: verify all).
+    ``status``: pending | running | ok | damaged | error. ``verified`` / ``skipped``: checkpoint_item ids;
+    ``affected``: ids of every backup of the project that needs a damaged or missing chunk (selected or not);
+    ``problems``: ``[{"chunk", "problem" (damaged|missing), "reason"}]``. ``schedule_id`` set for a scheduled run.
+    """
+
+    __tablename__ = "verify_runs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    selector: Mapped[dict] = mapped_column(JSON, default=dict)
+    outdated_after_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    verified: Mapped[list] = mapped_column(JSON, default=list)
+    skipped: Mapped[list] = mapped_column(JSON, default=list)
+    affected: Mapped[list] = mapped_column(JSON, default=list)
+    problems: Mapped[list] = mapped_column(JSON, default=list)
+    chunks_checked: Mapped[int] = mapped_column(Integer, default=0)
+    bytes_checked: Mapped[int] = mapped_column(BigInteger, default=0)
+    message: Mapped[str] = mapped_column(Text, default="")
+    schedule_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Drill(Base):
+    """A restore drill: one backup restored onto scratch space, every byte checked against its recorded hashes,
+    timed (``rto_seconds``), the scratch copy deleted (docs/verify.md).
+
+    ``choice``: latest | random | id (how ``checkpoint_item_id`` was chosen); ``status``: pending | running |
+    passed | failed (the backup did not restore byte-exact) | error (the drill itself could not run)."""
+
+    __tablename__ = "drills"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    checkpoint_item_id: Mapped[str] = mapped_column(String(36), index=True)
+    resource_id: Mapped[str] = mapped_column(String(64), default="")
+    resource_name: Mapped[str] = mapped_column(String(255), default="")
+    choice: Mapped[str] = mapped_column(String(16), default="id")
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    rto_seconds: Mapped[float | None] = mapped_column(nullable=True)
+    bytes_restored: Mapped[int] = mapped_column(BigInteger, default=0)
+    volumes: Mapped[list] = mapped_column(JSON, default=list)
+    message: Mapped[str] = mapped_column(Text, default="")
+    schedule_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class BackupCheck(Base):
+    """What verify jobs and drills last found of one backup (checkpoint_item): one row per backup.
+
+    ``verify_result``: ok | damaged (a chunk it needs is damaged or missing); ``verify_detail``: the chunks;
+    ``drill_result``: passed | failed; ``last_good_drill_at`` / ``drill_rto_seconds``: the last passed drill."""
+
+    __tablename__ = "backup_checks"
+
+    checkpoint_item_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    resource_id: Mapped[str] = mapped_column(String(64), default="")
+    last_verified_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    verify_result: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    verify_detail: Mapped[list] = mapped_column(JSON, default=list)
+    verify_run_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    last_drill_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    drill_result: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    drill_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    last_good_drill_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    drill_rto_seconds: Mapped[float | None] = mapped_column(nullable=True)
+
+
+class CheckSchedule(Base):
+    """A project's schedule of verify jobs or drills: ``kind`` verify | drill, ``pattern`` an RRULE as a policy's
+    (``core.schedule``), ``parameters`` the run's (verify: ``policy_id``, ``outdated_after_days``; drill:
+    ``choice``, ``server_id``). The housekeeping tick starts a run when ``next_run_at`` has passed."""
+
+    __tablename__ = "check_schedules"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    pattern: Mapped[str] = mapped_column(Text)
+    start_time: Mapped[datetime] = mapped_column(DateTime)
+    next_run_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+    parameters: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -101,6 +101,13 @@ class Figures:
     #: Unix time of the newest available backup by (project_id, server_id); 0.0 for a server bound to a policy
     #: that has none
     last_good_backup: dict[tuple[str, str], float] = field(default_factory=dict)
+    #: Unix time of the last passed restore drill, and its RTO (seconds), by (project_id, server_id)
+    last_good_drill: dict[tuple[str, str], float] = field(default_factory=dict)
+    drill_rto: dict[tuple[str, str], float] = field(default_factory=dict)
+    #: Unix time a backup of the server was last verified, by (project_id, server_id)
+    last_verified: dict[tuple[str, str], float] = field(default_factory=dict)
+    #: backups a verify job or drill found damaged (CSBS status ``error``, fail op ``verify``), by project_id
+    damaged_backups: dict[str, int] = field(default_factory=dict)
 
 
 def _unix(when: datetime | None) -> float:
@@ -143,4 +150,29 @@ def figures(runtime: Runtime, kinds: tuple[str, ...] = ("backup", "restore", "de
                 select(Policy.project_id, PolicyResource.resource_id)
                 .join(Policy, Policy.id == PolicyResource.policy_id)):
             out.last_good_backup.setdefault((project, server), 0.0)
+        _check_figures(session, out)
     return out
+
+
+def _check_figures(session, out: Figures) -> None:
+    """The verify and drill figures of :class:`Figures` (docs/verify.md, "Metrics")."""
+    from opencsbs.db.models import BackupCheck, Drill
+
+    last = (select(Drill.project_id, Drill.resource_id, func.max(Drill.finished_at).label("at"))
+            .where(Drill.status == "passed").group_by(Drill.project_id, Drill.resource_id).subquery())
+    for project, server, at, rto in session.execute(
+            select(Drill.project_id, Drill.resource_id, Drill.finished_at, Drill.rto_seconds)
+            .join(last, (Drill.project_id == last.c.project_id) & (Drill.resource_id == last.c.resource_id)
+                  & (Drill.finished_at == last.c.at))
+            .where(Drill.status == "passed")):
+        out.last_good_drill[(project, server)] = _unix(at)
+        out.drill_rto[(project, server)] = float(rto or 0.0)
+    for project, server, at in session.execute(
+            select(BackupCheck.project_id, BackupCheck.resource_id, func.max(BackupCheck.last_verified_at))
+            .where(BackupCheck.last_verified_at.is_not(None))
+            .group_by(BackupCheck.project_id, BackupCheck.resource_id)):
+        out.last_verified[(project, server)] = _unix(at)
+    out.damaged_backups = {project: n for project, n in session.execute(
+        select(CheckpointItem.project_id, func.count())
+        .where(CheckpointItem.status == "error", CheckpointItem.fail_op == "verify")
+        .group_by(CheckpointItem.project_id))}
