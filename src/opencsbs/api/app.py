@@ -23,12 +23,13 @@ from opencsbs.api.input_guard import InputGuard
 from opencsbs.api.metrics import router as metrics_router
 from opencsbs.api.observe import Observe, RouteMark
 from opencsbs.api.routes import backups, extensions, locks, policies, providers, resources, restores, tags, versions
+from opencsbs.api.routes import cancels
 from opencsbs.api.schemas.common import ErrorBody
 from opencsbs.core import codes
 from opencsbs.runtime import Runtime
 
 ROUTERS = [versions.router, providers.router, resources.router, backups.router, restores.router, policies.router,
-           tags.router, extensions.router, locks.router, health_router, metrics_router]
+           tags.router, extensions.router, locks.router, health_router, metrics_router, cancels.router]
 
 
 class BodyLimit:

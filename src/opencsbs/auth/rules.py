@@ -82,6 +82,8 @@ DEFAULT_RULES: dict[str, Rule] = {
     "csbs:locks:write": ADMIN,
     "csbs:locks:bypass_governance": CLOUD_ADMIN,
     "csbs:holds:write": ADMIN,
+    # cancelling a running backup or restore (docs/engine.md)
+    "csbs:jobs:cancel": WRITE,
 }
 
 

@@ -133,28 +133,72 @@ CLI_USER = "opencsbs-cli"
 RUNNING = (RestoreStatus.IN_PROGRESS, ItemStatus.PROTECTING, ItemStatus.WAITING_RESTORE, ItemStatus.RESTORING)
 
 
-def follow(runtime, read_progress: Callable[[], tuple[str, int]], label: str, running=RUNNING) -> str:
-    """Run jobs in this process too (so it finishes without a running server) and show a progress bar until
-    ``read_progress()`` returns a status not in ``running``; returns that status."""
+class Interrupted(click.ClickException):
+    """Ctrl-C while following a job: the job goes on in the service; exit code 130 (as a shell's SIGINT)."""
+
+    exit_code = 130
+
+    def show(self, file=None) -> None:
+        click.echo(self.message, err=True)
+
+
+def follow(runtime, read_progress: Callable[[], tuple[str, int]], label: str, running=RUNNING,
+           target_id: str | None = None, interrupted: str = "") -> str:
+    """Run the job of ``target_id`` (a checkpoint_item or restore id) in this process too, and only that job, so
+    it finishes without a running server; show a progress bar until ``read_progress()`` returns a status not in
+    ``running``; returns that status.
+
+    Ctrl-C stops following (this process gives the job back at its next progress report, so a running
+    ``serve``/``worker`` takes it over) and raises :class:`Interrupted` (exit 130) with the message
+    ``interrupted``: what goes on and the commands to follow or cancel it."""
+    import threading
     import time
 
-    from opencsbs.bootstrap import start_workers
+    from opencsbs.engine.worker import Worker, worker_name
 
-    pool = start_workers(runtime, 1, prefix="cli")
-    status, percent = read_progress()
-    with click.progressbar(length=100, label=label, show_percent=True, file=sys.stderr) as bar:
-        shown = 0
-        while True:
-            status, percent = read_progress()
-            if percent > shown:
-                bar.update(percent - shown)
-                shown = percent
-            if status not in running:
-                break
-            time.sleep(0.3)
-    if pool is not None:
-        pool.stop()
+    worker = None
+    thread = None
+    if target_id is not None:
+        worker = Worker(runtime, worker_name("cli"), target_id=target_id)
+        thread = threading.Thread(target=worker.run_forever, name=worker.name, daemon=True)
+        thread.start()
+    try:
+        with click.progressbar(length=100, label=label, show_percent=True, file=sys.stderr) as bar:
+            shown = 0
+            while True:
+                status, percent = read_progress()
+                if percent > shown:
+                    bar.update(percent - shown)
+                    shown = percent
+                if status not in running:
+                    break
+                time.sleep(0.3)
+    except KeyboardInterrupt:
+        _stop(worker, thread)
+        raise Interrupted(interrupted or "interrupted: the job goes on in the service") from None
+    _stop(worker, thread)
     return status
+
+
+def _stop(worker, thread) -> None:
+    """Stop the CLI's own worker: a running step is given back at its next progress report."""
+    if worker is None:
+        return
+    worker.stop.set()
+    if worker.current is not None:
+        worker.current.lost.set()
+    thread.join(30)
+
+
+def workers_warning(runtime) -> str | None:
+    """A warning line when no ``serve``/``worker`` process has been seen recently (engine/worker.py
+    ``workers_seen``: their heartbeat rows), else None."""
+    from opencsbs.engine.worker import SEEN_RECENT, workers_seen
+
+    if workers_seen(runtime.sessions) > 0:
+        return None
+    return (f"warning: no opencsbs serve or worker has been seen in the last {int(SEEN_RECENT)} s: the job waits "
+            "until one runs (or use --wait to run it here)")
 
 
 def _set_data_dir(ctx: click.Context, _param, value):

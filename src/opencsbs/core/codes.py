@@ -123,6 +123,9 @@ LOCK_NOT_FOUND = _c("CSBS.8105", 404, "Retention lock (%s) is not found.")
 HOLD_NOT_FOUND = _c("CSBS.8106", 404, "Legal hold (%s) is not found.")
 HOLD_RELEASED = _c("CSBS.8107", 409, "Legal hold (%s) was already released.")
 
+# --- opencsbs's own (cancelling a job, docs/engine.md): not in the appendix, same body shape ---
+JOB_ENDED = _c("CSBS.8201", 409, "%s (%s) has already ended (status %s): nothing to cancel.")
+
 def lookup(code: str) -> Code:
     """The catalogue entry for ``"CSBS.xxxx"`` (the first one listed; CSBS.9999 is the 500 one);
     an unknown code gets status 400 and an empty template."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from opencsbs.bank.errors import BankUnavailable
 from opencsbs.clouds.base import CloudUnavailable
 from opencsbs.core.errors import CSBSError
 from opencsbs.engine.backup import fail_backup, run_backup
@@ -18,4 +19,4 @@ Failer = Callable[[Runtime, JobHandle, CSBSError], None]
 
 RUNNERS: dict[str, Runner] = {"backup": run_backup, "restore": run_restore, "delete": run_delete}
 FAILERS: dict[str, Failer] = {"backup": fail_backup, "restore": fail_restore, "delete": fail_delete}
-TRANSIENT: tuple[type[Exception], ...] = (CloudUnavailable, Retry)
+TRANSIENT: tuple[type[Exception], ...] = (CloudUnavailable, Retry, BankUnavailable)
