@@ -133,6 +133,18 @@ CLI_USER = "opencsbs-cli"
 RUNNING = (RestoreStatus.IN_PROGRESS, ItemStatus.PROTECTING, ItemStatus.WAITING_RESTORE, ItemStatus.RESTORING)
 
 
+class DefaultGroup(click.Group):
+    """A command group whose first argument, when it names none of its subcommands, goes to the subcommand
+    ``default`` (``opencsbs backup SERVER`` and ``opencsbs backup cancel ITEM``)."""
+
+    default = ""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = [self.default, *args]
+        return super().parse_args(ctx, args)
+
+
 class Interrupted(click.ClickException):
     """Ctrl-C while following a job: the job goes on in the service; exit code 130 (as a shell's SIGINT)."""
 
@@ -154,12 +166,12 @@ def follow(runtime, read_progress: Callable[[], tuple[str, int]], label: str, ru
     import threading
     import time
 
-    from opencsbs.engine.worker import Worker, worker_name
+    from opencsbs.service import jobs
 
     worker = None
     thread = None
     if target_id is not None:
-        worker = Worker(runtime, worker_name("cli"), target_id=target_id)
+        worker = jobs.worker_for(runtime, target_id)
         thread = threading.Thread(target=worker.run_forever, name=worker.name, daemon=True)
         thread.start()
     try:
@@ -190,15 +202,37 @@ def _stop(worker, thread) -> None:
     thread.join(30)
 
 
+def finish_cancel(runtime, kind: str, target_id: str, read_progress: Callable[[], tuple[str, int]],
+                  running=RUNNING) -> str:
+    """Wait for the cancelled ``kind`` job of ``target_id`` to end and return its final status (from
+    ``read_progress()``): run it here when no worker holds it (its failure path runs at once), otherwise wait
+    for the worker holding it to notice (at its next heartbeat or progress write); gives up after
+    max(120 s, 3 leases) and returns the status then."""
+    import time
+
+    from opencsbs.service import jobs
+
+    worker = jobs.worker_for(runtime, target_id)
+    deadline = time.monotonic() + max(120.0, 3 * runtime.settings.engine.lease_seconds)
+    while True:
+        status, _ = read_progress()
+        if status not in running or time.monotonic() > deadline:
+            return status
+        if jobs.job_holder(runtime, kind, target_id) is None:
+            worker.run_one()
+        else:
+            time.sleep(0.5)
+
+
 def workers_warning(runtime) -> str | None:
     """A warning line when no ``serve``/``worker`` process has been seen recently (engine/worker.py
     ``workers_seen``: their heartbeat rows), else None."""
-    from opencsbs.engine.worker import SEEN_RECENT, workers_seen
+    from opencsbs.service import jobs
 
-    if workers_seen(runtime.sessions) > 0:
+    if jobs.workers_seen(runtime) > 0:
         return None
-    return (f"warning: no opencsbs serve or worker has been seen in the last {int(SEEN_RECENT)} s: the job waits "
-            "until one runs (or use --wait to run it here)")
+    return ("warning: no opencsbs serve or worker has been seen in the last minute: the job waits until one "
+            "runs (or use --wait to run it here)")
 
 
 def _set_data_dir(ctx: click.Context, _param, value):

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from opencsbs.api.deps import Caller, require
 from opencsbs.api.schemas.common import ERRORS, ErrorBody
-from opencsbs.service import cancels
+from opencsbs.service import jobs
 
 router = APIRouter(tags=["opencsbs extensions: cancelling jobs"], responses={**ERRORS, 409: {"model": ErrorBody}})
 
@@ -37,7 +37,7 @@ def cancel_backup(checkpoint_item_id: str = Path(..., max_length=64),
                   caller: Caller = Depends(require("csbs:jobs:cancel"))) -> dict:
     """Ask the backup of this checkpoint_item to stop; it ends ``error`` with ``fail_reason`` "cancelled by
     <user>", its snapshot and partial bank data dropped, the server free again."""
-    return {"cancel": cancels.cancel_backup(caller.runtime, caller.principal, caller.project_id,
+    return {"cancel": jobs.cancel_backup(caller.runtime, caller.principal, caller.project_id,
                                             checkpoint_item_id)}
 
 
@@ -47,4 +47,4 @@ def cancel_restore(restore_id: str = Path(..., max_length=64),
                    caller: Caller = Depends(require("csbs:jobs:cancel"))) -> dict:
     """Ask this restore to stop before its next chunk write; it ends ``error`` saying per disk what was
     written."""
-    return {"cancel": cancels.cancel_restore(caller.runtime, caller.principal, caller.project_id, restore_id)}
+    return {"cancel": jobs.cancel_restore(caller.runtime, caller.principal, caller.project_id, restore_id)}

@@ -1,4 +1,5 @@
-"""Cancel a running backup or restore (an opencsbs extension, docs/engine.md "Cancelling a job").
+"""Job control for the API and the CLI: cancel a running backup or restore (an opencsbs extension, docs/engine.md
+"Cancelling a job"), whether a service's worker runs, and a worker for one backup's or restore's job only.
 
 The use cases only ask: they write ``cancel_requested`` ("cancelled by <user>") on the job row
 (:func:`opencsbs.engine.jobs.request_cancel`); the worker running the job sees it at its next heartbeat, step
@@ -75,3 +76,25 @@ def job_holder(runtime: Runtime, kind: str, target_id: str) -> str | None:
     if row is None or row.lease_until is None or row.lease_until < utcnow():
         return None
     return row.owner
+
+
+def restore_project(runtime: Runtime, restore_id: str) -> str | None:
+    """The project of restore ``restore_id`` (any project), None when there is no such restore."""
+    with runtime.sessions() as session:
+        restore = session.get(Restore, restore_id)
+        return restore.project_id if restore is not None else None
+
+
+def workers_seen(runtime: Runtime) -> int:
+    """How many ``serve``/``worker`` workers were seen recently (their heartbeat rows, engine/worker.py)."""
+    from opencsbs.engine.worker import workers_seen as seen
+
+    return seen(runtime.sessions)
+
+
+def worker_for(runtime: Runtime, target_id: str, prefix: str = "cli"):
+    """An :class:`~opencsbs.engine.worker.Worker` that runs only the jobs of ``target_id`` (a checkpoint_item or
+    restore id) and writes no heartbeat row: ``run_one()`` or ``run_forever()`` until its ``stop`` is set."""
+    from opencsbs.engine.worker import Worker, worker_name
+
+    return Worker(runtime, worker_name(prefix), target_id=target_id)
