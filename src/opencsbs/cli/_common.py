@@ -163,18 +163,18 @@ def follow(runtime, read_progress: Callable[[], tuple[str, int]], label: str, ru
     Ctrl-C stops following (this process gives the job back at its next progress report, so a running
     ``serve``/``worker`` takes it over) and raises :class:`Interrupted` (exit 130) with the message
     ``interrupted``: what goes on and the commands to follow or cancel it."""
-    import threading
-    import time
-
-    from opencsbs.service import jobs
-
     worker = None
     thread = None
-    if target_id is not None:
-        worker = jobs.worker_for(runtime, target_id)
-        thread = threading.Thread(target=worker.run_forever, name=worker.name, daemon=True)
-        thread.start()
     try:
+        import threading
+        import time
+
+        from opencsbs.service import jobs
+
+        if target_id is not None:
+            worker = jobs.worker_for(runtime, target_id)
+            thread = threading.Thread(target=worker.run_forever, name=worker.name, daemon=True)
+            thread.start()
         with click.progressbar(length=100, label=label, show_percent=True, file=sys.stderr) as bar:
             shown = 0
             while True:
@@ -194,7 +194,7 @@ def follow(runtime, read_progress: Callable[[], tuple[str, int]], label: str, ru
 
 def _stop(worker, thread) -> None:
     """Stop the CLI's own worker: a running step is given back at its next progress report."""
-    if worker is None:
+    if worker is None or thread is None:
         return
     worker.stop.set()
     if worker.current is not None:

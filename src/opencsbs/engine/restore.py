@@ -212,7 +212,7 @@ def fail_restore(runtime: Runtime, job: JobHandle, error: CSBSError) -> None:
         restore = session.get(Restore, job.target_id)
         target = (restore.target_server_id, bool((restore.parameters or {}).get("power_on"))) if restore else None
     reason = error.error_msg
-    if target is not None and job.step != "start":  # the check's refusal already says nothing was touched
+    if target is not None and not reason.startswith("restore refused"):  # a refusal says nothing was touched
         reason = f"{reason}; {_written_report(runtime, job)}; {_power_after_failure(runtime, job, *target)}"
 
     def apply(session: Session) -> None:
