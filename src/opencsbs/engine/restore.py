@@ -20,13 +20,12 @@ again when the user asked for ``power_on``), item back to ``available``, lock re
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from sqlalchemy.orm import Session
 
-import logging
-
-from opencsbs.bank.errors import BankError
+from opencsbs.bank.errors import BankError, BankUnavailable
 from opencsbs.bank.face import VolumeStore
 from opencsbs.clouds.base import data_path
 from opencsbs.core import codes
@@ -74,7 +73,7 @@ def _mapping(runtime: Runtime, job: JobHandle) -> tuple[list[tuple[str, str]], d
 def _check(runtime: Runtime, job: JobHandle) -> None:
     """Step ``start``: every chunk of every disk backup present and intact, nothing touched yet → ``power_off``.
     Raises CSBSError (CSBS.9999) naming the disk and the bank's finding: the restore then fails with nothing
-    written and the server as it was."""
+    written and the server as it was; ``BankUnavailable`` as it comes (transient)."""
     mapping, names, _sizes = _mapping(runtime, job)
     bank: VolumeStore = runtime.bank
     for backup_id, volume_id in mapping:
@@ -84,6 +83,8 @@ def _check(runtime: Runtime, job: JobHandle) -> None:
                             "no data in the bank; nothing written, server left as it was")
         try:
             bank.check_volume(names[backup_id], progress=lambda _d, _t: job.check())
+        except BankUnavailable:  # transient: the job is tried again later
+            raise
         except BankError as exc:
             raise CSBSError(codes.INTERNAL_ERROR, message=f"restore refused: the backup of disk {volume_id} is "
                             f"not restorable ({exc}); nothing written, server left as it was") from exc
