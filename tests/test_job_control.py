@@ -74,7 +74,7 @@ def test_cancel_needs_the_write_rule_and_is_in_the_openapi_document(demo, make_t
     client, headers = demo
     reader = {"X-Auth-Token": make_token("demo", "reader")}
     r = client.post("/opencsbs/v1/demo/restores/x/cancel", headers=reader)
-    assert r.status_code == 403 and "csbs:jobs:cancel" in r.json()["error_msg"]
+    assert r.status_code == 403 and "csbs:jobs:write" in r.json()["error_msg"]
     paths = client.get("/openapi.json").json()["paths"]
     assert "post" in paths["/opencsbs/v1/{project_id}/checkpoint_items/{checkpoint_item_id}/cancel"]
     assert "post" in paths["/opencsbs/v1/{project_id}/restores/{restore_id}/cancel"]

@@ -83,7 +83,7 @@ DEFAULT_RULES: dict[str, Rule] = {
     "csbs:locks:bypass_governance": CLOUD_ADMIN,
     "csbs:holds:write": ADMIN,
     # cancelling a running backup or restore (docs/engine.md)
-    "csbs:jobs:cancel": WRITE,
+    "csbs:jobs:write": WRITE,
 }
 
 
