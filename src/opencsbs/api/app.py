@@ -25,13 +25,14 @@ from opencsbs.api.observe import Observe, RouteMark
 from opencsbs.api.routes import backups, extensions, locks, policies, providers, resources, restores, tags, versions
 from opencsbs.api.routes import replication as replication_routes
 from opencsbs.api.routes import verify as verify_routes
+from opencsbs.api.routes import cancels
 from opencsbs.api.schemas.common import ErrorBody
 from opencsbs.core import codes
 from opencsbs.runtime import Runtime
 
 ROUTERS = [versions.router, providers.router, resources.router, backups.router, restores.router, policies.router,
            tags.router, extensions.router, locks.router, replication_routes.router, verify_routes.router,
-           health_router, metrics_router]
+           health_router, metrics_router, cancels.router]
 
 
 class BodyLimit:

@@ -85,6 +85,8 @@ DEFAULT_RULES: dict[str, Rule] = {
     # verify jobs and restore drills (docs/verify.md)
     "csbs:verify:read": READ,
     "csbs:verify:write": WRITE,
+    # cancelling a running backup or restore (docs/engine.md)
+    "csbs:jobs:write": WRITE,
 }
 
 

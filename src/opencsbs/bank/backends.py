@@ -8,6 +8,7 @@ temporary file + ``rename``; S3: a single PUT). Times are POSIX seconds (float, 
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
 import time
 import uuid
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from opencsbs.bank.errors import BankConfigError, ObjectNotFound
+from opencsbs.bank.errors import BankConfigError, BankUnavailable, ObjectNotFound
 from opencsbs.blockio.direct import ALIGN, open_direct, pwrite_direct
 from opencsbs.blockio.sparse import start_writeback
 
@@ -220,10 +221,16 @@ class S3Store(ObjectStore):
 
     Checksums are only sent/validated when the operation requires them (``when_required``), which every
     S3-compatible server accepts. The bucket is created when missing.
+
+    Transient failures (connection refused or reset, timeouts, throttling, 5xx) are retried by botocore's
+    ``standard`` retry mode: ``max_attempts`` tries in all, with exponential backoff and jitter (at most 20 s
+    between two); connect timeout ``connect_timeout`` s, read timeout ``read_timeout`` s. What still fails after
+    that raises :class:`~opencsbs.bank.errors.BankUnavailable` with one line (the endpoint and the cause).
     """
 
     def __init__(self, endpoint: str | None, bucket: str, access_key: str | None, secret_key: str | None,
-                 region: str = "us-east-1", prefix: str = "", max_connections: int = 16):
+                 region: str = "us-east-1", prefix: str = "", max_connections: int = 16, max_attempts: int = 5,
+                 connect_timeout: float = 10, read_timeout: float = 120):
         import boto3
         from botocore.config import Config
 
@@ -234,16 +241,35 @@ class S3Store(ObjectStore):
         self.location = f"s3 {endpoint or 'aws'} bucket {bucket}" + (f" prefix {self.prefix}" if self.prefix else "")
         cfg = Config(s3={"addressing_style": "path"}, request_checksum_calculation="when_required",
                      response_checksum_validation="when_required", max_pool_connections=max_connections,
-                     retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=120)
+                     retries={"max_attempts": max_attempts, "mode": "standard"}, connect_timeout=connect_timeout,
+                     read_timeout=read_timeout)
         self.client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access_key,
                                    aws_secret_access_key=secret_key, region_name=region, config=cfg)
         self._ensure_bucket()
+
+    @contextlib.contextmanager
+    def _reach(self) -> Iterator[None]:
+        """Turn an unreachable or failing server (after botocore's retries) into :class:`BankUnavailable`."""
+        from botocore.exceptions import ClientError, HTTPClientError
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+
+        try:
+            yield
+        except (BotoConnectionError, HTTPClientError) as exc:
+            raise BankUnavailable(f"{self.location} unreachable: {exc}") from None
+        except ClientError as exc:
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if status >= 500 or code in ("SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError"):
+                raise BankUnavailable(f"{self.location} failed: {exc}") from None
+            raise
 
     def _ensure_bucket(self) -> None:
         from botocore.exceptions import ClientError
 
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            with self._reach():
+                self.client.head_bucket(Bucket=self.bucket)
             return
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
@@ -265,13 +291,15 @@ class S3Store(ObjectStore):
         return code in ("404", "NoSuchKey", "NotFound")
 
     def put(self, key: str, data: bytes, sync: bool = True) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=data)
+        with self._reach():
+            self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=data)
 
     def get(self, key: str) -> bytes:
         from botocore.exceptions import ClientError
 
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._k(key))["Body"].read()
+            with self._reach():
+                return self.client.get_object(Bucket=self.bucket, Key=self._k(key))["Body"].read()
         except ClientError as exc:
             if self._missing(exc):
                 raise ObjectNotFound(key) from None
@@ -281,7 +309,8 @@ class S3Store(ObjectStore):
         from botocore.exceptions import ClientError
 
         try:
-            r = self.client.head_object(Bucket=self.bucket, Key=self._k(key))
+            with self._reach():
+                r = self.client.head_object(Bucket=self.bucket, Key=self._k(key))
         except ClientError as exc:
             if self._missing(exc):
                 return None
@@ -293,23 +322,26 @@ class S3Store(ObjectStore):
 
         # a server-side copy onto itself renews LastModified without moving the data through the client
         try:
-            self.client.copy_object(Bucket=self.bucket, Key=self._k(key),
-                                    CopySource={"Bucket": self.bucket, "Key": self._k(key)},
-                                    MetadataDirective="REPLACE", Metadata={"touched": str(int(time.time()))})
+            with self._reach():
+                self.client.copy_object(Bucket=self.bucket, Key=self._k(key),
+                                        CopySource={"Bucket": self.bucket, "Key": self._k(key)},
+                                        MetadataDirective="REPLACE", Metadata={"touched": str(int(time.time()))})
         except ClientError as exc:
             if self._missing(exc):
                 raise ObjectNotFound(key) from None
             raise
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._k(key))
+        with self._reach():
+            self.client.delete_object(Bucket=self.bucket, Key=self._k(key))
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")
         n = len(self.prefix)
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._k(prefix)):
-            for obj in page.get("Contents", []) or []:
-                yield ObjectInfo(obj["Key"][n:], int(obj["Size"]), obj["LastModified"].timestamp())
+        with self._reach():
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._k(prefix)):
+                for obj in page.get("Contents", []) or []:
+                    yield ObjectInfo(obj["Key"][n:], int(obj["Size"]), obj["LastModified"].timestamp())
 
     def close(self) -> None:
         self.client.close()

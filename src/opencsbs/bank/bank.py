@@ -499,6 +499,42 @@ class Bank:
             return data
         return None
 
+    def check_volume(self, index_name: str, progress: Progress | None = None) -> int:
+        """Check that every chunk of the volume backup ``index_name`` is present and intact (read, decrypted,
+        decompressed and hashed against its address, as a restore would), writing nothing; returns how many
+        chunks it checked. ``progress(bytes_checked, size)``. Raises :class:`IndexNotFound`,
+        :class:`ChunkMissing`, :class:`ChunkDamaged`, :class:`BankError`."""
+        idx = self.read_index(index_name)
+        pool = self.executor()
+        window: deque[tuple[int, Future]] = deque()
+        limit = self.workers * 2
+        done = checked = 0
+        try:
+            for i, addr in enumerate(idx.chunks):
+                if not addr:
+                    done += idx.chunk_length(i)
+                    continue
+                window.append((i, pool.submit(self._get_chunk, addr, idx.chunk_length(i))))
+                while len(window) > limit:
+                    j, fut = window.popleft()
+                    fut.result()
+                    checked += 1
+                    done += idx.chunk_length(j)
+                    if progress is not None:
+                        progress(done, idx.size)
+            while window:
+                j, fut = window.popleft()
+                fut.result()
+                checked += 1
+                done += idx.chunk_length(j)
+                if progress is not None:
+                    progress(done, idx.size)
+        except BaseException:
+            for _i, fut in window:
+                fut.cancel()
+            raise
+        return checked
+
     def restore_volume(self, index_name: str, writer: BlockWriter, progress: Progress | None = None) -> RestoreStats:
         """Write the volume backup ``index_name`` onto ``writer`` (its first ``size`` bytes), byte-exact.
 

@@ -15,6 +15,11 @@ class BankConfigError(BankError):
     """The bank settings cannot be used (missing S3 credentials, unreadable key file, bad key length...)."""
 
 
+class BankUnavailable(BankError):
+    """The bank's backend cannot be reached or answers with a server error (S3 connection refused, timeout, 5xx)
+    after the backend's own retries: transient, a job that meets it is tried again later."""
+
+
 class BankKeyError(BankError):
     """The encryption key does not match the bank (wrong key, or a key missing for an encrypted bank)."""
 

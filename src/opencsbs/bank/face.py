@@ -2,7 +2,7 @@
 
 :class:`VolumeStore` is what a job step needs of a bank, and no more (restic's ``BlobSaver``/``Loader`` idea):
 :class:`opencsbs.bank.Bank` implements it (``Bank.backup_volume``, ``Bank.restore_volume``,
-``Bank.delete_index``). Offsets and sizes are in bytes; ``progress(bytes_done, bytes_total)``.
+``Bank.check_volume``, ``Bank.delete_index``). Offsets and sizes are in bytes; ``progress(bytes_done, bytes_total)``.
 """
 
 from __future__ import annotations
@@ -32,6 +32,11 @@ class VolumeStore(Protocol):
                        progress: Callable[[int, int], None] | None = None) -> RestoreStats:
         """Write the volume backup ``index_name`` onto ``writer``, byte-exact. Raises ``IndexNotFound``,
         ``ChunkMissing``, ``ChunkDamaged``, ``BankError``."""
+        ...
+
+    def check_volume(self, index_name: str, progress: Callable[[int, int], None] | None = None) -> int:
+        """Check that every chunk of ``index_name`` is present and intact (hash-checked), writing nothing; the
+        number of chunks checked. Raises ``IndexNotFound``, ``ChunkMissing``, ``ChunkDamaged``, ``BankError``."""
         ...
 
     def delete_index(self, index_name: str) -> None:

@@ -139,28 +139,106 @@ CLI_USER = "opencsbs-cli"
 RUNNING = (RestoreStatus.IN_PROGRESS, ItemStatus.PROTECTING, ItemStatus.WAITING_RESTORE, ItemStatus.RESTORING)
 
 
-def follow(runtime, read_progress: Callable[[], tuple[str, int]], label: str, running=RUNNING) -> str:
-    """Run jobs in this process too (so it finishes without a running server) and show a progress bar until
-    ``read_progress()`` returns a status not in ``running``; returns that status."""
+class DefaultGroup(click.Group):
+    """A command group whose first argument, when it names none of its subcommands, goes to the subcommand
+    ``default`` (``opencsbs backup SERVER`` and ``opencsbs backup cancel ITEM``)."""
+
+    default = ""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = [self.default, *args]
+        return super().parse_args(ctx, args)
+
+
+class Interrupted(click.ClickException):
+    """Ctrl-C while following a job: the job goes on in the service; exit code 130 (as a shell's SIGINT)."""
+
+    exit_code = 130
+
+    def show(self, file=None) -> None:
+        click.echo(self.message, err=True)
+
+
+def follow(runtime, read_progress: Callable[[], tuple[str, int]], label: str, running=RUNNING,
+           target_id: str | None = None, interrupted: str = "") -> str:
+    """Run the job of ``target_id`` (a checkpoint_item or restore id) in this process too, and only that job, so
+    it finishes without a running server; show a progress bar until ``read_progress()`` returns a status not in
+    ``running``; returns that status.
+
+    Ctrl-C stops following (this process gives the job back at its next progress report, so a running
+    ``serve``/``worker`` takes it over) and raises :class:`Interrupted` (exit 130) with the message
+    ``interrupted``: what goes on and the commands to follow or cancel it."""
+    worker = None
+    thread = None
+    try:
+        import threading
+        import time
+
+        from opencsbs.service import jobs
+
+        if target_id is not None:
+            worker = jobs.worker_for(runtime, target_id)
+            thread = threading.Thread(target=worker.run_forever, name=worker.name, daemon=True)
+            thread.start()
+        with click.progressbar(length=100, label=label, show_percent=True, file=sys.stderr) as bar:
+            shown = 0
+            while True:
+                status, percent = read_progress()
+                if percent > shown:
+                    bar.update(percent - shown)
+                    shown = percent
+                if status not in running:
+                    break
+                time.sleep(0.3)
+    except KeyboardInterrupt:
+        _stop(worker, thread)
+        raise Interrupted(interrupted or "interrupted: the job goes on in the service") from None
+    _stop(worker, thread)
+    return status
+
+
+def _stop(worker, thread) -> None:
+    """Stop the CLI's own worker: a running step is given back at its next progress report."""
+    if worker is None or thread is None:
+        return
+    worker.stop.set()
+    if worker.current is not None:
+        worker.current.lost.set()
+    thread.join(30)
+
+
+def finish_cancel(runtime, kind: str, target_id: str, read_progress: Callable[[], tuple[str, int]],
+                  running=RUNNING) -> str:
+    """Wait for the cancelled ``kind`` job of ``target_id`` to end and return its final status (from
+    ``read_progress()``): run it here when no worker holds it (its failure path runs at once), otherwise wait
+    for the worker holding it to notice (at its next heartbeat or progress write); gives up after
+    max(120 s, 3 leases) and returns the status then."""
     import time
 
-    from opencsbs.bootstrap import start_workers
+    from opencsbs.service import jobs
 
-    pool = start_workers(runtime, 1, prefix="cli")
-    status, percent = read_progress()
-    with click.progressbar(length=100, label=label, show_percent=True, file=sys.stderr) as bar:
-        shown = 0
-        while True:
-            status, percent = read_progress()
-            if percent > shown:
-                bar.update(percent - shown)
-                shown = percent
-            if status not in running:
-                break
-            time.sleep(0.3)
-    if pool is not None:
-        pool.stop()
-    return status
+    worker = jobs.worker_for(runtime, target_id)
+    deadline = time.monotonic() + max(120.0, 3 * runtime.settings.engine.lease_seconds)
+    while True:
+        status, _ = read_progress()
+        if status not in running or time.monotonic() > deadline:
+            return status
+        if jobs.job_holder(runtime, kind, target_id) is None:
+            worker.run_one()
+        else:
+            time.sleep(0.5)
+
+
+def workers_warning(runtime) -> str | None:
+    """A warning line when no ``serve``/``worker`` process has been seen recently (engine/worker.py
+    ``workers_seen``: their heartbeat rows), else None."""
+    from opencsbs.service import jobs
+
+    if jobs.workers_seen(runtime) > 0:
+        return None
+    return ("warning: no opencsbs serve or worker has been seen in the last minute: the job waits until one "
+            "runs (or use --wait to run it here)")
 
 
 def _set_data_dir(ctx: click.Context, _param, value):

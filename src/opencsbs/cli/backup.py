@@ -1,26 +1,48 @@
-"""``opencsbs backup SERVER``: back up one server now, optionally following the job to its end."""
+"""``opencsbs backup SERVER``: back up one server now, optionally following the job to its end;
+``opencsbs backup cancel CHECKPOINT_ITEM``: cancel a running backup."""
 
 from __future__ import annotations
 
 import click
 
-from opencsbs.cli._common import Ctx, csbs_errors, follow, operator_of, pass_ctx, server_refusals
+from opencsbs.cli._common import (
+    CLI_USER,
+    Ctx,
+    DefaultGroup,
+    csbs_errors,
+    finish_cancel,
+    follow,
+    operator_of,
+    pass_ctx,
+    server_refusals,
+    workers_warning,
+)
 from opencsbs.core.lifecycle import ItemStatus
-
 
 #: what ``opencsbs backup list`` (or a typo) is told besides "not found"
 NOT_A_SERVER = (" (opencsbs backup takes the id of a server to back up, or one of list, show, delete; "
                 "backups are listed by opencsbs backup list)")
 
 
-@click.command()
+class BackupGroup(DefaultGroup):
+    default = "now"
+
+
+@click.group(cls=BackupGroup)
+def backup() -> None:
+    """Back up a server now (``opencsbs backup SERVER [--wait]``), or cancel a running backup
+    (``opencsbs backup cancel CHECKPOINT_ITEM``)."""
+
+
+@backup.command("now", hidden=True)
 @click.argument("server_id")
 @click.option("--name", default=None, help="backup name (default manualbk_xxxx)")
 @click.option("--description", default=None)
 @click.option("--full", is_flag=True, help="read every disk completely instead of only what changed")
-@click.option("--wait", is_flag=True, help="run the backup here and show its progress until it ends")
+@click.option("--wait", is_flag=True, help="run the backup here and show its progress until it ends "
+              "(Ctrl-C: the backup goes on in the service; exit 130)")
 @pass_ctx
-def backup(ctx: Ctx, server_id: str, name, description, full: bool, wait: bool) -> None:
+def backup_now(ctx: Ctx, server_id: str, name, description, full: bool, wait: bool) -> None:
     """Back up a server (all of its disks, crash-consistently). Prints the checkpoint_item id."""
     from opencsbs.service import backups, checkpoint_items
     from opencsbs.service.servers import find_server
@@ -38,11 +60,51 @@ def backup(ctx: Ctx, server_id: str, name, description, full: bool, wait: bool) 
             def read():
                 state = checkpoint_items.find_item(runtime, item.id)
                 return state.status, state.progress
-            status = follow(runtime, read, "backing up")
+            status = follow(runtime, read, "backing up", target_id=item.id, interrupted=(
+                f"interrupted: the backup goes on in the service (checkpoint_item {item.id}); follow it with "
+                f"`opencsbs backup show {item.id}`, cancel it with `opencsbs backup cancel {item.id}`; without "
+                "a running `opencsbs serve` or `opencsbs worker` it resumes when one starts"))
             done = checkpoint_items.find_item(runtime, item.id)
             if status != ItemStatus.AVAILABLE:
                 raise click.ClickException(f"backup ended {status}: {done.fail_reason}")
             click.echo(f"available: {done.source_bytes} bytes of disk, {done.stored_bytes} bytes stored", err=True)
+        elif (warning := workers_warning(runtime)) is not None:
+            click.echo(warning, err=True)
         click.echo(item.id)
     finally:
         runtime.close()
+
+
+@backup.command("cancel")
+@click.argument("checkpoint_item_id")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="wait until the backup has ended")
+@pass_ctx
+def backup_cancel(ctx: Ctx, checkpoint_item_id: str, wait: bool) -> None:
+    """Cancel a running backup: it ends ``error`` ("cancelled by ..."), its snapshot and partial bank data are
+    dropped and the server is free again. Without a running serve/worker the cancel is carried out here."""
+    from opencsbs.auth.base import Principal
+    from opencsbs.service import checkpoint_items, jobs
+
+    runtime = ctx.runtime()
+    try:
+        item = checkpoint_items.find_item(runtime, checkpoint_item_id)
+        if item is None:
+            raise click.ClickException(f"no checkpoint_item {checkpoint_item_id}")
+        with csbs_errors():
+            jobs.cancel_backup(runtime, Principal.operator(item.project_id, CLI_USER), item.project_id,
+                                  checkpoint_item_id)
+        click.echo(f"cancel of backup {checkpoint_item_id} requested", err=True)
+        if wait:
+            status = finish_cancel(runtime, "backup", checkpoint_item_id, lambda: _item_status(runtime, item.id))
+            done = checkpoint_items.find_item(runtime, item.id)
+            click.echo(f"backup {checkpoint_item_id} ended {status}: {done.fail_reason or ''}".rstrip(": "),
+                       err=True)
+    finally:
+        runtime.close()
+
+
+def _item_status(runtime, item_id: str) -> tuple[str, int]:
+    from opencsbs.service import checkpoint_items
+
+    state = checkpoint_items.find_item(runtime, item_id)
+    return state.status, state.progress

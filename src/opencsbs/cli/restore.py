@@ -1,20 +1,47 @@
-"""``opencsbs restore CHECKPOINT_ITEM``: restore one backup onto its server (or another), with a progress bar."""
+"""``opencsbs restore CHECKPOINT_ITEM``: restore one backup onto its server (or another), with a progress bar;
+``opencsbs restore cancel RESTORE``: cancel a running restore."""
 
 from __future__ import annotations
 
 import click
 
-from opencsbs.cli._common import Ctx, csbs_errors, follow, operator_of, pass_ctx
+from opencsbs.cli._common import (
+    CLI_USER,
+    Ctx,
+    DefaultGroup,
+    csbs_errors,
+    finish_cancel,
+    follow,
+    operator_of,
+    pass_ctx,
+    workers_warning,
+)
 from opencsbs.core.lifecycle import RestoreStatus
 
 
-@click.command()
+class RestoreGroup(DefaultGroup):
+    default = "now"
+
+
+@click.group(cls=RestoreGroup)
+def restore() -> None:
+    """Restore a backup (``opencsbs restore CHECKPOINT_ITEM [--target SERVER]``), or cancel a running restore
+    (``opencsbs restore cancel RESTORE``)."""
+
+
+def _reason(reasons: dict | None) -> str:
+    """The restore's per-server reasons as one line (``resources_reason`` holds one per target server)."""
+    return "; ".join(str(v) for v in (reasons or {}).values()) or "no reason recorded"
+
+
+@restore.command("now", hidden=True)
 @click.argument("checkpoint_item_id")
 @click.option("--target", "target_id", default=None, help="server to restore onto (default: the backed-up one)")
 @click.option("--power-on/--no-power-on", default=True, show_default=True, help="start the server afterwards")
-@click.option("--wait/--no-wait", default=True, show_default=True, help="run the restore here with a progress bar")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="run the restore here with a progress bar "
+              "(Ctrl-C: the restore goes on in the service; exit 130)")
 @pass_ctx
-def restore(ctx: Ctx, checkpoint_item_id: str, target_id, power_on: bool, wait: bool) -> None:
+def restore_now(ctx: Ctx, checkpoint_item_id: str, target_id, power_on: bool, wait: bool) -> None:
     """Restore a backup onto its server (or --target): each disk backup onto the same disk when the target has it,
     otherwise onto the target's disks in device order."""
     from opencsbs.service import checkpoint_items, restores
@@ -34,10 +61,44 @@ def restore(ctx: Ctx, checkpoint_item_id: str, target_id, power_on: bool, wait: 
                                          request=plan, power_on=power_on)
         click.echo(f"restore {rs['id']} of {checkpoint_item_id} onto {target_id} started", err=True)
         if wait:
-            status = follow(runtime, lambda: restores.restore_progress(runtime, rs["id"])[:2], "restoring")
+            status = follow(runtime, lambda: restores.restore_progress(runtime, rs["id"])[:2], "restoring",
+                            target_id=rs["id"], interrupted=(
+                                f"interrupted: the restore goes on in the service (restore {rs['id']}); follow it "
+                                f"with `opencsbs restore show {rs['id']}`, cancel it with `opencsbs restore "
+                                f"cancel {rs['id']}`; without a running `opencsbs serve` or `opencsbs worker` it "
+                                "resumes when one starts"))
             if status != RestoreStatus.SUCCESS:
-                reason = restores.restore_progress(runtime, rs["id"])[2]
-                raise click.ClickException(f"restore ended {status}: {reason}")
+                raise click.ClickException(
+                    f"restore ended {status}: {_reason(restores.restore_progress(runtime, rs['id'])[2])}")
+        elif (warning := workers_warning(runtime)) is not None:
+            click.echo(warning, err=True)
         click.echo(rs["id"])
+    finally:
+        runtime.close()
+
+
+@restore.command("cancel")
+@click.argument("restore_id")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="wait until the restore has ended")
+@pass_ctx
+def restore_cancel(ctx: Ctx, restore_id: str, wait: bool) -> None:
+    """Cancel a running restore: it stops before its next chunk write and ends ``error``, saying per disk what
+    was written and the server's power state. Without a running serve/worker the cancel is carried out here."""
+    from opencsbs.auth.base import Principal
+    from opencsbs.service import jobs, restores
+
+    runtime = ctx.runtime()
+    try:
+        project_id = jobs.restore_project(runtime, restore_id)
+        if project_id is None:
+            raise click.ClickException(f"no restore {restore_id}")
+        with csbs_errors():
+            jobs.cancel_restore(runtime, Principal.operator(project_id, CLI_USER), project_id, restore_id)
+        click.echo(f"cancel of restore {restore_id} requested", err=True)
+        if wait:
+            status = finish_cancel(runtime, "restore", restore_id,
+                                   lambda: restores.restore_progress(runtime, restore_id)[:2])
+            click.echo(f"restore {restore_id} ended {status}: "
+                       f"{_reason(restores.restore_progress(runtime, restore_id)[2])}", err=True)
     finally:
         runtime.close()

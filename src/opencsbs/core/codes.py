@@ -130,6 +130,8 @@ DRILL_NOT_FOUND = _c("CSBS.8202", 404, "Restore drill (%s) is not found.")
 BACKUP_DAMAGED = _c("CSBS.8203", 409, "Backup (%s) data is damaged: %s")
 NOTHING_TO_DRILL = _c("CSBS.8204", 409, "No backup to drill: %s")
 CHECK_SCHEDULE_NOT_FOUND = _c("CSBS.8205", 404, "Verify or drill schedule (%s) is not found.")
+# --- opencsbs's own (cancelling a job, docs/engine.md): not in the appendix, same body shape ---
+JOB_ENDED = _c("CSBS.8301", 409, "%s (%s) has already ended (status %s): nothing to cancel.")
 
 def lookup(code: str) -> Code:
     """The catalogue entry for ``"CSBS.xxxx"`` (the first one listed; CSBS.9999 is the 500 one);

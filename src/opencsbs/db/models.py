@@ -323,9 +323,22 @@ class Job(Base):
     owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: "cancelled by <user>" once someone asked to cancel the job (engine/jobs.py ``request_cancel``)
+    cancel_requested: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class WorkerSeen(Base):
+    """A running worker (``opencsbs serve``'s or ``opencsbs worker``'s, not the CLI's ``--wait`` one): its name and
+    when it last polled for jobs (``seen_at``, UTC); the row goes when it stops. The CLI warns when no row is
+    recent (engine/worker.py ``workers_seen``)."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
 
 
 # --- retention locks, legal holds and their audit trail (core/locks.py, docs/locks.md) ----------------------

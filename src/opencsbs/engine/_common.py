@@ -28,8 +28,9 @@ def index_name(checkpoint_id: str, volume_backup_id: str) -> str:
 
 
 class Progress:
-    """Writes progress (0-100) of a job to the database at most every ``every`` seconds; aborts a job whose
-    lease was lost (the bank's progress callback raises :class:`~opencsbs.engine.jobs.LeaseLost`)."""
+    """Writes progress (0-100) of a job to the database at most every ``every`` seconds (and reads whether the
+    job was cancelled); aborts a job whose lease was lost or that was cancelled (the bank's progress callback
+    raises :class:`~opencsbs.engine.jobs.LeaseLost` / :class:`~opencsbs.engine.jobs.JobCancelled`)."""
 
     def __init__(self, job: JobHandle, write: Callable[[Session, int], None], every: float):
         self.job = job
@@ -47,6 +48,7 @@ class Progress:
             self.value = percent
             with transaction(self.job.sessions) as session:
                 self.write(session, percent)
+                self.job.see_cancel(session)
 
 
 def cloud_context(job: JobHandle) -> CloudContext:

@@ -29,7 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from opencsbs.bank import IndexStats
-from opencsbs.bank.errors import ChunkMissing
+from opencsbs.bank.errors import BankUnavailable, ChunkMissing
 from opencsbs.bank.face import VolumeStore
 from opencsbs.clouds.base import DataPath, ServerSnapshot, VolumeSnapshot, data_path
 from opencsbs.core import codes
@@ -186,7 +186,9 @@ def _copy_volume(driver: DataPath, bank: VolumeStore, vsnap: VolumeSnapshot, nam
                  base_index: str | None, changed: Sequence[Range] | None,
                  on_progress: Callable[[int, int], None]) -> tuple[IndexStats, bool]:
     """Copy one disk snapshot into the bank; returns ``(IndexStats, whether base_index was used)``. Raises
-    :class:`~opencsbs.engine.jobs.Retry` when a chunk vanished under a full copy (docs/bank.md)."""
+    :class:`~opencsbs.engine.jobs.Retry` when a chunk vanished under a full copy (docs/bank.md), and
+    :class:`~opencsbs.bank.errors.BankUnavailable` (transient) as it comes: an unreachable bank never turns an
+    incremental copy into a full re-read."""
     reader = driver.open_snapshot(vsnap)
     try:
         try:
@@ -194,7 +196,7 @@ def _copy_volume(driver: DataPath, bank: VolumeStore, vsnap: VolumeSnapshot, nam
                                        changed_ranges=list(changed) if changed is not None else None,
                                        progress=on_progress)
             return stats, base_index is not None
-        except (LeaseLost, CSBSError):
+        except (LeaseLost, CSBSError, BankUnavailable):  # the bank being away is no reason to read everything
             raise
         except Exception as exc:
             if base_index is None:

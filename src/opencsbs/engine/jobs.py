@@ -6,6 +6,11 @@ several workers racing for one row exactly one sees ``rowcount == 1``. PostgreSQ
 with ``FOR UPDATE SKIP LOCKED`` so racing workers pick different rows. A worker that dies stops renewing its lease;
 once the lease has expired any worker claims the job again and resumes it at its persisted ``step``.
 
+Cancelling (:func:`request_cancel`) writes who asked into the row's ``cancel_requested``; the worker running the job
+reads it at each heartbeat, step commit and progress write (:meth:`JobHandle.see_cancel`), and the job's next
+:meth:`JobHandle.check` raises :class:`JobCancelled` inside the running step, so the kind's failure path does the
+clean-up. A job no worker holds is failed the same way by the first worker that claims it.
+
 Every step ends with :meth:`JobHandle.commit`, which writes the next step, the job's state and the step's domain
 changes (e.g. "this volume backup is available") in one transaction, and only if the lease is still ours: a
 worker that lost its job can never overwrite the new owner's progress.
@@ -22,6 +27,8 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from opencsbs.core import codes
+from opencsbs.core.errors import CSBSError
 from opencsbs.core.timeutil import utcnow
 from opencsbs.db.base import new_id, transaction
 from opencsbs.db.models import Job
@@ -35,6 +42,15 @@ class LeaseLost(Exception):
 
 class Retry(Exception):
     """A transient failure: give the job back so it is tried again later (counts as an attempt)."""
+
+
+class JobCancelled(CSBSError):
+    """Someone asked to cancel the job (``reason``: "cancelled by <user>"); raised inside the running step, the
+    job then ends through its kind's failure path with this reason (CSBS.9999)."""
+
+    def __init__(self, reason: str):
+        super().__init__(codes.INTERNAL_ERROR, message=reason)
+        self.reason = reason
 
 
 @dataclass
@@ -54,14 +70,27 @@ class JobHandle:
     owner: str
     lease_seconds: float
     lost: threading.Event = field(default_factory=threading.Event)
+    cancelled: str | None = None  #: "cancelled by <user>" once a cancel was seen
+    cancel_raised: bool = False
 
     def _owned(self):
         return (Job.id == self.id) & (Job.claim == self.claim) & (Job.owner == self.owner)
 
     def check(self) -> None:
-        """Raise :class:`LeaseLost` if the lease was lost or the worker is stopping."""
+        """Raise :class:`LeaseLost` if the lease was lost or the worker is stopping, :class:`JobCancelled` (once)
+        if a cancel was seen: the failure path that follows may call ``check`` again without being stopped."""
         if self.lost.is_set():
             raise LeaseLost(self.id)
+        if self.cancelled and not self.cancel_raised:
+            self.cancel_raised = True
+            raise JobCancelled(self.cancelled)
+
+    def see_cancel(self, session: Session) -> None:
+        """Read the job row's ``cancel_requested`` in ``session`` (heartbeats, commits, progress writes)."""
+        if self.cancelled is None:
+            reason = session.execute(select(Job.cancel_requested).where(Job.id == self.id)).scalar()
+            if reason:
+                self.cancelled = reason
 
     def commit(self, step: str, state: dict[str, Any] | None = None,
                apply: Callable[[Session], None] | None = None, status: str = "running",
@@ -83,6 +112,7 @@ class JobHandle:
                 raise LeaseLost(self.id)
             if apply is not None:
                 apply(session)
+            self.see_cancel(session)
         self.step = step
         self.state = new_state
 
@@ -93,6 +123,8 @@ class JobHandle:
                 update(Job).where(self._owned()).values(lease_until=utcnow() + timedelta(seconds=self.lease_seconds))
             )
             ok = res.rowcount == 1
+            if ok:
+                self.see_cancel(session)
         if not ok:
             self.lost.set()
         return ok
@@ -114,9 +146,20 @@ def enqueue(session: Session, kind: str, project_id: str, target_id: str, *, res
     return job
 
 
+def request_cancel(session: Session, job_id: str, reason: str) -> bool:
+    """Ask the runnable job ``job_id`` to stop (``reason``: "cancelled by <user>"), in the caller's transaction;
+    False when the job has already ended (or does not exist). A second request keeps the first reason."""
+    res = session.execute(update(Job).where(Job.id == job_id, Job.status.in_(RUNNABLE), Job.cancel_requested.is_(None))
+                          .values(cancel_requested=reason))
+    if res.rowcount == 1:
+        return True
+    return session.execute(select(Job.id).where(Job.id == job_id, Job.status.in_(RUNNABLE))).first() is not None
+
+
 def claim_next(sessions: sessionmaker[Session], owner: str, lease_seconds: float,
-               kinds: tuple[str, ...] | None = None) -> JobHandle | None:
-    """Claim the oldest runnable job (pending, or running with an expired lease); None when there is none."""
+               kinds: tuple[str, ...] | None = None, target_id: str | None = None) -> JobHandle | None:
+    """Claim the oldest runnable job (pending, or running with an expired lease), only of ``kinds`` and only
+    for ``target_id`` when given; None when there is none."""
     now = utcnow()
     with sessions() as session:
         query = (
@@ -127,6 +170,8 @@ def claim_next(sessions: sessionmaker[Session], owner: str, lease_seconds: float
         )
         if kinds:
             query = query.where(Job.kind.in_(kinds))
+        if target_id is not None:
+            query = query.where(Job.target_id == target_id)
         postgres = session.get_bind().dialect.name == "postgresql"
         if postgres:
             query = query.with_for_update(skip_locked=True)
@@ -147,7 +192,8 @@ def claim_next(sessions: sessionmaker[Session], owner: str, lease_seconds: float
                 job = session.get(Job, job_id)
                 session.commit()
                 return JobHandle(sessions, job.id, job.kind, job.project_id, job.target_id, job.resource_id,
-                                 job.step, dict(job.state or {}), job.attempts, job.claim, owner, lease_seconds)
+                                 job.step, dict(job.state or {}), job.attempts, job.claim, owner, lease_seconds,
+                                 cancelled=job.cancel_requested)
             if not postgres:
                 session.rollback()
         session.commit()

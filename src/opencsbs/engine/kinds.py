@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from opencsbs.bank.errors import BankUnavailable
 from opencsbs.clouds.base import CloudUnavailable
 from opencsbs.core.errors import CSBSError
 from opencsbs.engine.backup import fail_backup, run_backup
@@ -23,4 +24,4 @@ RUNNERS: dict[str, Runner] = {"backup": run_backup, "restore": run_restore, "del
                               "verify": run_verify, "drill": run_drill}
 FAILERS: dict[str, Failer] = {"backup": fail_backup, "restore": fail_restore, "delete": fail_delete,
                               "copy": fail_copy, "verify": fail_verify, "drill": fail_drill}
-TRANSIENT: tuple[type[Exception], ...] = (CloudUnavailable, Retry)
+TRANSIENT: tuple[type[Exception], ...] = (CloudUnavailable, Retry, BankUnavailable)
