@@ -39,7 +39,8 @@ def _call(project: str, fn: Callable, wait: Callable | None = None) -> Any:
 
 def _follow(get: Callable[[Any, str], dict], label: str) -> Callable:
     def wait(runtime, out: dict) -> dict:
-        follow(runtime, lambda: (get(runtime, out["id"])["status"], 0), label, running=PENDING)
+        follow(runtime, lambda: (get(runtime, out["id"])["status"], 0), label, running=PENDING,
+               target_id=out["id"])
         return get(runtime, out["id"])
 
     return wait
