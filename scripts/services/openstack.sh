@@ -237,6 +237,8 @@ start() {
 
   # PostgreSQL: throw-away cluster, no durability
   chown postgres:postgres "$S/pg"
+  # a cluster of an earlier stack may still be letting go of the port: wait for it (at most 30 s)
+  for _ in $(seq 150); do ss -Htln "sport = :$PGPORT" | grep -q . || break; sleep 0.2; done
   su postgres -c "$PGBIN/initdb -D $S/pg/data -A trust -U postgres --no-sync" > "$S/log/initdb.log" 2>&1
   su postgres -c "$PGBIN/pg_ctl -D $S/pg/data -l $S/pg/pg.log -w -t 60 start -o '-c listen_addresses=127.0.0.1 -p $PGPORT \
     -c unix_socket_directories=$S/pg -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300'" >/dev/null
