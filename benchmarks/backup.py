@@ -9,12 +9,20 @@ Images (raw disk images, every block allocated so that no tool can skip holes):
   random  incompressible data;
   zeros   all zero bytes;
   half    first half random, second half zeros;
-  half+1% the half image with 1 % of its bytes rewritten in ``--change-runs`` runs at random places.
+  half+1% the half image with 1 % of its bytes rewritten in ``--change-runs`` runs at random places;
+  half+scattered  the half image with 1 % of its bytes rewritten in 64 KiB writes at random 64 KiB-aligned
+          offsets (how file systems, logs and databases change a disk; QEMU tracks 64 KiB clusters).
 
 Operations, each in its own process (wall time and peak RSS of that process):
   full backup of each image into a fresh repository; the incremental backup of half+1% on top of half (opencsbs
   twice: with the changed ranges given, and re-reading everything with the previous backup as base); the
+  incremental of half+scattered on top of half (opencsbs with the changed ranges, and re-reading); the
   restore of each backup to a new file, followed by fsync of that file (opencsbs fsyncs itself).
+
+For the scattered change every tool's incremental prints its time, bytes read and bytes stored (growth of the
+repository), and their ratios to the changed bytes (random data: the changed bytes do not compress, so they
+compare like for like with compressed sizes). restic and borg know no changed ranges: they read the whole
+image (its size is printed as their bytes read); opencsbs reports the bytes it read.
 
 Times are wall times of the whole process (interpreter start included, as for the peers); opencsbs rows also
 show the time spent inside the bank call ("in process"), which is what a long-running opencsbs worker spends.
@@ -28,8 +36,9 @@ Settings: opencsbs 4 MiB chunks, BLAKE3, zstd level 1, 2 worker threads (``--thr
 second row, AES-256-GCM encrypted; restic (always encrypted, compression auto); borg ``-e none`` with
 ``--compression zstd,1``.
 
-Targets (issue 3): full backup >= 4x restic's throughput; incremental after 1 % change <= 5 % of the full
-backup's time with changed ranges (<= 40 % re-reading); restore >= 2x restic's; bounded memory.
+Targets: full backup >= 4x restic's throughput; incremental after 1 % change <= 5 % of the full
+backup's time with changed ranges (<= 40 % re-reading); restore >= 2x restic's; bounded memory; the scattered
+incremental stores and reads at most 2x the changed bytes (with changed ranges).
 """
 
 from __future__ import annotations
@@ -173,6 +182,18 @@ def make_images(work: Path, size: int, runs: int, seed: int) -> tuple[dict[str, 
             changed.append((off, per))
     imgs["half+1%"] = changed_path
     (work / "changed.json").write_text(json.dumps(changed))
+    # 1 % of the bytes in 64 KiB writes at random 64 KiB-aligned offsets
+    cluster = 64 << 10
+    slots = rnd.sample(range(size // cluster), max(1, total // cluster))
+    scattered = sorted((slot * cluster, cluster) for slot in slots)
+    scattered_path = work / "half+scattered.img"
+    shutil.copyfile(imgs["half"], scattered_path)
+    with open(scattered_path, "r+b") as fh:
+        for off, n in scattered:
+            fh.seek(off)
+            fh.write(os.urandom(n))
+    imgs["half+scattered"] = scattered_path
+    (work / "scattered.json").write_text(json.dumps(scattered))
     return imgs, changed
 
 
@@ -213,11 +234,13 @@ class OpenCSBS(Tool):
         if changed:
             args += ["--changed", str(changed)]
         secs, rss, out = run(self._cmd(*args), capture=True)
-        self.inner_seconds = json.loads(out)["seconds"]
+        self.inner = json.loads(out)
+        self.inner_seconds = self.inner["seconds"]
         return secs, rss
 
     def restore(self, image: str, target: Path):
-        index = f"checkpoints/{image.replace('+', 'p').replace('%', 'pc')}/v"
+        kind = "ranges" if image == "half+scattered" else "v"  # the scattered image: the backup made of pieces
+        index = f"checkpoints/{image.replace('+', 'p').replace('%', 'pc')}/{kind}"
         secs, rss, out = run(self._cmd("restore", "--bank", str(self.repo(image) / "bank"), "--image", str(target),
                                        "--index", index), capture=True)
         self.inner_seconds = json.loads(out)["seconds"]
@@ -334,6 +357,8 @@ def main() -> None:
           f"{os.cpu_count()} CPUs", flush=True)
     imgs, changed = make_images(work, size, args.change_runs, args.seed)
     changed_file = work / "changed.json"
+    scattered_file = work / "scattered.json"
+    scattered = [tuple(r) for r in json.loads(scattered_file.read_text())]
     touched = {o // CHUNK for off, n in changed for o in range(off, off + n, CHUNK)} | \
               {(off + n - 1) // CHUNK for off, n in changed}
     print(f"# changed ranges: {len(changed)} x {changed[0][1] / MiB:.2f} MiB touching {len(touched)} of "
@@ -385,7 +410,26 @@ def main() -> None:
         else:
             secs, rss = tool.backup("half+1%", imgs["half+1%"], base="half")
             record(tool, "incr. (re-read)", "half+1%", size, secs, rss, du(tool.repo("half")) - before)
-        for image in ("random", "zeros", "half", "half+1%"):
+        # incremental: half+scattered on top of half
+        changed_bytes = sum(n for _off, n in scattered)
+        before = du(tool.repo("half"))
+        warm(imgs["half+scattered"])
+        if isinstance(tool, OpenCSBS):
+            secs, rss = tool.backup("half+scattered", imgs["half+scattered"], base="half", changed=scattered_file)
+            read = tool.inner["read"]
+            record(tool, "scattered (ranges)", "half+sc", size, secs, rss, du(tool.repo("half")) - before)
+            rows[-1].update(read=read, changed=changed_bytes)
+            before = du(tool.repo("half"))
+            warm(imgs["half+scattered"])
+            secs, rss = tool.backup("half+scattered", imgs["half+scattered"], base="half")
+            read = tool.inner["read"]
+            record(tool, "scattered (re-read)", "half+sc", size, secs, rss, du(tool.repo("half")) - before)
+            rows[-1].update(read=read, changed=changed_bytes)
+        else:
+            secs, rss = tool.backup("half+scattered", imgs["half+scattered"], base="half")
+            record(tool, "scattered (re-read)", "half+sc", size, secs, rss, du(tool.repo("half")) - before)
+            rows[-1].update(read=size, changed=changed_bytes)
+        for image in ("random", "zeros", "half", "half+1%", "half+scattered"):
             target = work / "restored.img"
             if target.exists():
                 target.unlink()
@@ -425,6 +469,19 @@ def main() -> None:
                              f"{inc['in_process_seconds'] / full['in_process_seconds'] * 100:.1f} %")
                 print(f"{ours:13s} {op:24s}: {inc['seconds'] / full['seconds'] * 100:.1f} % of its full backup time "
                       f"of half ({inc['seconds']:.2f} s vs {full['seconds']:.2f} s){extra}")
+    print(f"\n# scattered change: 1 % of {size / MiB:.0f} MiB in {len(scattered)} writes of 64 KiB "
+          f"({sum(n for _o, n in scattered) / 1e6:.1f} MB changed); time as % of the tool's full backup of half")
+    for r in rows:
+        if not r["op"].startswith("scattered"):
+            continue
+        full = get(r["tool"], "full backup", "half")
+        pct = f"{r['seconds'] / full['seconds'] * 100:5.1f} %" if full else "   ?"
+        inproc = ""
+        if r.get("in_process_seconds") and full and full.get("in_process_seconds"):
+            inproc = f" (in process {r['in_process_seconds'] / full['in_process_seconds'] * 100:4.1f} %)"
+        print(f"{r['tool']:13s} {r['op']:20s}: {r['seconds']:6.2f} s = {pct}{inproc}; read {r['read'] / 1e6:7.1f} MB "
+              f"= {r['read'] / r['changed']:5.1f}x changed; stored {r['stored'] / 1e6:6.1f} MB "
+              f"= {r['stored'] / r['changed']:4.2f}x changed")
     for peer in ("restic", "borg"):
         full, inc = get(peer, "full backup", "half"), get(peer, "incr. (re-read)", "half+1%")
         if full and inc:

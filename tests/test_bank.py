@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from opencsbs.bank import CHUNK_SIZE, BankError, IndexNotFound
+from opencsbs.bank.layout import EXTENT_ALIGN
 from opencsbs.blockio.files import FileBlockReader
 
 
@@ -81,8 +82,11 @@ def test_incremental_with_changed_ranges_reads_only_those(env):
     path = env.image("d.img", bytes(data))
     stats = env.backup(bank, path, "checkpoints/c2/v1", base_index="checkpoints/c1/v1",
                        changed_ranges=[(off, len(buf)) for off, buf in changes])
-    assert stats.read_bytes == 3 * CHUNK_SIZE
-    assert stats.new_chunks == 3
+    # only the 64 KiB extents around the changes are read and stored, together in one new chunk (a pack):
+    # three regions become pieces
+    assert stats.read_bytes == 3 * EXTENT_ALIGN
+    assert stats.new_chunks == 1 and stats.patched_regions == 3
+    assert stats.new_bytes == 3 * EXTENT_ALIGN
     assert stats.reused_chunks == 7
     assert sha(env.restore(bank, "checkpoints/c2/v1")) == sha(path)
     # the first restore point is untouched

@@ -75,6 +75,9 @@ class RbdSettings(BaseModel):
     op_timeout: float = 120.0
     #: reads (of one chunk each) kept in flight while a snapshot is copied; writes in flight during a restore
     read_ahead: int = 8
+    #: pool of the scratch images restore drills restore into (None: ``pool``); the user needs ``profile rbd``
+    #: on it too
+    drill_pool: str | None = None
 
 
 class CloudSettings(BaseModel):
@@ -88,6 +91,10 @@ class CloudSettings(BaseModel):
     libvirt_uri: str = "qemu:///system"
     libvirt_az: str = "nova"
     libvirt_project_id: str | None = None
+    #: libvirt: the name of the KVM host ``libvirt_uri`` reaches (placement: its jobs run only on workers of that
+    #: host); default the host of a remote URI (``qemu+ssh://backup@kvm-2/system`` -> ``kvm-2``), else
+    #: ``worker.host``
+    libvirt_host: str | None = None
     #: libvirt: where backups stage each disk's point-in-time copy (a sparse raw file) and QEMU's copy-before-write
     #: scratch image, both deleted once the copy is in the bank, and where restores of qcow2 disks stage the raw
     #: image; default ``<data_dir>/libvirt-scratch``. Needs room for the allocated data of a server's disks.
@@ -141,6 +148,9 @@ class BankSettings(BaseModel):
     s3_secret_key: str | None = None
     s3_region: str = "us-east-1"
     s3_prefix: str = ""
+    #: s3: use S3 Object Lock (docs/bank.md): the bucket is created with it, and the index and chunks of a
+    #: backup under a retention lock get a retention the storage enforces (mode and retain-until from the lock)
+    s3_object_lock: bool = False
     #: AES-256-GCM key file (32 raw bytes or 64 hex chars); None disables encryption
     encryption_key_file: Path | None = None
     #: zstd level of stored chunks
@@ -204,6 +214,49 @@ class EngineSettings(BaseModel):
     gc_interval_seconds: float = 86400.0
     #: the garbage collection of housekeeping keeps unreferenced chunks younger than this (seconds)
     gc_grace_seconds: float = 3600.0
+    #: when set, the scheduler collects the bank's garbage at these times (UTC) instead of every
+    #: ``gc_interval_seconds``: an RRULE as a policy's (``FREQ=DAILY;BYHOUR=3;BYMINUTE=0``, ``FREQ=WEEKLY;BYDAY=SU;
+    #: BYHOUR=4;BYMINUTE=30``) or the whole ``BEGIN:VCALENDAR...`` pattern (engine/bank_checks.py)
+    gc_schedule: str | None = None
+    #: when set, the scheduler verifies the whole bank (as ``opencsbs bank verify``) at these times (UTC; an RRULE
+    #: as ``gc_schedule``); unset: only ``opencsbs bank verify`` and verify runs check the bank
+    verify_schedule: str | None = None
+    #: the most a worker reads from one disk snapshot per second during a backup, in MiB/s, so a backup window does
+    #: not saturate the production storage (what restic's ``--limit-download`` and borg's ``--upload-ratelimit`` do
+    #: for their side); 0: unlimited (docs/engine.md)
+    read_limit_mib_s: float = Field(default=0.0, ge=0)
+
+
+class WorkerSettings(BaseModel):
+    """What the workers of this process (``opencsbs worker``, or ``serve``'s worker threads) declare they can serve
+    (placement, docs/engine.md "Placement"): a job runs only on a worker whose capabilities hold every one of its
+    needs. ``host``: this machine's name (default: the system's host name); ``zones``: the availability zones whose
+    servers this worker serves (empty: every zone); ``capabilities``: None to take them from the cloud driver (a
+    sandbox worker serves the sandbox files of its host, a libvirt worker the domains of its libvirt host, an
+    OpenStack worker the Ceph backends it has settings for), or the exact list this worker serves (e.g.
+    ``["driver:libvirt", "libvirt:kvm-2"]``; ``host:<host>`` and the zones are always added)."""
+
+    #: this machine's name (placement: the host a sandbox's files or a local libvirt's domains are on)
+    host: str | None = Field(default=None, min_length=1, max_length=255)
+    #: availability zones served (empty: every zone)
+    zones: list[str] = Field(default_factory=list)
+    #: None: from the cloud driver; else exactly these (``kind:value`` strings, ``kind:*`` matches every value)
+    capabilities: list[str] | None = None
+
+    @field_validator("capabilities", "zones")
+    @classmethod
+    def _names(cls, value: list[str] | None) -> list[str] | None:
+        for one in value or []:
+            if not one or len(one) > 255 or any(c.isspace() for c in one):
+                raise ValueError(f"{one!r}: a capability or zone is a non-empty word of at most 255 characters")
+        return value
+
+    @property
+    def host_name(self) -> str:
+        """``host``, else the system's host name."""
+        import socket
+
+        return self.host or socket.gethostname()
 
 
 class Settings(BaseSettings):
@@ -239,6 +292,8 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str = "127.0.0.1"
     #: backup/restore worker threads inside ``serve`` (0: run ``opencsbs worker`` processes instead)
     workers: int = 2
+    #: what this process's workers serve (placement: host, zones, capabilities)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
     #: run the policy scheduler inside ``serve``
     scheduler: bool = True
     #: seconds between two scheduler passes (due slots, then due retention)

@@ -53,7 +53,7 @@ def open_bank(settings, replica: str | None = None) -> Bank:
     if b.backend == "s3":
         store: ObjectStore = S3Store(b.s3_endpoint, b.s3_bucket, b.s3_access_key, b.s3_secret_key,
                                      region=b.s3_region, prefix=b.s3_prefix,
-                                     max_connections=max(16, b.threads * 4))
+                                     max_connections=max(16, b.threads * 4), object_lock=b.s3_object_lock)
         bank = Bank(store, codec, threads=b.threads, io_bound=True)
     else:
         bank = Bank(LocalStore(path, fsync=b.fsync), codec, threads=b.threads)

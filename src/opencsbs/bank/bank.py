@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 
 from opencsbs.bank.backends import ObjectStore
@@ -30,13 +31,21 @@ from opencsbs.bank.errors import (
 )
 from opencsbs.bank.gc import GCReport, collect_garbage, gc_before_lease_running, gc_overlapped
 from opencsbs.bank.layout import (
+    BANK_FORMAT,
     CHUNK_SIZE,
-    FORMAT,
+    EXTENT_ALIGN,
+    MAX_PIECE_CHUNKS,
+    MAX_PIECES,
+    PACK_SIZE,
     TOUCH_AGE,
+    Piece,
     VolumeIndex,
     check_index_name,
     chunk_key,
     index_key,
+    overlay_pieces,
+    pieces_digest_input,
+    region_extents,
     utcnow_iso,
 )
 from opencsbs.bank.verify import VerifyReport, verify_bank
@@ -72,6 +81,8 @@ class IndexStats:
     new_bytes: int = 0
     #: reused chunks a garbage collection removed during the backup, written again from the volume
     rewritten_chunks: int = 0
+    #: regions stored as pieces: only their changed extents were read and stored (docs/bank.md)
+    patched_regions: int = 0
 
 
 @dataclass
@@ -98,6 +109,70 @@ def _chunk_bitmap(ranges: Iterable[Range], n: int, chunk_size: int, size: int) -
         first, last = off // chunk_size, (end - 1) // chunk_size
         bits[first:last + 1] = b"\x01" * (last + 1 - first)
     return bits
+
+
+def _compact(pieces: list[Piece], length: int) -> str | None | list[Piece]:
+    """An entry for a region made of ``pieces``: a single whole chunk as its address, all zeros as None."""
+    if len(pieces) == 1:
+        addr, off, n, whole = pieces[0]
+        if addr is None:
+            return None
+        if off == 0 and n == whole == length:
+            return addr
+    return pieces
+
+
+def _runs(pieces: list[Piece]) -> list[tuple[bool, int]]:
+    """``(zeros?, length)`` of the runs of zero and of data pieces, in order."""
+    out: list[tuple[bool, int]] = []
+    for addr, _off, n, _whole in pieces:
+        if out and out[-1][0] == (addr is None):
+            out[-1] = (out[-1][0], out[-1][1] + n)
+        else:
+            out.append((addr is None, n))
+    return out
+
+
+def _entry_addresses(entries: Iterable[str | None | list[Piece]]) -> set[str]:
+    """The chunk addresses index entries reference."""
+    out: set[str] = set()
+    for entry in entries:
+        if isinstance(entry, str):
+            out.add(entry)
+        elif entry:
+            out.update(p[0] for p in entry if p[0])
+    return out
+
+
+class _Pack:
+    """The changed extents of consecutive regions gathered into one chunk (stored once full, or when the backup
+    must wait for it). ``future`` is set once submitted; ``regions`` counts the window entries still using it."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.length = 0
+        self.future: Future | None = None
+        self.regions = 0
+        self.counted = False
+
+
+class _ChunkCache:
+    """The last few small chunks (packs) a restore fetched: consecutive regions share them."""
+
+    def __init__(self, slots: int = 4):
+        self.slots = slots
+        self._lock = threading.Lock()
+        self._data: dict[str, bytes] = {}
+
+    def get(self, addr: str) -> bytes | None:
+        with self._lock:
+            return self._data.get(addr)
+
+    def put(self, addr: str, data: bytes) -> None:
+        with self._lock:
+            self._data[addr] = data
+            while len(self._data) > self.slots:
+                del self._data[next(iter(self._data))]
 
 
 class _BackupContext:
@@ -155,17 +230,19 @@ class Bank:
         #: with the same addressing, docs/replication.md); called once, on the first such chunk
         self.fallback_opener: Callable[[], list[Bank]] | None = None
         self._fallbacks: list[Bank] | None = None
+        self._format = BANK_FORMAT
         tune_malloc()  # chunk-sized buffers are reused instead of page-faulted in afresh (opencsbs.blockio.direct)
         self._check_config()
 
     # --- set-up --------------------------------------------------------------------------------------
     def _check_config(self) -> None:
-        want = {"format": FORMAT, "chunk_size": self.chunk_size, "hash": self.codec.hash_name,
+        want = {"format": BANK_FORMAT, "chunk_size": self.chunk_size, "hash": self.codec.hash_name,
                 "encrypted": self.codec.encrypted, "key_id": self.codec.key_id}
         try:
             have = json.loads(self.store.get("bank.json"))
         except ObjectNotFound:
             self.store.put("bank.json", json.dumps(want, indent=1).encode())
+            self._format = BANK_FORMAT
             return
         if have.get("encrypted") and not self.codec.encrypted:
             raise BankKeyError(f"the bank at {self.store.location} is encrypted: set bank.encryption_key_file")
@@ -173,8 +250,20 @@ class Bank:
             raise BankKeyError(f"the bank at {self.store.location} was created without encryption")
         if have.get("key_id") != self.codec.key_id:
             raise BankKeyError(f"the encryption key does not belong to the bank at {self.store.location}")
-        if have.get("format") != FORMAT or have.get("chunk_size") != self.chunk_size:
+        if have.get("format") not in (1, BANK_FORMAT) or have.get("chunk_size") != self.chunk_size:
             raise BankError(f"the bank at {self.store.location} has an unsupported format {have}")
+        self._format = have["format"]
+
+    def require_pieces_format(self) -> None:
+        """Raise a format-1 bank to format 2 (``bank.json``) before the first index with pieces is written, so
+        that an older opencsbs refuses the bank as a whole instead of failing on single indexes."""
+        if self._format >= 2:
+            return
+        have = json.loads(self.store.get("bank.json"))
+        if have.get("format", 1) < 2:
+            have["format"] = 2
+            self.store.put("bank.json", json.dumps(have, indent=1).encode())
+        self._format = 2
 
     def executor(self) -> ThreadPoolExecutor:
         """The bank's worker pool (started on first use, :attr:`workers` threads)."""
@@ -208,6 +297,21 @@ class Bank:
                                                               else bytes(length))
         return d
 
+    def entry_digest(self, entry: str | list[Piece] | None, length: int) -> bytes:
+        """The digest standing for one index entry (a region of ``length`` bytes) in the volume hash."""
+        if entry is None:
+            return self.zero_digest(length)
+        if isinstance(entry, str):
+            return bytes.fromhex(entry)
+        return self.codec.digest(pieces_digest_input(entry))
+
+    def volume_hash(self, idx: VolumeIndex) -> str:
+        """The volume hash of the entries of ``idx`` (what its ``volume_hash`` must be)."""
+        h = self.codec.volume_hasher()
+        for i, entry in enumerate(idx.chunks):
+            h.update(self.entry_digest(entry, idx.chunk_length(i)))
+        return h.hexdigest()
+
     # --- indexes -------------------------------------------------------------------------------------
     def read_index(self, index_name: str) -> VolumeIndex:
         """The index called ``index_name``. Raises :class:`IndexNotFound` or :class:`ChunkDamaged`."""
@@ -237,6 +341,17 @@ class Bank:
         """Drop an index (its chunks are freed by the next :meth:`gc`). Absent indexes are ignored."""
         self.store.delete(index_key(check_index_name(index_name)))
 
+    def retain_index(self, index_name: str, mode: str, until: datetime) -> int:
+        """Have the storage keep the index ``index_name`` and every chunk it names until ``until`` (naive UTC
+        or aware), ``mode`` ``"GOVERNANCE"`` or ``"COMPLIANCE"`` (S3 Object Lock, bank option
+        ``s3_object_lock``); longer or stronger retentions in force are kept. The number of objects retained;
+        0 where the store enforces no retention. Raises :class:`IndexNotFound`, :class:`BankError`."""
+        if not self.store.enforces_retention:
+            return 0
+        keys = [chunk_key(a) for a in sorted(self.read_index(index_name).addresses())]
+        done = sum(self.executor().map(lambda k: self.store.retain(k, mode, until), keys))
+        return done + int(self.store.retain(index_key(check_index_name(index_name)), mode, until))
+
     # --- leases (backups in flight) ------------------------------------------------------------------
     def _open_lease(self, index_name: str, base_index: str | None) -> tuple[str, float]:
         lease_id = uuid.uuid4().hex
@@ -256,7 +371,9 @@ class Bank:
 
         ``base_index``: a previous backup of the same volume; its chunks count as present (incremental
         forever). ``changed_ranges`` (only with ``base_index``): ``(offset, length)`` byte ranges changed since
-        the base; other chunks are taken from the base without reading. Ranges ``reader.allocated_ranges()``
+        the base; other regions are taken from the base without reading, and of a changed region only its changed
+        64 KiB extents are read and stored when they are few (the region becomes pieces, docs/bank.md).
+        Without ``changed_ranges`` a region that differs from the base is compared with it and stored likewise. Ranges ``reader.allocated_ranges()``
         leaves out are zeros and not read. ``progress(bytes_done, bytes_total)`` is called from this thread.
         The index is written last, atomically: an interrupted backup leaves no index, only chunks that a later
         :meth:`gc` removes. A reader with a ``verify()`` method is asked to confirm its data just before the index is
@@ -277,18 +394,25 @@ class Bank:
 
         allocated = reader.allocated_ranges()
         readable = _chunk_bitmap(allocated, n, cs, size) if allocated is not None else bytearray(b"\x01" * n)
-        # plan: None = read, "" = zero, address = taken from the base
-        plan: list[str | None] = []
-        changed = _chunk_bitmap(changed_ranges, n, cs, size) if changed_ranges is not None else None
+        # plan per region: ("read",), ("zero",), ("base", entry) taken from the base without reading, or
+        # ("patch", base pieces, extents): only the changed extents are read and stored (docs/bank.md)
+        plan: list[tuple] = []
+        extents_of = region_extents(changed_ranges, cs, size) if changed_ranges is not None else None
         for i in range(n):
             length = min(cs, size - i * cs)
-            if changed is not None and base is not None and not changed[i] and i < base.chunk_count \
-                    and base.chunk_length(i) == length:
-                plan.append(base.chunks[i] or "")
+            same_base = extents_of is not None and base is not None and i < base.chunk_count \
+                and base.chunk_length(i) == length
+            if same_base and i not in extents_of:
+                plan.append(("base", base.chunks[i]))
             elif not readable[i]:
-                plan.append("")
+                plan.append(("zero",))
+            elif same_base and self._patchable(base.pieces(i), extents_of[i], length):
+                plan.append(("patch", base.pieces(i), extents_of[i]))
+            elif extents_of is None and base is not None and i < base.chunk_count \
+                    and base.chunk_length(i) == length:
+                plan.append(("reread", base.chunks[i]))  # compared with the base: only what differs is stored
             else:
-                plan.append(None)
+                plan.append(("read", None))
 
         known: set[str] = base.addresses() if base is not None else set()
         from_base = set(known)
@@ -297,33 +421,85 @@ class Bank:
         ctx = _BackupContext(known, lease_time)
         stats = IndexStats(size=size, chunk_count=n, zero_chunks=0, new_chunks=0, stored_bytes=0, read_bytes=0,
                            seconds=0.0)
-        vhash = self.codec.volume_hasher()
-        chunks: list[str | None] = []
+        chunks: list[str | None | list[Piece]] = []
         done = 0
         pool = self.executor()
-        window: deque[tuple[int, Future | tuple]] = deque()
+        window: deque[tuple[int, Future | tuple | _Pack, tuple | None]] = deque()
         limit = self.workers * 2
+        busy = 0  # futures in the window: region reads and submitted packs (bounds memory)
+        pack: _Pack | None = None
 
-        def settle(item: tuple[int, Future | tuple]) -> None:
-            nonlocal done
-            i, res = item
-            kind, digest, stored, raw_len = res.result() if isinstance(res, Future) else res
+        def submit_pack() -> None:
+            nonlocal pack, busy
+            if pack is not None:
+                data = pack.parts[0] if len(pack.parts) == 1 else b"".join(pack.parts)
+                pack.parts = []
+                pack.future = pool.submit(self._put_chunk, data, ctx)
+                busy += 1
+                pack = None
+
+        def ready(res: Future | tuple | _Pack) -> bool:
+            if isinstance(res, _Pack):
+                return res.future is not None and res.future.done()
+            # a finished chunk is settled at once, so progress moves while the rest of the window is written
+            return res.done() if isinstance(res, Future) else True
+
+        def count(kind: str, digest: Any, stored: int, raw_len: int) -> None:
+            if kind == "new":
+                stats.new_chunks += 1
+                stats.stored_bytes += stored
+                stats.new_bytes += raw_len
+            elif kind == "reused":
+                stats.reused_chunks += 1
+                reused.add(digest.hex())
+            elif kind == "base" and digest is not None:
+                stats.reused_chunks += 1
+
+        def settle(item: tuple[int, Future | tuple | _Pack, tuple | None]) -> None:
+            nonlocal done, busy
+            i, res, patch = item
             length = min(cs, size - i * cs)
-            if kind == "zero":
-                stats.zero_chunks += 1
-                chunks.append(None)
-                vhash.update(self.zero_digest(length))
+            if isinstance(res, _Pack):
+                if res.future is None:
+                    submit_pack()
+                kind, digest, stored, raw_len = res.future.result()
+                if not res.counted:
+                    res.counted = True
+                    count(kind, digest, stored, raw_len)
+                res.regions -= 1
+                if res.regions == 0:
+                    busy -= 1
             else:
-                addr = digest.hex()
-                chunks.append(addr)
-                vhash.update(digest)
-                if kind == "new":
-                    stats.new_chunks += 1
-                    stats.stored_bytes += stored
-                    stats.new_bytes += raw_len
-                else:
-                    stats.reused_chunks += 1
-                    reused.add(addr)
+                if isinstance(res, Future):
+                    busy -= 1
+                kind, digest, stored, raw_len = res.result() if isinstance(res, Future) else res
+                if kind == "patched":  # re-read, compared with the base: the differing extents, stored
+                    kind, digest, extents, pack_len = digest
+                    count(kind, digest, stored, raw_len)
+                    stats.patched_regions += 1
+                    chunks.append(_compact(overlay_pieces(base.pieces(i), extents,
+                                                          digest.hex() if kind != "zero" else None, pack_len),
+                                           length))
+                    done += length
+                    if progress is not None:
+                        progress(done, size)
+                    return
+                count(kind, digest, stored, raw_len)
+            if patch is not None:
+                base_pieces, extents, pack_off = patch
+                entry: str | None | list[Piece] = _compact(overlay_pieces(
+                    base_pieces, extents, digest.hex() if kind != "zero" else None,
+                    res.length if isinstance(res, _Pack) else 0, pack_off), length)
+                stats.patched_regions += 1
+            elif kind == "base":
+                entry = digest
+            elif kind == "zero":
+                entry = None
+            else:
+                entry = digest.hex()
+            if entry is None:
+                stats.zero_chunks += 1
+            chunks.append(entry)
             done += length
             if progress is not None:
                 progress(done, size)
@@ -332,25 +508,52 @@ class Bank:
             for i, step in enumerate(plan):
                 off = i * cs
                 length = min(cs, size - off)
-                if step is None:
+                if step[0] in ("read", "reread"):
                     data = reader.read(off, length)
                     if len(data) != length:
                         raise BankError(f"short read at {off}: {len(data)} of {length} bytes")
                     stats.read_bytes += length
-                    window.append((i, pool.submit(self._put_chunk, data, ctx)))
-                elif step == "":
-                    window.append((i, ("zero", None, 0, 0)))
+                    if step[0] == "reread":
+                        window.append((i, pool.submit(self._compare_and_put, data, step[1], ctx), None))
+                    else:
+                        window.append((i, pool.submit(self._put_chunk, data, ctx), None))
+                    busy += 1
+                elif step[0] == "patch":
+                    parts = []
+                    for s, e in step[2]:
+                        part = reader.read(off + s, e - s)
+                        if len(part) != e - s:
+                            raise BankError(f"short read at {off + s}: {len(part)} of {e - s} bytes")
+                        parts.append(part)
+                    n_read = sum(len(p) for p in parts)
+                    stats.read_bytes += n_read
+                    if all(p == _ZERO[:len(p)] for p in parts):
+                        window.append((i, ("zero", None, 0, 0), (step[1], step[2], 0)))
+                    else:
+                        if pack is not None and pack.length + n_read > PACK_SIZE:
+                            submit_pack()
+                        if pack is None:
+                            pack = _Pack()
+                        window.append((i, pack, (step[1], step[2], pack.length)))
+                        pack.parts.extend(parts)
+                        pack.length += n_read
+                        pack.regions += 1
+                elif step[0] == "zero":
+                    window.append((i, ("zero", None, 0, 0), None))
                 else:
-                    window.append((i, ("base", bytes.fromhex(step), 0, 0)))
-                while len(window) > limit or (window and not isinstance(window[0][1], Future)):
+                    window.append((i, ("base", step[1], 0, 0), None))
+                if pack is not None and len(window) > 256:
+                    submit_pack()  # unchanged regions waiting behind a pack stay few
+                while window and (busy > limit or ready(window[0][1])):
                     settle(window.popleft())
+            submit_pack()
             while window:
                 settle(window.popleft())
             # a garbage collection that overlapped this backup may have removed a chunk found present:
             # re-write every such chunk from the volume before the index makes them referenced
+            in_use = _entry_addresses(chunks)
             if reused or from_base:
-                self._restore_reused(reader, chunks, reused | ({a for a in chunks if a} & from_base), lease_time,
-                                     ctx, stats)
+                self._restore_reused(reader, chunks, (reused | from_base) & in_use, lease_time, ctx, stats)
             # the new chunks reach stable storage before the index that references them
             keys = ctx.new_keys
             step = max(1, -(-len(keys) // self.workers))
@@ -362,15 +565,19 @@ class Bank:
             if verify is not None:
                 verify()
             stats.seconds = time.monotonic() - started
-            idx = VolumeIndex(name=index_name, size=size, chunk_size=cs, chunks=chunks,
-                              volume_hash=vhash.hexdigest(), hash=self.codec.hash_name, created_at=utcnow_iso(),
+            idx = VolumeIndex(name=index_name, size=size, chunk_size=cs, chunks=chunks, volume_hash="",
+                              hash=self.codec.hash_name, created_at=utcnow_iso(),
                               base_index=base_index, metadata=dict(metadata or {}), stats=asdict(stats))
+            idx.volume_hash = self.volume_hash(idx)
+            if idx.has_pieces:
+                self.require_pieces_format()
             self.store.put(index_key(index_name), self.codec.encode_index(index_name, idx.to_json()))
         except BaseException:
-            for _i, res in window:
+            pending = [res.future if isinstance(res, _Pack) else res for _i, res, _p in window]
+            for res in pending:
                 if isinstance(res, Future):
                     res.cancel()
-            for _i, res in window:
+            for res in pending:
                 if isinstance(res, Future) and not res.cancelled():
                     try:
                         res.result()
@@ -386,7 +593,17 @@ class Bank:
         return stats
 
 
-    def _restore_reused(self, reader: BlockReader, chunks: list[str | None], addresses: set[str],
+    @staticmethod
+    def _patchable(base_pieces: list[Piece], extents: list[list[int]], length: int) -> bool:
+        """Whether a changed region is better stored as pieces (its changed extents only) than read whole: the
+        extents are at most half of it, and the pieces stay within :data:`MAX_PIECES` and
+        :data:`MAX_PIECE_CHUNKS` (else the region is rolled into one new whole chunk)."""
+        if sum(e - s for s, e in extents) * 2 > length:
+            return False
+        pieces = overlay_pieces(base_pieces, extents, "+", 0)
+        return len(pieces) <= MAX_PIECES and len({p[0] for p in pieces if p[0]}) <= MAX_PIECE_CHUNKS
+
+    def _restore_reused(self, reader: BlockReader, chunks: list[str | None | list[Piece]], addresses: set[str],
                         lease_time: float, ctx: _BackupContext, stats: IndexStats) -> None:
         """Make sure every chunk this backup did not write itself (dedup hits, chunks of the base index) is in
         the bank before its index is written, whatever garbage collections ran meanwhile.
@@ -395,13 +612,15 @@ class Bank:
         keeps them, see docs/bank.md). So, when a GC overlapped the backup: look every such chunk up, write the
         missing ones again from the volume (``reader``; a rewritten chunk is newer than the cutoff of every GC
         running), and repeat until a round starts with no GC running that began before the lease (one still
-        running may delete after the look-ups; a later one keeps every chunk of this backup). Raises
-        :class:`ChunkMissing` only when the volume no longer holds a chunk's bytes.
+        running may delete after the look-ups; a later one keeps every chunk of this backup). A region made of
+        pieces that needs a missing chunk is read from the volume and stored whole (its entry becomes that
+        chunk). Raises :class:`ChunkMissing` only when the volume no longer holds a chunk's bytes.
         """
         first: dict[str, int] = {}
-        for i, addr in enumerate(chunks):
-            if addr in addresses and addr not in first:
-                first[addr] = i
+        for i, entry in enumerate(chunks):
+            if isinstance(entry, str) and entry in addresses and entry not in first:
+                first[entry] = i
+        cs = self.chunk_size
         while gc_overlapped(self.store, lease_time):
             # asked before the look-ups: an older GC that ends after this point cannot be missed by them
             older_gc_running = gc_before_lease_running(self.store, lease_time)
@@ -409,27 +628,82 @@ class Bank:
                 key = chunk_key(addr)
                 if self.store.head(key) is not None:
                     continue
-                i = first[addr]
-                offset = i * self.chunk_size
-                data = reader.read(offset, min(self.chunk_size, int(reader.size) - offset))
-                digest = self.codec.digest(data)
-                if digest.hex() != addr:
-                    raise ChunkMissing(key)  # the volume changed under the base index: nothing to rewrite from
-                blob = self.codec.encode_chunk(digest, data)
-                self.store.put(key, blob, sync=False)
-                ctx.new_keys.append(key)
-                stats.read_bytes += len(data)
-                stats.stored_bytes += len(blob)
-                stats.rewritten_chunks += 1
+                if addr in first:
+                    i = first[addr]
+                    offset = i * cs
+                    data = reader.read(offset, min(cs, int(reader.size) - offset))
+                    digest = self.codec.digest(data)
+                    if digest.hex() != addr:
+                        raise ChunkMissing(key)  # the volume changed under the base index: nothing to rewrite from
+                    blob = self.codec.encode_chunk(digest, data)
+                    self.store.put(key, blob, sync=False)
+                    ctx.new_keys.append(key)
+                    stats.read_bytes += len(data)
+                    stats.stored_bytes += len(blob)
+                    stats.rewritten_chunks += 1
+                for i, entry in enumerate(chunks):
+                    if not isinstance(entry, list) or all(p[0] != addr for p in entry):
+                        continue
+                    offset = i * cs
+                    data = reader.read(offset, min(cs, int(reader.size) - offset))
+                    stats.read_bytes += len(data)
+                    if data == _ZERO[:len(data)]:
+                        chunks[i] = None
+                        continue
+                    digest = self.codec.digest(data)
+                    blob = self.codec.encode_chunk(digest, data)
+                    self.store.put(chunk_key(digest.hex()), blob, sync=False)
+                    ctx.new_keys.append(chunk_key(digest.hex()))
+                    stats.stored_bytes += len(blob)
+                    stats.rewritten_chunks += 1
+                    chunks[i] = digest.hex()
             if not older_gc_running:
                 return
             time.sleep(GC_WAIT_SECONDS)
 
-    def _put_chunk(self, data: bytes, ctx: _BackupContext) -> tuple[str, bytes | None, int, int]:
-        """Runs in a worker: zero test, hash, existence check, encode, store."""
-        if data == _ZERO[:len(data)]:
+    def _compare_and_put(self, data: bytes, entry: str | None | list[Piece], ctx: _BackupContext) -> tuple:
+        """Runs in a worker: ``data`` of a region the base holds as ``entry`` (re-reading, no changed ranges).
+
+        The same bytes: the base's entry again; a chunk the bank already holds: that chunk (dedup). Otherwise
+        the region is compared with the base's bytes (read from the bank) in 64 KiB extents and, when few differ, only those are stored (one chunk) and the region
+        becomes pieces (``("patched", (kind, digest, extents, length), stored, raw_len)``); else
+        :meth:`_put_chunk`."""
+        length = len(data)
+        if data == _ZERO[:length]:
             return ("zero", None, 0, 0)
         digest = self.codec.digest(data)
+        addr = digest.hex()
+        if addr == entry or addr in ctx.known or self.store.head(chunk_key(addr)) is not None:
+            # the base's own chunk, or one the bank has (dedup): nothing stored
+            return self._put_chunk(data, ctx, digest)
+        try:
+            old = self.read_entry(entry, length) if entry else _ZERO[:length]
+        except (ChunkMissing, ChunkDamaged):
+            return self._put_chunk(data, ctx, digest)
+        if isinstance(entry, list) and old == data:
+            return ("base", entry, 0, 0)
+        extents: list[list[int]] = []
+        for s in range(0, length, EXTENT_ALIGN):
+            e = min(length, s + EXTENT_ALIGN)
+            if data[s:e] != old[s:e]:  # bytes compare (memcmp); memoryview compares element by element
+                if extents and extents[-1][1] == s:
+                    extents[-1][1] = e
+                else:
+                    extents.append([s, e])
+        base_pieces = VolumeIndex.entry_pieces(entry, length)
+        if not extents or not self._patchable(base_pieces, extents, length):
+            return self._put_chunk(data, ctx, digest)
+        pack = b"".join(data[s:e] for s, e in extents)
+        kind, digest, stored, raw_len = self._put_chunk(pack, ctx)
+        return ("patched", (kind, digest, extents, len(pack)), stored, raw_len)
+
+    def _put_chunk(self, data: bytes, ctx: _BackupContext,
+                   digest: bytes | None = None) -> tuple[str, bytes | None, int, int]:
+        """Runs in a worker: zero test, hash (unless ``digest`` is given), existence check, encode, store."""
+        if digest is None:
+            if data == _ZERO[:len(data)]:
+                return ("zero", None, 0, 0)
+            digest = self.codec.digest(data)
         addr = digest.hex()
         mine, event = ctx.claim(addr)
         if not mine:
@@ -475,6 +749,32 @@ class Bank:
                 raise
             return data
 
+    def read_entry(self, entry: str | list[Piece], length: int, cache: _ChunkCache | None = None) -> bytes:
+        """The plaintext of one region: a whole chunk, or its pieces assembled (each chunk fetched once and
+        checked against its address; zero pieces stay zeros). ``cache`` keeps chunks smaller than a region
+        (packs) for the next regions."""
+        if isinstance(entry, str):
+            return self._get_chunk(entry, length)
+        out = bytearray(length)
+        slices: dict[str, list[tuple[int, int, int]]] = {}
+        whole_of: dict[str, int] = {}
+        pos = 0
+        for addr, off, n, whole in entry:
+            if addr:
+                slices.setdefault(addr, []).append((pos, off, n))
+                whole_of[addr] = whole
+            pos += n
+        for addr, parts in slices.items():
+            data = cache.get(addr) if cache is not None else None
+            if data is None:
+                data = self._get_chunk(addr, whole_of[addr])
+                if cache is not None and whole_of[addr] < self.chunk_size:
+                    cache.put(addr, data)
+            view = memoryview(data)
+            for pos, off, n in parts:
+                out[pos:pos + n] = view[off:off + n]
+        return bytes(out)
+
     def _from_fallback(self, address: str, length: int) -> bytes | None:
         """The chunk ``address`` from a fallback bank (a replica addressing chunks alike), written back here
         (repair); None when no fallback has it intact."""
@@ -508,32 +808,35 @@ class Bank:
         pool = self.executor()
         window: deque[tuple[int, Future]] = deque()
         limit = self.workers * 2
-        done = checked = 0
+        done = 0
+        seen: set[str] = set()
+
+        def settle(j: int, fut: Future) -> None:
+            nonlocal done
+            fut.result()
+            done += j
+            if progress is not None:
+                progress(done, idx.size)
+
         try:
-            for i, addr in enumerate(idx.chunks):
-                if not addr:
-                    done += idx.chunk_length(i)
+            for i in range(idx.chunk_count):
+                length = idx.chunk_length(i)
+                todo = [(a, whole) for a, _off, _n, whole in idx.pieces(i) if a and a not in seen]
+                if not todo:
+                    done += length
                     continue
-                window.append((i, pool.submit(self._get_chunk, addr, idx.chunk_length(i))))
+                for k, (addr, whole) in enumerate(todo):
+                    seen.add(addr)
+                    window.append((length if k == len(todo) - 1 else 0, pool.submit(self._get_chunk, addr, whole)))
                 while len(window) > limit:
-                    j, fut = window.popleft()
-                    fut.result()
-                    checked += 1
-                    done += idx.chunk_length(j)
-                    if progress is not None:
-                        progress(done, idx.size)
+                    settle(*window.popleft())
             while window:
-                j, fut = window.popleft()
-                fut.result()
-                checked += 1
-                done += idx.chunk_length(j)
-                if progress is not None:
-                    progress(done, idx.size)
+                settle(*window.popleft())
         except BaseException:
             for _i, fut in window:
                 fut.cancel()
             raise
-        return checked
+        return len(seen)
 
     def restore_volume(self, index_name: str, writer: BlockWriter, progress: Progress | None = None) -> RestoreStats:
         """Write the volume backup ``index_name`` onto ``writer`` (its first ``size`` bytes), byte-exact.
@@ -552,6 +855,7 @@ class Bank:
         vhash = self.codec.volume_hasher()
         written = zero = done = 0
         zero_run: list[int] = []  # [start, length] of pending zeros
+        cache = _ChunkCache()
 
         def flush_zeros() -> None:
             if zero_run:
@@ -572,17 +876,34 @@ class Bank:
                 zero += length
             else:
                 data = fut.result()
-                flush_zeros()
-                writer.write(off, data)
-                vhash.update(bytes.fromhex(idx.chunks[i]))
-                written += length
+                entry = idx.chunks[i]
+                vhash.update(self.entry_digest(entry, length))
+                if isinstance(entry, str):
+                    flush_zeros()
+                    writer.write(off, data)
+                    written += length
+                else:  # pieces: zero pieces become zeros (holes where the writer can), runs of others are written
+                    pos = 0
+                    for is_zero, n in _runs(entry):
+                        if is_zero:
+                            if zero_run and zero_run[0] + zero_run[1] == off + pos:
+                                zero_run[1] += n
+                            else:
+                                flush_zeros()
+                                zero_run.extend((off + pos, n))
+                            zero += n
+                        else:
+                            flush_zeros()
+                            writer.write(off + pos, data[pos:pos + n] if n < length else data)
+                            written += n
+                        pos += n
             done += length
             if progress is not None:
                 progress(done, idx.size)
 
         try:
-            for i, addr in enumerate(idx.chunks):
-                window.append((i, pool.submit(self._get_chunk, addr, idx.chunk_length(i)) if addr else None))
+            for i, entry in enumerate(idx.chunks):
+                window.append((i, pool.submit(self.read_entry, entry, idx.chunk_length(i), cache) if entry else None))
                 while len(window) > limit or (window and window[0][1] is None):
                     settle(window.popleft())
             while window:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from opencsbs.core.blocks import BlockReader, BlockWriter, Range
@@ -37,6 +38,11 @@ class VolumeStore(Protocol):
     def check_volume(self, index_name: str, progress: Callable[[int, int], None] | None = None) -> int:
         """Check that every chunk of ``index_name`` is present and intact (hash-checked), writing nothing; the
         number of chunks checked. Raises ``IndexNotFound``, ``ChunkMissing``, ``ChunkDamaged``, ``BankError``."""
+        ...
+
+    def retain_index(self, index_name: str, mode: str, until: datetime) -> int:
+        """Have the storage keep ``index_name`` and its chunks until ``until`` (S3 Object Lock, ``mode``
+        GOVERNANCE|COMPLIANCE); the number of objects retained, 0 where the store enforces no retention."""
         ...
 
     def delete_index(self, index_name: str) -> None:

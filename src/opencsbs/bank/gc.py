@@ -53,6 +53,12 @@ class GCReport:
     #: GC after the cutoff frees
     reclaimable_bytes: int = 0
     temporary_removed: int = 0
+    #: S3 Object Lock: unreferenced chunks whose retention the storage still enforces (hidden now, their data
+    #: freed by the first GC after their retain-until), and the old object versions a GC removed once their
+    #: retention had ended (``pruned_versions``, ``pruned_bytes``)
+    retained_chunks: int = 0
+    pruned_versions: int = 0
+    pruned_bytes: int = 0
     cutoff: float = 0.0
     seconds: float = 0.0
     skipped_reason: str | None = None
@@ -208,6 +214,8 @@ def collect_garbage(bank: Bank, grace_seconds: float = 3600.0) -> GCReport:
         if report.skipped_reason is None:
             _sweep(store, marked, cutoff, report, renew)
             report.temporary_removed = store.cleanup_temporary(min(cutoff, time.time() - SAFETY))
+            if store.enforces_retention:
+                report.pruned_versions, report.pruned_bytes = store.prune_versions()
     finally:
         store.put("gc/finished", json.dumps({
             "finished_at": utcnow_iso(), "deleted_chunks": report.deleted_chunks,
@@ -239,7 +247,9 @@ def _sweep(store: ObjectStore, marked: set[str], cutoff: float, report: GCReport
             report.kept_recent += 1
             report.reclaimable_bytes += fresh.size
             continue
-        store.delete(info.key)
+        if not store.delete_unless_retained(info.key):
+            report.retained_chunks += 1  # hidden; the storage frees it when its retention ends
+            continue
         report.deleted_chunks += 1
         report.freed_bytes += fresh.size
 

@@ -5,17 +5,19 @@ Layout of the objects in a backend (local folder or S3 bucket)::
 
     bank.json                         format, chunk size, hash, encryption key identifier
     chunks/<aa>/<address>             one chunk (envelope, see :mod:`opencsbs.bank.codec`)
-    indexes/<index name>.idx          one volume backup: ordered chunk addresses, size, hashes, metadata
+    indexes/<index name>.idx          one volume backup: one entry per region (a chunk address, zeros, or pieces:
+                                      slices of chunks), size, hashes, metadata
     leases/<id>.json                  a backup (or a copy to this bank) in flight (protects its chunks from GC)
     catalog/<checkpoint_item id>.json a backup's catalog record (:mod:`opencsbs.bank.catalog`)
-    gc/running/<id>, gc/finished      garbage collections in progress / the end of the last one
+    gc/running/<id>, gc/finished      garbage collections in progress / the end of the last one (its figures)
+    verify/finished                   the end of the last whole-bank verify (its figures)
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +25,21 @@ from opencsbs.bank.errors import BankError
 
 #: fixed chunk size for disk images (bytes)
 CHUNK_SIZE = 4 << 20
+#: the bank's format (``bank.json``): 1 = every index entry is a whole chunk; 2 = index entries may also be
+#: pieces (slices of chunks). A format-1 bank is raised to 2 when it first gets an index with pieces.
+BANK_FORMAT = 2
+#: index formats: 1 = whole chunks only (what format-1 banks hold), 2 = may hold pieces
 FORMAT = 1
+FORMAT_PIECES = 2
+#: an incremental stores changed bytes in extents aligned to this (QEMU's dirty-bitmap granularity)
+EXTENT_ALIGN = 64 << 10
+#: a region whose pieces would reference more chunks than this, or be more pieces than :data:`MAX_PIECES`, is
+#: read and stored whole again (bounds the chunks a restore fetches per region)
+MAX_PIECE_CHUNKS = 8
+MAX_PIECES = 64
+#: the changed extents of consecutive regions are stored together in chunks of at most this many bytes
+#: ("packs"; fewer objects to write and sync than one per region)
+PACK_SIZE = 1 << 20
 #: a backup that reuses a chunk older than this (seconds, relative to its start) renews the chunk's mtime
 TOUCH_AGE = 3600.0
 #: extra margin (seconds) for clock resolution (S3 LastModified has 1 s) and slow calls
@@ -68,18 +84,47 @@ def utcnow_iso() -> str:
     return datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
 
 
+#: one piece of a region: ``[address or None (zeros), offset in the chunk, length, length of the whole chunk]``
+Piece = list
+
+
+def pieces_digest_input(pieces: list[Piece]) -> bytes:
+    """The bytes whose digest stands for a region made of ``pieces`` in the volume hash."""
+    return b"opencsbs pieces v2\n" + json.dumps(pieces, separators=(",", ":")).encode()
+
+
+def _check_pieces(pieces: Any, length: int) -> None:
+    if not isinstance(pieces, list) or not pieces:
+        raise ValueError("an entry is neither an address, null nor a list of pieces")
+    total = 0
+    for p in pieces:
+        if not isinstance(p, list) or len(p) != 4 or not all(isinstance(x, int) for x in p[1:]):
+            raise ValueError(f"bad piece {p!r}")
+        addr, off, n, whole = p
+        if n <= 0 or off < 0 or (addr is not None and (not isinstance(addr, str) or not ADDR_RE.match(addr)
+                                                          or off + n > whole)):
+            raise ValueError(f"bad piece {p!r}")
+        total += n
+    if total != length:
+        raise ValueError("pieces do not cover their region")
+
+
 @dataclass
 class VolumeIndex:
     """One volume backup as stored in the bank.
 
-    ``chunks``: hex addresses in volume order, ``None`` for an all-zero chunk; the last chunk may be shorter
-    than ``chunk_size``. ``volume_hash``: BLAKE3 (keyed when encrypted) over the chunk digests in order (a
-    zero chunk counts with the digest of its zero bytes), checked by every restore."""
+    ``chunks``: one entry per region of ``chunk_size`` bytes in volume order (the last one may be shorter):
+    a hex chunk address (the region is that whole chunk), ``None`` (all zeros), or, in index format 2, a list of
+    pieces ``[address or None, offset, length, chunk length]`` that together cover the region (slices of chunks,
+    ``None`` for zeros; see docs/bank.md). ``volume_hash``: BLAKE3 (keyed when encrypted) over one digest per
+    region in order: the chunk's address, the digest of its zero bytes, or the digest of
+    :func:`pieces_digest_input`; checked by every restore. Every index is complete on its own: a restore never
+    needs another index."""
 
     name: str
     size: int
     chunk_size: int
-    chunks: list[str | None]
+    chunks: list[str | None | list[Piece]]
     volume_hash: str
     hash: str = "blake3"
     created_at: str = ""
@@ -92,25 +137,142 @@ class VolumeIndex:
         return len(self.chunks)
 
     def addresses(self) -> set[str]:
-        """The distinct non-zero chunk addresses."""
-        return {a for a in self.chunks if a}
+        """The distinct chunk addresses the index references (whole or in pieces)."""
+        return set(self.chunk_lengths())
+
+    def chunk_lengths(self) -> dict[str, int]:
+        """Address → plaintext length of every chunk the index references, in order of first use."""
+        out: dict[str, int] = {}
+        for i, entry in enumerate(self.chunks):
+            if isinstance(entry, str):
+                out.setdefault(entry, self.chunk_length(i))
+            elif entry:
+                for addr, _off, _n, whole in entry:
+                    if addr:
+                        out.setdefault(addr, whole)
+        return out
+
+    def pieces(self, i: int) -> list[Piece]:
+        """Region ``i`` as pieces (a whole chunk or zeros as one piece)."""
+        return self.entry_pieces(self.chunks[i], self.chunk_length(i))
+
+    @staticmethod
+    def entry_pieces(entry: str | None | list[Piece], length: int) -> list[Piece]:
+        """An entry of a region of ``length`` bytes as pieces."""
+        if entry is None:
+            return [[None, 0, length, 0]]
+        if isinstance(entry, str):
+            return [[entry, 0, length, length]]
+        return [list(p) for p in entry]
+
+    @property
+    def has_pieces(self) -> bool:
+        return any(isinstance(e, list) for e in self.chunks)
 
     def chunk_length(self, i: int) -> int:
         """Length in bytes of chunk ``i``."""
         return min(self.chunk_size, self.size - i * self.chunk_size)
 
     def to_json(self) -> bytes:
-        doc = {"format": FORMAT, **asdict(self)}
+        doc = {"format": FORMAT_PIECES if self.has_pieces else FORMAT,
+               **{f.name: getattr(self, f.name) for f in fields(self)}}
         return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> VolumeIndex:
         doc = json.loads(raw)
-        if doc.pop("format", None) != FORMAT:
+        fmt = doc.pop("format", None)
+        if fmt not in (FORMAT, FORMAT_PIECES):
             raise ValueError("unknown index format")
         idx = cls(**doc)
         n = -(-idx.size // idx.chunk_size) if idx.size else 0
-        if len(idx.chunks) != n or any(a is not None and not ADDR_RE.match(a) for a in idx.chunks):
+        if len(idx.chunks) != n:
             raise ValueError("chunk list does not match the size")
+        for i, entry in enumerate(idx.chunks):
+            if entry is None or (isinstance(entry, str) and ADDR_RE.match(entry)):
+                continue
+            if fmt == FORMAT:
+                raise ValueError("chunk list does not match the size")
+            _check_pieces(entry, idx.chunk_length(i))
         return idx
 
+
+
+def read_record(store, key: str) -> dict[str, Any] | None:
+    """The JSON record at ``key`` (``gc/finished``, ``verify/finished``) with its object time as ``mtime``
+    (POSIX seconds), or None when there is none or it does not parse."""
+    info = store.head(key)
+    if info is None:
+        return None
+    try:
+        doc = json.loads(store.get(key))
+    except Exception:  # noqa: BLE001 - vanished or half-written: as if there were none
+        return None
+    return {**doc, "mtime": info.mtime} if isinstance(doc, dict) else None
+
+
+def region_extents(ranges: Any, chunk_size: int, size: int, align: int = EXTENT_ALIGN) -> dict[int, list[list[int]]]:
+    """Region number → the changed extents ``[start, end)`` inside it (offsets relative to the region), widened
+    to ``align`` (clipped to the region and the volume), merged and sorted. ``ranges``: ``(offset, length)``
+    byte ranges of the volume."""
+    out: dict[int, list[list[int]]] = {}
+    for off, length in ranges:
+        if length <= 0 or off >= size:
+            continue
+        end = min(size, off + length)
+        off = max(0, off)
+        start, stop = off // align * align, min(size, -(-end // align) * align)
+        pos = start
+        while pos < stop:
+            i = pos // chunk_size
+            base = i * chunk_size
+            upto = min(stop, base + chunk_size)
+            out.setdefault(i, []).append([pos - base, upto - base])
+            pos = upto
+    for i, extents in out.items():
+        extents.sort()
+        merged: list[list[int]] = []
+        for s, e in extents:
+            if merged and s <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], e)
+            else:
+                merged.append([s, e])
+        out[i] = merged
+    return out
+
+
+def overlay_pieces(base: list[Piece], extents: list[list[int]], pack: str | None, pack_len: int,
+                   pack_start: int = 0) -> list[Piece]:
+    """The pieces of a region whose old content is ``base`` (pieces covering it) and whose ``extents``
+    (``[start, end)``, sorted, disjoint) now come, one after the other, from the chunk ``pack`` of ``pack_len``
+    bytes from its offset ``pack_start`` on (the changed extents concatenated; ``None``: they are zeros).
+    Adjacent pieces continuing each other are merged."""
+    spans = []
+    pos = 0
+    for p in base:
+        spans.append((pos, p))
+        pos += p[2]
+    out: list[Piece] = []
+
+    def emit(piece: Piece) -> None:
+        if out:
+            last = out[-1]
+            if last[0] == piece[0] and (last[0] is None or (last[1] + last[2] == piece[1] and last[3] == piece[3])):
+                last[2] += piece[2]
+                return
+        out.append(piece)
+
+    def old(s: int, e: int) -> None:
+        for ps, (addr, coff, n, whole) in spans:
+            lo, hi = max(s, ps), min(e, ps + n)
+            if lo < hi:
+                emit([addr, coff + (lo - ps) if addr else 0, hi - lo, whole])
+
+    pos, pack_off = 0, pack_start
+    for s, e in extents:
+        old(pos, s)
+        emit([pack, pack_off, e - s, pack_len] if pack else [None, 0, e - s, 0])
+        pack_off += e - s
+        pos = e
+    old(pos, sum(p[2] for p in base))
+    return out

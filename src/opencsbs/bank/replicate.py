@@ -2,9 +2,10 @@
 it references) from a source bank to a target bank.
 
 - Only the chunks the target lacks are sent: when both banks address chunks alike (same hash and key: same
-  ``key_id``), the target is asked (``head``) before the source chunk is even read; otherwise every source chunk
-  is read and decoded, its target address computed with the target's key, and only absent ones are stored
-  (re-encoded with the target's key).
+  ``key_id``), the chunks of the backup's base index already on the target (an incremental's previous copy)
+  are known present without a request, as a backup trusts its base; the target is asked (``head``) for the
+  others before the source chunk is even read; otherwise every source chunk is read and decoded, its target
+  address computed with the target's key, and only absent ones are stored (re-encoded with the target's key).
 - Every chunk is verified on arrival: decoded with the source's codec, its hash checked against its address
   (:meth:`~opencsbs.bank.codec.Codec.decode_chunk`); the rebuilt volume hash must match the source's.
 - Memory stays bounded: at most ``2 × workers`` chunks are in flight.
@@ -78,15 +79,16 @@ def copy_index(source: Bank, target: Bank, index_name: str,
     except (IndexNotFound, ChunkDamaged):
         pass
     same = same_addressing(source, target)
-    order: list[str] = []
-    seen: set[str] = set()
-    length_of: dict[str, int] = {}
-    for i, addr in enumerate(idx.chunks):
-        if addr and addr not in seen:
-            seen.add(addr)
-            order.append(addr)
-            length_of[addr] = idx.chunk_length(i)
-    lease_key, lease_time = target._open_lease(index_name, None)
+    known: set[str] = set()  # on the target for sure: referenced by the base's copy (GC overlap checked below)
+    if same and idx.base_index:
+        try:
+            known = target.read_index(idx.base_index).addresses()
+        except (IndexNotFound, ChunkDamaged):
+            pass
+    length_of = idx.chunk_lengths()  # every chunk referenced, whole or in pieces, in order of first use
+    order = list(length_of)
+    # the lease names the base whose chunks are trusted: the target's GC keeps them (or sweeps nothing if it vanished)
+    lease_key, lease_time = target._open_lease(index_name, idx.base_index if known else None)
     mapped: dict[str, str] = {}  # source address -> target address
     new_keys: list[str] = []
     pool = target.executor()
@@ -98,6 +100,8 @@ def copy_index(source: Bank, target: Bank, index_name: str,
     def one(addr: str, force: bool = False) -> tuple[str, int, int, bool]:
         """Make sure the chunk ``addr`` is on the target: ``(target address, sent bytes, read bytes, sent)``."""
         if same and not force:
+            if addr in known:
+                return addr, 0, 0, False
             key = chunk_key(addr)
             info = target.store.head(key)
             if info is not None:
@@ -175,22 +179,25 @@ def copy_index(source: Bank, target: Bank, index_name: str,
         if same:
             chunks, volume_hash = list(idx.chunks), idx.volume_hash
         else:
-            vhash = target.codec.volume_hasher()
             chunks = []
-            for i, addr in enumerate(idx.chunks):
-                if addr:
-                    chunks.append(mapped[addr])
-                    vhash.update(bytes.fromhex(mapped[addr]))
+            for entry in idx.chunks:
+                if isinstance(entry, str):
+                    chunks.append(mapped[entry])
+                elif entry:
+                    chunks.append([[mapped[a] if a else None, off, n, whole] for a, off, n, whole in entry])
                 else:
                     chunks.append(None)
-                    vhash.update(target.zero_digest(idx.chunk_length(i)))
-            volume_hash = vhash.hexdigest()
+            volume_hash = ""
         metadata = dict(idx.metadata)
         metadata["copied_from"] = {"location_kind": "bank", "index_created_at": idx.created_at,
                                    "copied_at": utcnow_iso()}
         out = VolumeIndex(name=index_name, size=idx.size, chunk_size=idx.chunk_size, chunks=chunks,
                           volume_hash=volume_hash, hash=target.codec.hash_name, created_at=idx.created_at,
                           base_index=idx.base_index, metadata=metadata, stats=dict(idx.stats))
+        if not same:
+            out.volume_hash = target.volume_hash(out)
+        if out.has_pieces:
+            target.require_pieces_format()
         target.store.put(index_key(index_name), target.codec.encode_index(index_name, out.to_json()))
     except BaseException:
         for _addr, fut in pending:

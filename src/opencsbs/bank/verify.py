@@ -8,6 +8,8 @@ borg's ``check --verify-data``).
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -16,7 +18,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from opencsbs.bank.errors import ChunkDamaged, IndexNotFound, ObjectNotFound
-from opencsbs.bank.layout import ADDR_RE, chunk_key
+from opencsbs.bank.layout import ADDR_RE, chunk_key, utcnow_iso
+
+log = logging.getLogger("opencsbs.bank")
 
 if TYPE_CHECKING:
     from opencsbs.bank.bank import Bank
@@ -67,14 +71,9 @@ def verify_bank(bank: Bank, progress: Progress | None = None) -> VerifyReport:
             report.damaged_indexes.append((name, getattr(exc, "reason", str(exc))))
             continue
         report.indexes_checked += 1
-        h = bank.codec.volume_hasher()
-        for i, addr in enumerate(idx.chunks):
-            if addr is None:
-                h.update(bank.zero_digest(idx.chunk_length(i)))
-            else:
-                h.update(bytes.fromhex(addr))
-                referenced.setdefault(addr, []).append(name)
-        if h.hexdigest() != idx.volume_hash:
+        for addr in idx.chunk_lengths():
+            referenced.setdefault(addr, []).append(name)
+        if bank.volume_hash(idx) != idx.volume_hash:
             report.damaged_indexes.append((name, "volume hash does not match the chunk list"))
     present = [info for info in bank.store.list("chunks/")]
     present_addrs = {info.key.rsplit("/", 1)[-1] for info in present}
@@ -121,7 +120,28 @@ def verify_bank(bank: Bank, progress: Progress | None = None) -> VerifyReport:
     while window:
         settle(window.popleft())
     report.seconds = time.monotonic() - started
+    _record(bank, report)
     return report
+
+
+#: the record of the last whole-bank verify (``bank.layout.read_record`` reads it back)
+FINISHED_KEY = "verify/finished"
+#: most affected index names kept in the record
+RECORD_AFFECTED = 100
+
+
+def _record(bank: Bank, report: VerifyReport) -> None:
+    """Write :data:`FINISHED_KEY`: when the verify ended and its figures (``ok``, counts, bytes, seconds, the first
+    affected index names); a bank that refuses the write (read-only) keeps no record."""
+    doc = {"finished_at": utcnow_iso(), "ok": report.ok, "indexes_checked": report.indexes_checked,
+           "chunks_checked": report.chunks_checked, "bytes_checked": report.bytes_checked,
+           "damaged_indexes": len(report.damaged_indexes), "damaged_chunks": len(report.damaged_chunks),
+           "missing_chunks": len(report.missing_chunks), "unreferenced_chunks": report.unreferenced_chunks,
+           "affected_indexes": report.affected_indexes()[:RECORD_AFFECTED], "seconds": round(report.seconds, 3)}
+    try:
+        bank.store.put(FINISHED_KEY, json.dumps(doc).encode(), sync=False)
+    except Exception:  # noqa: BLE001 - the verify's result stands without its record
+        log.warning("bank verify: its record %s could not be written", FINISHED_KEY, exc_info=True)
 
 
 @dataclass
@@ -180,24 +200,30 @@ def check_chunks(bank: Bank, lengths: dict[str, int], progress: Progress | None 
 
 
 def index_chunk_lengths(idx) -> dict[str, int]:
-    """Address → plaintext length of each non-zero chunk of the index ``idx`` (a ``VolumeIndex``)."""
-    return {addr: idx.chunk_length(i) for i, addr in enumerate(idx.chunks) if addr}
+    """Address → plaintext length of each chunk the index ``idx`` (a ``VolumeIndex``) references, whole or in
+    pieces."""
+    return idx.chunk_lengths()
 
 
 def compare_restored(bank: Bank, idx, read: Callable[[int, int], bytes]) -> list[int]:
-    """Compare a restored copy of the volume of index ``idx`` with what the index records: re-hash each chunk
-    read back by ``read(offset, length)`` and compare with its address (a zero chunk with the digest of its
-    zeros), then the whole volume with ``volume_hash``. Returns the numbers of the chunks that differ (a volume
-    hash mismatch with every chunk matching, i.e. an index that contradicts itself, returns ``[-1]``)."""
+    """Compare a restored copy of the volume of index ``idx`` with what the index records: re-hash each region
+    read back by ``read(offset, length)`` and compare with its address (a zero region with the digest of its
+    zeros; a region made of pieces with its bytes assembled from the bank's chunks, each checked against its
+    address), then the whole volume with ``volume_hash``. Returns the numbers of the regions that differ (a
+    volume hash mismatch with every region matching, i.e. an index that contradicts itself, returns ``[-1]``).
+    Raises :class:`~opencsbs.bank.errors.ChunkMissing` / :class:`ChunkDamaged` for a chunk of a region made of
+    pieces that cannot be read."""
     bad: list[int] = []
-    vhash = bank.codec.volume_hasher()
-    for i, addr in enumerate(idx.chunks):
+    for i, entry in enumerate(idx.chunks):
         length = idx.chunk_length(i)
-        digest = bank.codec.digest(read(i * idx.chunk_size, length))
-        expected = bytes.fromhex(addr) if addr else bank.zero_digest(length)
-        if digest != expected:
+        got = read(i * idx.chunk_size, length)
+        if isinstance(entry, list):
+            if got != bank.read_entry(entry, length):
+                bad.append(i)
+            continue
+        expected = bytes.fromhex(entry) if entry else bank.zero_digest(length)
+        if bank.codec.digest(got) != expected:
             bad.append(i)
-        vhash.update(expected)
-    if not bad and vhash.hexdigest() != idx.volume_hash:
+    if not bad and bank.volume_hash(idx) != idx.volume_hash:
         bad.append(-1)
     return bad

@@ -9,7 +9,9 @@ Steps (:data:`STEPS`, run in this order; each ends with :meth:`~opencsbs.engine.
              ranges where the driver knows them) into the bank (:meth:`VolumeStore.backup_volume
              <opencsbs.bank.face.VolumeStore.backup_volume>`) under ``checkpoints/<checkpoint_id>/<volume_backup_id>``;
              the volume backup turns ``available`` in the same transaction that records the step → ``commit``
-``commit``   checkpoint_item (and checkpoint) ``available`` with figures, server lock released → ``cleanup``
+``commit``   on a bank with S3 Object Lock (``bank.s3_object_lock``), a backup that retention locks keep gets the
+             storage's retention on its indexes and chunks (:func:`opencsbs.core.locks.storage_retention`); then
+             checkpoint_item (and checkpoint) ``available`` with figures, server lock released → ``cleanup``
 ``cleanup``  drop the snapshot (its change tokens stay, older ones may go) → done
 ``abort``    (:func:`fail_backup`) drop the bank indexes written so far and the snapshot → failed
 
@@ -36,7 +38,10 @@ from opencsbs.core import codes
 from opencsbs.core.blocks import Range
 from opencsbs.core.errors import CSBSError
 from opencsbs.core.figures import speed_kb
+from opencsbs.engine.pacing import paced
+from opencsbs.core.locks import storage_retention
 from opencsbs.core.timeutil import utcnow
+from opencsbs.db.locks import lock_facts, rule_backup
 from opencsbs.db.models import Checkpoint, CheckpointItem, VolumeBackup
 from opencsbs.engine._common import (
     Progress,
@@ -159,7 +164,7 @@ def _copy(runtime: Runtime, job: JobHandle) -> None:
 
         started = time.monotonic()
         stats, used_base = _copy_volume(data_path(runtime.driver), runtime.bank, vsnap, name, base_index, changed,
-                                        on_progress)
+                                        on_progress, runtime.settings.engine.read_limit_mib_s)
         seconds = max(time.monotonic() - started, 1e-6)
         done_bytes += vsnap.size
 
@@ -184,12 +189,14 @@ def _copy(runtime: Runtime, job: JobHandle) -> None:
 
 def _copy_volume(driver: DataPath, bank: VolumeStore, vsnap: VolumeSnapshot, name: str,
                  base_index: str | None, changed: Sequence[Range] | None,
-                 on_progress: Callable[[int, int], None]) -> tuple[IndexStats, bool]:
-    """Copy one disk snapshot into the bank; returns ``(IndexStats, whether base_index was used)``. Raises
+                 on_progress: Callable[[int, int], None],
+                 read_limit_mib_s: float = 0.0) -> tuple[IndexStats, bool]:
+    """Copy one disk snapshot into the bank, reading at most ``read_limit_mib_s`` MiB/s (0: unlimited,
+    engine/pacing.py); returns ``(IndexStats, whether base_index was used)``. Raises
     :class:`~opencsbs.engine.jobs.Retry` when a chunk vanished under a full copy (docs/bank.md), and
     :class:`~opencsbs.bank.errors.BankUnavailable` (transient) as it comes: an unreachable bank never turns an
     incremental copy into a full re-read."""
-    reader = driver.open_snapshot(vsnap)
+    reader = paced(driver.open_snapshot(vsnap), read_limit_mib_s)
     try:
         try:
             stats = bank.backup_volume(reader, index_name=name, base_index=base_index,
@@ -213,8 +220,29 @@ def _copy_volume(driver: DataPath, bank: VolumeStore, vsnap: VolumeSnapshot, nam
         reader.close()
 
 
+def _retain(runtime: Runtime, job: JobHandle) -> None:
+    """The storage's retention (S3 Object Lock) on the backup's indexes and chunks, from the locks that keep it;
+    nothing where the bank's store enforces none or no lock covers the backup. Idempotent (a retry re-applies)."""
+    store = getattr(runtime.bank, "store", None)
+    if not getattr(store, "enforces_retention", False):
+        return
+    with runtime.sessions() as session:
+        item = load_item(session, job.target_id)
+        locks, _holds = lock_facts(session, item.project_id)
+        keep = storage_retention(rule_backup(item), locks, utcnow())
+        names = [vb.index_name for vb in item.volume_backups if vb.index_name]
+    if keep is None:
+        return
+    for name in names:
+        n = runtime.bank.retain_index(name, *keep)
+        log.info("backup %s: %d objects of index %s retained by the storage (%s until %s)", job.target_id, n,
+                 name, keep[0], keep[1])
+
+
 def _commit(runtime: Runtime, job: JobHandle) -> None:
-    """Step ``commit``: the item (and its checkpoint) ``available`` with figures, lock released → ``cleanup``."""
+    """Step ``commit``: the storage's retention where the bank has S3 Object Lock (:func:`_retain`), then the
+    item (and its checkpoint) ``available`` with figures, lock released → ``cleanup``."""
+    _retain(runtime, job)
 
     def apply(session: Session) -> None:
         item = load_item(session, job.target_id)
