@@ -42,7 +42,13 @@ def uses_database(item: pytest.Item) -> bool:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """With ``OPENCSBS_TEST_DATABASE_ONLY=1``, deselect the tests that do not use the database: they ran on the
     first database already and would only repeat themselves (docs/development.md, "Two databases, one run of the
-    rest")."""
+    rest"). Tests marked ``postgresql_only`` (a PostgreSQL feature, e.g. LISTEN/NOTIFY) are deselected on the
+    SQLite pass: they run on the PostgreSQL pass, never skip."""
+    if not USE_PG:
+        pg_only = [item for item in items if item.get_closest_marker("postgresql_only")]
+        if pg_only:
+            config.hook.pytest_deselected(items=pg_only)
+            items[:] = [item for item in items if not item.get_closest_marker("postgresql_only")]
     if not DATABASE_ONLY:
         return
     keep = [item for item in items if uses_database(item)]

@@ -152,6 +152,11 @@ class Inventory(ABC):
         whatever ``len(server_ids)``. Raises :class:`CloudUnavailable` when the cloud cannot be asked.
         """
 
+    def placement_needs(self, server: ServerFacts) -> tuple[str, ...]:
+        """What a worker must offer to read or write ``server``'s data, beyond ``driver:<name>`` and its zone
+        (placement, core/placement.py), e.g. ``("libvirt:kvm-2",)``; default: nothing more."""
+        return ()
+
     @abstractmethod
     def list_server_ids(self, ctx: CloudContext) -> list[str]:
         """Ids of every server ``ctx.project_id`` may see (one listing call; feed them to :meth:`get_servers`).
@@ -197,6 +202,11 @@ class DataPath(ABC):
         before its snapshot was recorded asks to drop whatever was made under ``snapshot.name`` for
         ``snapshot.server_id`` (the driver finds the disks itself)."""
 
+    def placement_capabilities(self) -> tuple[str, ...]:
+        """What this data path can serve beyond ``driver:<name>`` (placement, core/placement.py): the needs of
+        :meth:`Inventory.placement_needs` it meets, e.g. ``("libvirt:kvm-2",)``; default: nothing more."""
+        return ()
+
     def prune_change_tracking(self, needed: dict[str, set[str]]) -> int:
         """Drop change-tracking data no future :meth:`changed_ranges` call can need. ``needed``: for each volume
         id, the change tokens still usable as ``since`` (tokens of kept backups and of unfinished jobs); a volume
@@ -204,6 +214,16 @@ class DataPath(ABC):
         Dropping too much must only ever make :meth:`changed_ranges` answer None (a full read), never a wrong
         answer."""
         return 0
+
+    def open_scratch(self, volume_id: str | None, size: int, name: str) -> ScratchVolume | None:
+        """Scratch space of ``size`` bytes for a restore drill of a disk backup of ``volume_id`` (None: unknown),
+        named after ``name`` (unique per drill and disk; a leftover of that name from an interrupted drill is
+        replaced). None (the default): the cloud has none, the drill uses a scratch file on the opencsbs host."""
+        return None
+
+    def remove_scratch(self, volume_id: str | None, name: str) -> None:
+        """Delete what :meth:`open_scratch` made under ``name`` (a drill that failed or was interrupted);
+        idempotent. Default: nothing to delete."""
 
     @abstractmethod
     def open_volume_writer(self, ctx: CloudContext, volume_id: str) -> BlockWriter:
@@ -216,6 +236,25 @@ class DataPath(ABC):
     @abstractmethod
     def power_on(self, ctx: CloudContext, server_id: str) -> None:
         """Start ``server_id``. Idempotent."""
+
+
+class ScratchVolume(ABC):
+    """Scratch space of the cloud that a restore drill restores one disk backup into (docs/verify.md): made by
+    :meth:`DataPath.open_scratch`, written once, read back, removed. ``where``: a human-readable location."""
+
+    where: str = ""
+
+    @abstractmethod
+    def writer(self) -> BlockWriter:
+        """A writer over the whole scratch volume (close it)."""
+
+    @abstractmethod
+    def reader(self) -> BlockReader:
+        """A reader of what was written (close it)."""
+
+    @abstractmethod
+    def remove(self) -> None:
+        """Delete the scratch volume; idempotent."""
 
 
 class CloudDriver(Inventory, DataPath):

@@ -11,6 +11,17 @@ reads it at each heartbeat, step commit and progress write (:meth:`JobHandle.see
 :meth:`JobHandle.check` raises :class:`JobCancelled` inside the running step, so the kind's failure path does the
 clean-up. A job no worker holds is failed the same way by the first worker that claims it.
 
+Placement (core/placement.py): a job carries ``needs`` (set at :func:`enqueue` by the use case, e.g. the libvirt
+host of the domain) and :func:`claim_next` given a worker's ``capabilities`` only claims jobs whose every need
+they offer; the match is part of the claim query's SQL (a correlated ``NOT EXISTS`` over the job's JSON needs:
+SQLite ``json_each``, PostgreSQL ``json_array_elements_text``), so ``SKIP LOCKED`` and the compare-and-swap work
+as before and a worker never even reads a job it cannot run.
+
+Waking workers: :func:`enqueue` asks, in the enqueuing transaction, that idle workers be woken when it commits:
+PostgreSQL ``NOTIFY opencsbs_jobs`` (delivered at commit to every process that LISTENs, engine/worker.py), and in
+every database the :class:`Wakeup` objects of the same process (:func:`add_wakeup`). Workers keep polling every
+``engine.poll_seconds`` as the fallback.
+
 Every step ends with :meth:`JobHandle.commit`, which writes the next step, the job's state and the step's domain
 changes (e.g. "this volume backup is available") in one transaction, and only if the lease is still ours: a
 worker that lost its job can never overwrite the new owner's progress.
@@ -19,21 +30,66 @@ worker that lost its job can never overwrite the new owner's progress.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, event, exists, func, literal, or_, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from opencsbs.core import codes
 from opencsbs.core.errors import CSBSError
+from opencsbs.core.placement import split
 from opencsbs.core.timeutil import utcnow
 from opencsbs.db.base import new_id, transaction
 from opencsbs.db.models import Job
 
 RUNNABLE = ("pending", "running")
+
+#: the PostgreSQL channel a new job is announced on (its payload: the job's kind)
+CHANNEL = "opencsbs_jobs"
+
+
+class Wakeup:
+    """Wakes idle workers of this process: :meth:`ring` (a job was enqueued and committed, or the pool stops) and
+    :meth:`wait` for a ring newer than a :meth:`generation` read before looking for work (so a ring between the
+    look and the wait is never missed)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._generation = 0
+
+    def generation(self) -> int:
+        """The number of rings so far."""
+        return self._generation
+
+    def ring(self) -> None:
+        """Wake every waiter."""
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
+
+    def wait(self, seen: int, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds for a ring after generation ``seen``; whether one came."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._generation != seen, max(timeout, 0.0))
+
+
+_WAKEUPS: weakref.WeakSet[Wakeup] = weakref.WeakSet()
+
+
+def add_wakeup(wakeup: Wakeup) -> Wakeup:
+    """Ring ``wakeup`` whenever a job enqueued in this process commits (held weakly)."""
+    _WAKEUPS.add(wakeup)
+    return wakeup
+
+
+def ring_local() -> None:
+    """Ring every :class:`Wakeup` of this process."""
+    for wakeup in list(_WAKEUPS):
+        wakeup.ring()
 
 
 class LeaseLost(Exception):
@@ -138,12 +194,33 @@ class JobHandle:
 
 
 def enqueue(session: Session, kind: str, project_id: str, target_id: str, *, resource_id: str | None = None,
-            step: str = "start", state: dict[str, Any] | None = None) -> Job:
-    """Add a pending job in the caller's transaction (it becomes visible to workers when that commits)."""
+            step: str = "start", state: dict[str, Any] | None = None, needs: Iterable[str] | None = None) -> Job:
+    """Add a pending job in the caller's transaction (it becomes visible to workers when that commits, and idle
+    workers are woken then: PostgreSQL NOTIFY, and this process's :class:`Wakeup` objects). ``needs``: what a
+    worker must offer to run it (core/placement.py); none: any worker."""
     job = Job(id=new_id(), kind=kind, project_id=project_id, target_id=target_id, resource_id=resource_id,
-              status="pending", step=step, state=state or {})
+              status="pending", step=step, state=state or {}, needs=sorted(set(needs or ())))
     session.add(job)
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_notify(CHANNEL, kind)))  # delivered when (and only if) this commits
+    # a new function each time: SQLAlchemy keeps one registration per function, and a once-listener that has
+    # fired would never fire again for a later transaction of the same session
+    event.listen(session, "after_commit", lambda _session: ring_local(), once=True)
     return job
+
+
+def servable_by(capabilities: Iterable[str], dialect: str):
+    """The SQL condition "every need of the job is offered by ``capabilities``" (see the module's text): no
+    element of ``jobs.needs`` is outside the exact capabilities and the kinds offered whole (``zone:*``)."""
+    exact, kinds = split(capabilities)
+    if dialect == "postgresql":
+        elements = func.json_array_elements_text(Job.needs).table_valued("value").alias("need")
+    else:
+        elements = func.json_each(Job.needs).table_valued("value").alias("need")
+    value = elements.c.value
+    outside = [value.not_in(exact)] if exact else []
+    outside += [~value.startswith(f"{kind}:", autoescape=True) for kind in kinds]
+    return ~exists(select(literal(1)).select_from(elements).where(and_(true(), *outside)))
 
 
 def request_cancel(session: Session, job_id: str, reason: str) -> bool:
@@ -157,11 +234,14 @@ def request_cancel(session: Session, job_id: str, reason: str) -> bool:
 
 
 def claim_next(sessions: sessionmaker[Session], owner: str, lease_seconds: float,
-               kinds: tuple[str, ...] | None = None, target_id: str | None = None) -> JobHandle | None:
-    """Claim the oldest runnable job (pending, or running with an expired lease), only of ``kinds`` and only
-    for ``target_id`` when given; None when there is none."""
+               kinds: tuple[str, ...] | None = None, target_id: str | None = None,
+               capabilities: Iterable[str] | None = None) -> JobHandle | None:
+    """Claim the oldest runnable job (pending, or running with an expired lease: a silent worker's job), only of
+    ``kinds``, only for ``target_id`` when given, and only one whose needs ``capabilities`` offer (None: any job);
+    None when there is none."""
     now = utcnow()
     with sessions() as session:
+        dialect = session.get_bind().dialect.name
         query = (
             select(Job.id, Job.claim)
             .where(Job.status.in_(RUNNABLE), or_(Job.lease_until.is_(None), Job.lease_until < now))
@@ -172,9 +252,11 @@ def claim_next(sessions: sessionmaker[Session], owner: str, lease_seconds: float
             query = query.where(Job.kind.in_(kinds))
         if target_id is not None:
             query = query.where(Job.target_id == target_id)
-        postgres = session.get_bind().dialect.name == "postgresql"
+        if capabilities is not None:
+            query = query.where(servable_by(capabilities, dialect))
+        postgres = dialect == "postgresql"
         if postgres:
-            query = query.with_for_update(skip_locked=True)
+            query = query.with_for_update(skip_locked=True, of=Job)
         candidates = session.execute(query).all()
         if not postgres:
             # SQLite: end the read transaction before writing, so the CAS below waits on the busy timeout

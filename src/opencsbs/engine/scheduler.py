@@ -68,6 +68,7 @@ class Scheduler:
         name: str = "scheduler",
         housekeep: Callable[[], object] | None = None,
         housekeeping_every: float = 3600.0,
+        every_pass: Callable[[], object] | None = None,
     ):
         self.sessions = sessions
         self.fire = fire
@@ -78,6 +79,8 @@ class Scheduler:
         self.name = name
         self.housekeep = housekeep
         self.housekeeping_every = housekeeping_every
+        #: called at the end of every pass (the bank's scheduled GC and verify, engine/bank_checks.py)
+        self.every_pass = every_pass
         self._next_housekeeping = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -105,8 +108,16 @@ class Scheduler:
             slot = max(schedule.latest_at_or_before(now), old_next)
             new_next = schedule.next_after(now)
             run_id = self._claim(op_id, policy_id, project_id, old_next, slot, new_next)
-            if run_id is not None:
-                won.append(Fired(run_id, op_id, policy_id, slot))
+            if run_id is None:
+                log.debug("policy %s slot %s: claimed by another scheduler", policy_id, slot.isoformat())
+                continue
+            missed = [p for p in schedule.between(old_next - timedelta(seconds=1), slot) if p < slot]
+            if missed:
+                log.info("policy %s: %d slot(s) from %s skipped: no scheduler ran then (only the latest, %s, "
+                         "fires)", policy_id, len(missed), missed[0].isoformat(), slot.isoformat())
+            log.info("policy %s slot %s due: run %s (next slot %s)", policy_id, slot.isoformat(), run_id,
+                     new_next.isoformat())
+            won.append(Fired(run_id, op_id, policy_id, slot))
         return won
 
     def _cas(self, op_id: str, old_next: datetime, new_next: datetime | None, slot: datetime | None) -> bool:
@@ -184,6 +195,11 @@ class Scheduler:
                 self.housekeep()
             except Exception:
                 log.exception("housekeeping failed")
+        if self.every_pass is not None:
+            try:
+                self.every_pass()
+            except Exception:
+                log.exception("scheduled bank checks failed")
         return fired
 
     # --- background thread ------------------------------------------------------------------------------

@@ -28,6 +28,14 @@ class LibvirtDriver(LibvirtInventory, LibvirtDataPath, CloudDriver):
         """The driver of ``settings.cloud.libvirt_*`` (:meth:`LibvirtConfig.from_settings`)."""
         return cls(LibvirtConfig.from_settings(settings))
 
+    def placement_needs(self, server) -> tuple[str, ...]:
+        """``libvirt:<host>``: a domain's disks and its libvirt are read on its KVM host only."""
+        return (f"libvirt:{self.config.host_name}",)
+
+    def placement_capabilities(self) -> tuple[str, ...]:
+        """``libvirt:<host>``: the domains of this driver's KVM host."""
+        return (f"libvirt:{self.config.host_name}",)
+
     def close(self) -> None:
         LibvirtDataPath.close(self)
         LibvirtInventory.close(self)

@@ -86,14 +86,28 @@ def server_facts(server: SandboxServer) -> ServerFacts:
 
 class SandboxDriver(CloudDriver):
     """Driver of the built-in sandbox cloud. ``sessions``: the opencsbs session factory;
-    ``volumes_dir``: where volume files live."""
+    ``volumes_dir``: where volume files live; ``host``: the machine holding them (placement: a sandbox job runs
+    only on a worker of that host, ``sandbox:<host>``; default the system's host name)."""
 
     name = "sandbox"
 
-    def __init__(self, sessions: sessionmaker[Session], volumes_dir: Path):
+    def __init__(self, sessions: sessionmaker[Session], volumes_dir: Path, host: str | None = None):
         super().__init__()
         self.sessions = sessions
         self.volumes_dir = Path(volumes_dir)
+        if host is None:
+            import socket
+
+            host = socket.gethostname()
+        self.host = host
+
+    def placement_needs(self, server: ServerFacts) -> tuple[str, ...]:
+        """``sandbox:<host>``: the volume files are on this driver's host."""
+        return (f"sandbox:{self.host}",)
+
+    def placement_capabilities(self) -> tuple[str, ...]:
+        """``sandbox:<host>``: a worker reads the volume files of its own host."""
+        return (f"sandbox:{self.host}",)
 
     def volume_path(self, volume_id: str) -> Path:
         """The sparse file holding a volume's bytes."""
