@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from opencsbs.core.locks import (COMPLIANCE, GOVERNANCE, Backup, Change, Hold, Lock, change_refusal,
-                                 deletion_verdict, hold_covers, validate_days)
+                                 deletion_verdict, hold_covers, storage_retention, validate_days)
 
 T0 = datetime(2026, 1, 1, 12, 0, 0)
 B = Backup("b1", T0, policy_id="p1", tags={"env": "prod"})
@@ -87,3 +87,15 @@ def test_governance_lock_weakened_only_with_the_bypass_permission():
 def test_validate_days():
     assert validate_days(1, None) is None and validate_days(30, 30) is None
     assert validate_days(0, None) and validate_days(36501, None) and validate_days(30, 29)
+
+
+def test_storage_retention_takes_the_strongest_mode_and_the_longest_time():
+    b = Backup("b", T0, policy_id="p")
+    now = T0 + timedelta(days=1)
+    assert storage_retention(b, [], now) is None
+    assert storage_retention(b, [lock(GOVERNANCE, days=10, lid="g")], now) == ("GOVERNANCE", T0 + timedelta(days=10))
+    both = [lock(GOVERNANCE, days=40, lid="g"), lock(COMPLIANCE, days=10, lid="c")]
+    assert storage_retention(b, both, now) == ("COMPLIANCE", T0 + timedelta(days=40))
+    # an expired lock or another policy's lock gives nothing
+    assert storage_retention(b, [lock(COMPLIANCE, days=1)], T0 + timedelta(days=2)) is None
+    assert storage_retention(b, [lock(COMPLIANCE, policy_id="other")], now) is None

@@ -258,3 +258,34 @@ def test_locks_and_holds_of_another_project_are_invisible(tokens, make_token):
     assert client.delete(f"/opencsbs/v1/intruder/locks/{lock['id']}", headers=intruder).status_code == 404
     assert client.get(f"{LOCKS}/{lock['id']}", headers=intruder).status_code == 403
     assert client.get("/opencsbs/v1/intruder/lock_audit", headers=intruder).json() == {"records": []}
+
+
+@pytest.mark.parametrize("keeper", ["lock", "hold"])
+def test_a_lock_or_hold_set_after_the_delete_was_accepted_still_stops_it(tokens, runtime, keeper):
+    """The delete job checks again before it removes anything: the backup stays whole and returns to
+    ``available``, the refusal in its extend_info; without the re-check the index would be gone."""
+    client, member, admin, _cloud = tokens
+    write(runtime, DB1_SYS, 0, random_bytes(2 * MIB, 78))
+    item = _backup(client, member)
+    other = _backup(client, member)  # deleted in the same way while nothing keeps it
+    name = f"checkpoints/{item['checkpoint_id']}/{item['extend_info']['volume_backups'][0]['id']}"
+    assert _delete(client, member, item).status_code == 200  # accepted: the job waits for a worker
+    assert _delete(client, member, other).status_code == 200
+    assert _status(client, member, item) == "deleting"
+    if keeper == "lock":
+        kept = _lock(client, admin, mode="governance", min_retention_days=7)
+        code = "CSBS.8101"
+    else:
+        r = client.post(HOLDS, json={"hold": {"name": "late", "checkpoint_item_ids": [item["id"]]}}, headers=admin)
+        assert r.status_code == 200, r.text
+        kept = r.json()["hold"]
+        code = "CSBS.8102"
+    run_jobs(runtime)
+    wire = client.get(f"/v1/demo/checkpoint_items/{item['id']}", headers=member).json()["checkpoint_item"]
+    assert wire["status"] == "available"
+    assert wire["extend_info"]["fail_op"] == "delete"
+    assert wire["extend_info"]["fail_code"]["Code"] == int(code.split(".")[1])
+    assert kept["id"] in wire["extend_info"]["fail_reason"]
+    assert runtime.bank.read_index(name).addresses()  # nothing was removed
+    # the lock covers the other backup too (a project lock): it stays; a hold by id lets it go
+    assert _status(client, member, other) == ("available" if keeper == "lock" else "404")

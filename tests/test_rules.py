@@ -19,7 +19,7 @@ def _p(*roles: str, project: str = "demo", system: bool = False, admin_project: 
 
 
 ADMIN_ROLES = ("reader", "member", "admin")
-CROSS = ("context_is_admin", "csbs:all_tenants", "csbs:locks:bypass_governance")
+CROSS = ("context_is_admin", "csbs:all_tenants", "csbs:locks:bypass_governance", "csbs:workers:read")
 #: a project's admin only (docs/locks.md): a member's stolen token cannot lock data away or release a hold
 ADMIN_ONLY = ("csbs:locks:write", "csbs:holds:write")
 

@@ -5,7 +5,11 @@
 # domains, the benchmark). Users: client.cinder (rw on volumes: Cinder, and Nova through the libvirt secret) and
 # client.opencsbs (rw on volumes and rbd: what opencsbs and the tests use), keyrings $OPENCSBS_WORK/ceph/ceph.client.<user>.keyring.
 #
-#   scripts/services/ceph.sh start   # apt-get install (once), cluster from nothing (~15 s), writes env/ceph.env
+# A RADOS Gateway (radosgw, S3 with Object Lock enforced) on 127.0.0.1:$OPENCSBS_RGW_PORT (default 7481), its
+# pools pre-created with 8 PGs each, an S3 user "opencsbs" whose keys go to env/ceph.env as OPENCSBS_TEST_RGW_*.
+#
+#   scripts/services/ceph.sh start   # apt-get install (once), cluster from nothing (~15 s), RGW, writes env/ceph.env
+#   scripts/services/ceph.sh rgw     # only the RGW part, on a running cluster (which it leaves alone)
 #   scripts/services/ceph.sh stop    # stops the daemons (by their pid files) and deletes the cluster
 #
 # start is idempotent: a running cluster is reused, a stopped one restarted. Also links the librados/librbd
@@ -19,7 +23,9 @@ W=$WORK/ceph
 CONF=$W/ceph.conf
 ENV_FILE=$WORK/env/ceph.env
 MON_PORT=6789 MON_PORT2=3300 PORT_MIN=6800 PORT_MAX=6899 PG_NUM=16 OSD_SIZE=10G
-PKGS="ceph-mon ceph-osd ceph-mgr ceph-common python3-rbd python3-rados qemu-block-extra uuid-runtime"
+RGW_PORT=${OPENCSBS_RGW_PORT:-7481} RGW_PG_NUM=8 RGW_USER=opencsbs
+RGW_POOLS=".rgw.root default.rgw.control default.rgw.meta default.rgw.log default.rgw.buckets.index default.rgw.buckets.data default.rgw.buckets.non-ec"
+PKGS="ceph-mon ceph-osd ceph-mgr ceph-common python3-rbd python3-rados qemu-block-extra uuid-runtime radosgw"
 export CEPH_CONF=$CONF
 T0=$(date +%s)
 ts() { echo "[$(( $(date +%s) - T0 ))s] $*"; }
@@ -130,8 +136,54 @@ user() {  # name caps...
   [ -s "$W/ceph.client.$name.keyring" ] || c auth get-or-create "client.$name" "$@" -o "$W/ceph.client.$name.keyring"
 }
 
+# the RADOS Gateway on the running cluster: its pools (few PGs: one OSD holds them all), its cephx user
+# client.rgw.a, the daemon (options on its command line: ceph.conf is left as it is), the S3 user
+rgw() {
+  if [ "$(id -u)" != 0 ]; then echo "ceph.sh: needs root (apt-get, radosgw)" >&2; exit 1; fi
+  alive mon.a && alive osd.0 || { echo "ceph.sh rgw: the cluster under $W is not running (ceph.sh start)" >&2; exit 1; }
+  install_packages
+  mkdir -p "$W/rgw"
+  if ! alive client.rgw.a || ! curl -s -o /dev/null "http://127.0.0.1:$RGW_PORT/"; then
+    local existing p
+    existing=$(c osd pool ls)
+    for p in $RGW_POOLS; do
+      if ! grep -qx -- "$p" <<<"$existing"; then
+        c osd pool create "$p" "$RGW_PG_NUM" "$RGW_PG_NUM" replicated >/dev/null 2>&1
+        c osd pool set "$p" size 1 --yes-i-really-mean-it >/dev/null 2>&1
+        c osd pool application enable "$p" rgw >/dev/null 2>&1
+      fi
+    done
+    user rgw.a mon 'allow rw' osd 'allow rwx' mgr 'allow rw'
+    alive client.rgw.a || radosgw -n client.rgw.a --rgw_frontends="beast endpoint=127.0.0.1:$RGW_PORT" \
+      --rgw_data="$W/rgw" --rgw_dns_name=127.0.0.1 --rgw_enable_usage_log=false \
+      --log_file="$W/log/ceph-client.rgw.a.log"
+    local up=0
+    for _ in $(seq 1 120); do
+      curl -s -o /dev/null "http://127.0.0.1:$RGW_PORT/" && { up=1; break; }; sleep 0.5
+    done
+    [ $up = 1 ] || { echo "radosgw did not answer on :$RGW_PORT (see $W/log/ceph-client.rgw.a.log)" >&2; exit 1; }
+    ts "rgw up on :$RGW_PORT"
+  fi
+  if [ ! -s "$W/rgw/keys" ]; then
+    if ! timeout 60 radosgw-admin user info --uid="$RGW_USER" > "$W/rgw/user.json" 2>/dev/null; then
+      timeout 60 radosgw-admin user create --uid="$RGW_USER" --display-name="opencsbs tests" > "$W/rgw/user.json"
+    fi
+    python3 -c 'import json,sys; k=json.load(open(sys.argv[1]))["keys"][0]; print(k["access_key"], k["secret_key"])' \
+      "$W/rgw/user.json" > "$W/rgw/keys.tmp"
+    mv "$W/rgw/keys.tmp" "$W/rgw/keys"; rm -f "$W/rgw/user.json"; chmod 600 "$W/rgw/keys"
+  fi
+  write_env
+}
+
 write_env() {
   mkdir -p "$WORK/env"
+  local rgw_env=""
+  if [ -s "$W/rgw/keys" ]; then
+    read -r access secret < "$W/rgw/keys"
+    rgw_env="export OPENCSBS_TEST_RGW_ENDPOINT=http://127.0.0.1:$RGW_PORT
+export OPENCSBS_TEST_RGW_ACCESS_KEY=$access
+export OPENCSBS_TEST_RGW_SECRET_KEY=$secret"
+  fi
   cat > "$ENV_FILE" <<ENV
 export OPENCSBS_TEST_CEPH_CONF=$CONF
 export OPENCSBS_TEST_CEPH_USER=opencsbs
@@ -140,6 +192,7 @@ export OPENCSBS_TEST_CEPH_POOL=rbd
 export OPENCSBS_TEST_CEPH_VOLUMES_POOL=volumes
 export OPENCSBS_TEST_CEPH_CINDER_USER=cinder
 export OPENCSBS_TEST_CEPH_CINDER_KEYRING=$W/ceph.client.cinder.keyring
+$rgw_env
 ENV
 }
 
@@ -149,7 +202,7 @@ start() {
   if alive mon.a && alive mgr.x && alive osd.0 && [ -s "$W/ceph.client.opencsbs.keyring" ] && [ -s "$W/ceph.client.cinder.keyring" ] \
       && echo probe | timeout 10 rados --id opencsbs -p rbd put ceph-sh-probe - 2>/dev/null; then
     rados --id opencsbs -p rbd rm ceph-sh-probe
-    link_bindings "$ROOT/.venv"; write_env; ts "already running (CEPH_CONF=$CONF)"; return 0
+    link_bindings "$ROOT/.venv"; rgw; ts "already running (CEPH_CONF=$CONF)"; return 0
   fi
   install_packages
   mkdir -p "$W"/{run,log,mon,osd,mgr}
@@ -213,14 +266,14 @@ start() {
   done
   [ $ok = 1 ] || { echo "pools volumes/rbd not writable as client.opencsbs" >&2; c -s >&2 || true; exit 1; }
   link_bindings "$ROOT/.venv"
-  write_env
+  rgw
   ts "READY: $(c health 2>/dev/null) (CEPH_CONF=$CONF)"
 }
 
 stop() {
   local f p
   if [ -d "$W/run" ]; then
-    for f in "$W"/run/mgr.*.pid "$W"/run/osd.*.pid "$W"/run/mon.*.pid; do
+    for f in "$W"/run/client.rgw.*.pid "$W"/run/mgr.*.pid "$W"/run/osd.*.pid "$W"/run/mon.*.pid; do
       [ -f "$f" ] || continue
       p=$(cat "$f")
       if kill -TERM "$p" 2>/dev/null; then
@@ -235,7 +288,8 @@ stop() {
 
 case "${1:-start}" in
   start) start ;;
+  rgw) rgw ;;
   stop) stop ;;
   link) shift; for v in "$@"; do link_bindings "$v"; done ;;  # link VENV...: the bindings into other venvs
-  *) echo "usage: $0 start|stop|link VENV..." >&2; exit 2 ;;
+  *) echo "usage: $0 start|rgw|stop|link VENV..." >&2; exit 2 ;;
 esac

@@ -15,13 +15,20 @@ from typing import Any, Callable
 import click
 
 from opencsbs.cli._common import CLI_USER, Ctx, csbs_errors, echo_json
+from opencsbs.cli.remote import remote_of
 
 
-def _call(project: str, fn: Callable, bypass_governance: bool = False) -> Any:
-    """Run ``fn(runtime, principal)``; a CSBS refusal exits 1 with ``CODE: message``."""
+def _call(project: str, fn: Callable, bypass_governance: bool = False, api: Callable | None = None) -> Any:
+    """Run ``fn(runtime, principal)``, or in client mode ``api(remote)`` (the extension route's answer); a CSBS
+    refusal exits 1 with ``CODE: message``. In client mode the token's roles decide (``--bypass-governance``
+    needs a cloud admin's token there)."""
     from opencsbs.auth.base import Principal
 
     ctx = click.get_current_context().find_object(Ctx)
+    remote = remote_of(ctx, project)
+    if remote is not None:
+        with remote:
+            return api(remote)
     runtime = ctx.runtime()
     principal = Principal.operator(project, CLI_USER)
     if bypass_governance:  # a cloud admin (system scope), as the documented bypass rule expects
@@ -34,6 +41,11 @@ def _call(project: str, fn: Callable, bypass_governance: bool = False) -> Any:
 
 
 _echo = echo_json
+
+
+def _given(**fields) -> dict:
+    """The request body's fields that were given (not None)."""
+    return {k: v for k, v in fields.items() if v is not None}
 PROJECT = click.option("--project", required=True, help="project id")
 
 
@@ -51,7 +63,8 @@ def locks_list(project: str) -> None:
     """The project's locks (JSON list)."""
     from opencsbs.service import locks as svc
 
-    _echo(_call(project, lambda rt, p: svc.list_locks(rt, project)))
+    _echo(_call(project, lambda rt, p: svc.list_locks(rt, project),
+                api=lambda r: r.ext("GET", "/locks")["locks"]))
 
 
 @locks.command("show")
@@ -61,7 +74,8 @@ def locks_show(project: str, lock_id: str) -> None:
     """One lock."""
     from opencsbs.service import locks as svc
 
-    _echo(_call(project, lambda rt, p: svc.get_lock(rt, project, lock_id)))
+    _echo(_call(project, lambda rt, p: svc.get_lock(rt, project, lock_id),
+                api=lambda r: r.ext("GET", f"/locks/{lock_id}")["lock"]))
 
 
 @locks.command("create")
@@ -78,7 +92,10 @@ def locks_create(project, mode, min_days, max_days, policy_id, cooling_off_hours
 
     _echo(_call(project, lambda rt, p: svc.create_lock(
         rt, p, project, mode=mode, min_retention_days=min_days, max_retention_days=max_days,
-        policy_id=policy_id, cooling_off_hours=cooling_off_hours)))
+        policy_id=policy_id, cooling_off_hours=cooling_off_hours),
+        api=lambda r: r.ext("POST", "/locks", json={"lock": _given(
+            mode=mode, min_retention_days=min_days, max_retention_days=max_days, policy_id=policy_id,
+            cooling_off_hours=cooling_off_hours)})["lock"]))
 
 
 @locks.command("update")
@@ -94,7 +111,8 @@ def locks_update(project, lock_id, mode, min_days, max_days, bypass_governance) 
 
     _echo(_call(project, lambda rt, p: svc.update_lock(rt, p, project, lock_id, mode=mode,
                                                        min_retention_days=min_days, max_retention_days=max_days),
-                bypass_governance))
+                bypass_governance, api=lambda r: r.ext("PUT", f"/locks/{lock_id}", json={"lock": _given(
+                    mode=mode, min_retention_days=min_days, max_retention_days=max_days)})["lock"]))
 
 
 @locks.command("remove")
@@ -105,7 +123,8 @@ def locks_remove(project, lock_id, bypass_governance) -> None:
     """Remove a lock."""
     from opencsbs.service import locks as svc
 
-    _call(project, lambda rt, p: svc.remove_lock(rt, p, project, lock_id), bypass_governance)
+    _call(project, lambda rt, p: svc.remove_lock(rt, p, project, lock_id), bypass_governance,
+          api=lambda r: r.ext("DELETE", f"/locks/{lock_id}"))
     click.echo(f"lock {lock_id} removed")
 
 
@@ -117,7 +136,8 @@ def locks_audit(project, marker, limit) -> None:
     """Every act on the project's locks and holds, oldest first."""
     from opencsbs.service import locks as svc
 
-    _echo(_call(project, lambda rt, p: svc.list_audit(rt, project, marker, limit)))
+    _echo(_call(project, lambda rt, p: svc.list_audit(rt, project, marker, limit),
+                api=lambda r: r.ext("GET", "/lock_audit", params={"marker": marker, "limit": limit})["records"]))
 
 
 @locks.command("check")
@@ -127,7 +147,8 @@ def locks_check(project, checkpoint_item_id) -> None:
     """Whether a backup may be deleted now, and what keeps it."""
     from opencsbs.service import locks as svc
 
-    _echo(_call(project, lambda rt, p: svc.backup_retention(rt, project, checkpoint_item_id)))
+    _echo(_call(project, lambda rt, p: svc.backup_retention(rt, project, checkpoint_item_id),
+                api=lambda r: r.ext("GET", f"/checkpoint_items/{checkpoint_item_id}/retention")["retention"]))
 
 
 # --- holds ----------------------------------------------------------------------------------------------------
@@ -145,7 +166,8 @@ def holds_list(project, status) -> None:
     """The project's holds (JSON list)."""
     from opencsbs.service import locks as svc
 
-    _echo(_call(project, lambda rt, p: svc.list_holds(rt, project, status)))
+    _echo(_call(project, lambda rt, p: svc.list_holds(rt, project, status),
+                api=lambda r: r.ext("GET", "/holds", params={"status": status})["holds"]))
 
 
 @holds.command("show")
@@ -155,7 +177,8 @@ def holds_show(project, hold_id) -> None:
     """One hold."""
     from opencsbs.service import locks as svc
 
-    _echo(_call(project, lambda rt, p: svc.get_hold(rt, project, hold_id)))
+    _echo(_call(project, lambda rt, p: svc.get_hold(rt, project, hold_id),
+                api=lambda r: r.ext("GET", f"/holds/{hold_id}")["hold"]))
 
 
 @holds.command("create")
@@ -176,7 +199,11 @@ def holds_create(project, name, reason, item_ids, tag, policy_id, created_after,
         key, _, value = tag.partition("=")
     sel = svc.HoldSelector(checkpoint_item_ids=list(item_ids) or None, tag_key=key, tag_value=value,
                            policy_id=policy_id, created_after=created_after, created_before=created_before)
-    _echo(_call(project, lambda rt, p: svc.create_hold(rt, p, project, name, reason, sel)))
+    body = _given(name=name, reason=reason, checkpoint_item_ids=list(item_ids) or None,
+                  tag={"key": key, "value": value} if tag is not None else None, policy_id=policy_id,
+                  created_after=created_after, created_before=created_before)
+    _echo(_call(project, lambda rt, p: svc.create_hold(rt, p, project, name, reason, sel),
+                api=lambda r: r.ext("POST", "/holds", json={"hold": body})["hold"]))
 
 
 @holds.command("release")
@@ -186,4 +213,5 @@ def holds_release(project, hold_id) -> None:
     """Release a hold; prints it."""
     from opencsbs.service import locks as svc
 
-    _echo(_call(project, lambda rt, p: svc.release_hold(rt, p, project, hold_id)))
+    _echo(_call(project, lambda rt, p: svc.release_hold(rt, p, project, hold_id),
+                api=lambda r: r.ext("POST", f"/holds/{hold_id}/release")["hold"]))

@@ -15,18 +15,29 @@ from typing import Any, Callable
 import click
 
 from opencsbs.cli._common import CLI_USER, Ctx, csbs_errors, echo_json, follow
+from opencsbs.cli.remote import remote_of
 
 PROJECT = click.option("--project", required=True, help="project id")
 WAIT = click.option("--wait", is_flag=True, help="run the job here and print the finished result")
 PENDING = ("pending", "running")
 
 
-def _call(project: str, fn: Callable, wait: Callable | None = None) -> Any:
-    """Run ``fn(runtime, principal)``; with ``wait(runtime, result)``, follow the job and return its end. A CSBS
-    refusal exits 1 with ``CODE: message``."""
+def _call(project: str, fn: Callable, wait: Callable | None = None, api: Callable | None = None,
+          get: Callable | None = None) -> Any:
+    """Run ``fn(runtime, principal)``; with ``wait(runtime, result)``, follow the job and return its end. In client
+    mode ``api(remote)`` instead (the extension route's answer), followed with ``get(remote, id)`` when ``wait``
+    is given. A CSBS refusal exits 1 with ``CODE: message``."""
     from opencsbs.auth.base import Principal
 
     ctx = click.get_current_context().find_object(Ctx)
+    remote = remote_of(ctx, project)
+    if remote is not None:
+        with remote:
+            out = api(remote)
+            if wait is not None and get is not None:
+                follow(None, lambda: (get(remote, out["id"])["status"], 0), "waiting", running=PENDING)
+                out = get(remote, out["id"])
+            return out
     runtime = ctx.runtime()
     principal = Principal.operator(project, CLI_USER)
     try:
@@ -35,6 +46,11 @@ def _call(project: str, fn: Callable, wait: Callable | None = None) -> Any:
             return wait(runtime, out) if wait is not None else out
     finally:
         runtime.close()
+
+
+def _given(**fields) -> dict:
+    """The request body's fields that were given (not None)."""
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 def _follow(get: Callable[[Any, str], dict], label: str) -> Callable:
@@ -67,7 +83,11 @@ def verify_run(project, item_ids, policy_id, outdated_after_days, wait) -> None:
 
     out = _call(project, lambda rt, p: svc.start_verify(rt, p, project, checkpoint_item_ids=list(item_ids) or None,
                                                         policy_id=policy_id, outdated_after_days=outdated_after_days),
-                _follow(lambda rt, i: svc.get_verify_run(rt, project, i), "verifying") if wait else None)
+                _follow(lambda rt, i: svc.get_verify_run(rt, project, i), "verifying") if wait else None,
+                api=lambda r: r.ext("POST", "/verify_runs", json={"verify_run": _given(
+                    checkpoint_item_ids=list(item_ids) or None, policy_id=policy_id,
+                    outdated_after_days=outdated_after_days)})["verify_run"],
+                get=lambda r, i: r.ext("GET", f"/verify_runs/{i}")["verify_run"])
     echo_json(out)
     if wait and out["status"] != "ok":
         sys.exit(1)
@@ -80,7 +100,8 @@ def verify_list(project, limit) -> None:
     """The project's verify runs, newest first."""
     from opencsbs.service import verify as svc
 
-    echo_json(_call(project, lambda rt, p: svc.list_verify_runs(rt, project, limit)))
+    echo_json(_call(project, lambda rt, p: svc.list_verify_runs(rt, project, limit),
+                     api=lambda r: r.ext("GET", "/verify_runs", params={"limit": limit})["verify_runs"]))
 
 
 @verify.command("show")
@@ -90,7 +111,8 @@ def verify_show(project, run_id) -> None:
     """One verify run."""
     from opencsbs.service import verify as svc
 
-    echo_json(_call(project, lambda rt, p: svc.get_verify_run(rt, project, run_id)))
+    echo_json(_call(project, lambda rt, p: svc.get_verify_run(rt, project, run_id),
+                     api=lambda r: r.ext("GET", f"/verify_runs/{run_id}")["verify_run"]))
 
 
 @verify.command("backup")
@@ -100,7 +122,9 @@ def verify_backup(project, checkpoint_item_id) -> None:
     """When a backup was last verified and drilled, and what was found."""
     from opencsbs.service import verify as svc
 
-    echo_json(_call(project, lambda rt, p: svc.backup_verification(rt, project, checkpoint_item_id)))
+    echo_json(_call(project, lambda rt, p: svc.backup_verification(rt, project, checkpoint_item_id),
+                     api=lambda r: r.ext("GET", f"/checkpoint_items/{checkpoint_item_id}/verification")
+                     ["verification"]))
 
 
 @verify.command("backups")
@@ -111,7 +135,9 @@ def verify_backups(project, result, server_id) -> None:
     """The verification records of the project's backups (``--result damaged``: the damaged ones)."""
     from opencsbs.service import verify as svc
 
-    echo_json(_call(project, lambda rt, p: svc.list_verifications(rt, project, result, server_id)))
+    echo_json(_call(project, lambda rt, p: svc.list_verifications(rt, project, result, server_id),
+                     api=lambda r: r.ext("GET", "/verifications", params={"result": result, "server_id": server_id})
+                     ["verifications"]))
 
 
 @verify.command("schedule")
@@ -130,7 +156,10 @@ def verify_schedule(project, kind, pattern, start_time, params) -> None:
         name, _, value = p.partition("=")
         parameters[name] = int(value) if name == "outdated_after_days" and value.isdigit() else value
     echo_json(_call(project, lambda rt, pr: svc.create_schedule(rt, pr, project, kind, pattern, start_time,
-                                                                parameters)))
+                                                                parameters),
+                     api=lambda r: r.ext("POST", "/check_schedules", json={"check_schedule": _given(
+                         kind=kind, pattern=pattern, start_time=start_time, parameters=parameters)})
+                     ["check_schedule"]))
 
 
 @verify.command("schedules")
@@ -139,7 +168,8 @@ def verify_schedules(project) -> None:
     """The project's verify and drill schedules."""
     from opencsbs.service import verify as svc
 
-    echo_json(_call(project, lambda rt, p: svc.list_schedules(rt, project)))
+    echo_json(_call(project, lambda rt, p: svc.list_schedules(rt, project),
+                     api=lambda r: r.ext("GET", "/check_schedules")["check_schedules"]))
 
 
 @verify.command("unschedule")
@@ -149,7 +179,8 @@ def verify_unschedule(project, schedule_id) -> None:
     """Remove a schedule."""
     from opencsbs.service import verify as svc
 
-    _call(project, lambda rt, p: svc.delete_schedule(rt, project, schedule_id))
+    _call(project, lambda rt, p: svc.delete_schedule(rt, project, schedule_id),
+          api=lambda r: r.ext("DELETE", f"/check_schedules/{schedule_id}"))
     echo_json({})
 
 
@@ -174,7 +205,10 @@ def drill_run(project, choice, item_id, server_id, wait) -> None:
     if item_id and choice == "latest":
         choice = "id"
     out = _call(project, lambda rt, p: svc.start_drill(rt, p, project, choice, item_id, server_id),
-                _follow(lambda rt, i: svc.get_drill(rt, project, i), "drilling") if wait else None)
+                _follow(lambda rt, i: svc.get_drill(rt, project, i), "drilling") if wait else None,
+                api=lambda r: r.ext("POST", "/drills", json={"drill": _given(
+                    choice=choice, checkpoint_item_id=item_id, server_id=server_id)})["drill"],
+                get=lambda r, i: r.ext("GET", f"/drills/{i}")["drill"])
     echo_json(out)
     if wait and out["status"] != "passed":
         sys.exit(1)
@@ -189,7 +223,9 @@ def drill_list(project, server_id, item_id, limit) -> None:
     """The project's drills, newest first."""
     from opencsbs.service import verify as svc
 
-    echo_json(_call(project, lambda rt, p: svc.list_drills(rt, project, server_id, item_id, limit)))
+    echo_json(_call(project, lambda rt, p: svc.list_drills(rt, project, server_id, item_id, limit),
+                     api=lambda r: r.ext("GET", "/drills", params={
+                         "server_id": server_id, "checkpoint_item_id": item_id, "limit": limit})["drills"]))
 
 
 @drill.command("show")
@@ -199,4 +235,5 @@ def drill_show(project, drill_id) -> None:
     """One drill."""
     from opencsbs.service import verify as svc
 
-    echo_json(_call(project, lambda rt, p: svc.get_drill(rt, project, drill_id)))
+    echo_json(_call(project, lambda rt, p: svc.get_drill(rt, project, drill_id),
+                     api=lambda r: r.ext("GET", f"/drills/{drill_id}")["drill"]))

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from opencsbs.clouds.base import CloudUnavailable
+from opencsbs.clouds.base import CloudUnavailable, ScratchVolume
 from opencsbs.blockio.sparse import merge_ranges
 from opencsbs.core import codes
 from opencsbs.core.blocks import Range
@@ -398,6 +398,49 @@ class Cluster:
                 raise gone from exc
             raise
 
+    def create_image(self, pool: str, name: str, size: int) -> None:
+        """Create image ``pool/name`` of ``size`` bytes (thin: nothing allocated), features layering only; an image
+        of that name left by an earlier attempt is removed first."""
+        _rados, rbd = bindings()
+        self.remove_image(pool, name)
+        io = self.ioctx(pool)
+        with self._errors(f"RBD image {pool}/{name}"):
+            rbd.RBD().create(io, name, int(size), old_format=False, features=rbd.RBD_FEATURE_LAYERING)
+
+    def remove_image(self, pool: str, name: str) -> bool:
+        """Remove image ``pool/name`` (its snapshots first); False when it did not exist."""
+        _rados, rbd = bindings()
+        io = self.ioctx(pool)
+        try:
+            with self.image(pool, name) as img:
+                for snap in list(img.list_snaps()):
+                    img.remove_snap(snap["name"])
+        except CSBSError as exc:
+            if isinstance(exc.__cause__, rbd.ImageNotFound):
+                return False
+            raise
+        with self._errors(f"RBD image {pool}/{name}"):
+            try:
+                rbd.RBD().remove(io, name)
+            except rbd.ImageNotFound:
+                return False
+        return True
+
+    def open_image_reader(self, pool: str, name: str, read_ahead: int = 8) -> SnapshotReader:
+        """A reader of image ``pool/name`` as it is now (no snapshot; for an image nobody else writes, such as
+        a drill's scratch copy). Close it."""
+        _rados, rbd = bindings()
+        what = f"RBD image {pool}/{name}"
+        io = self.ioctx(pool)
+        with self._errors(what):
+            img = rbd.Image(io, name, read_only=True)
+        try:
+            with self._errors(what):
+                return SnapshotReader(img, what, read_ahead=read_ahead)
+        except BaseException:
+            img.close()
+            raise
+
     def open_writer(self, pool: str, name: str, in_flight: int = 8) -> ImageWriter:
         """An :class:`ImageWriter` over the whole of image ``pool/name`` (close it)."""
         _rados, rbd = bindings()
@@ -411,6 +454,26 @@ class Cluster:
         except BaseException:
             img.close()
             raise
+
+
+class RbdScratch(ScratchVolume):
+    """A drill's scratch RBD image ``pool/image`` of ``cluster`` (made by :meth:`Cluster.create_image`)."""
+
+    def __init__(self, cluster: Cluster, pool: str, image: str, in_flight: int = 8):
+        self.cluster = cluster
+        self.pool = pool
+        self.image = image
+        self.in_flight = in_flight
+        self.where = f"RBD image {pool}/{image}"
+
+    def writer(self) -> ImageWriter:
+        return self.cluster.open_writer(self.pool, self.image, in_flight=self.in_flight)
+
+    def reader(self) -> SnapshotReader:
+        return self.cluster.open_image_reader(self.pool, self.image, read_ahead=self.in_flight)
+
+    def remove(self) -> None:
+        self.cluster.remove_image(self.pool, self.image)
 
 
 def _diff(img, since: str | None) -> list[Range]:

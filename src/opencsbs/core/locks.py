@@ -13,12 +13,16 @@ them (source: the AWS Backup developer guide, "AWS Backup Vault Lock"):
 A lock covers every backup of its project (``policy_id`` None) or of one policy. A legal hold covers the
 backups it selects (ids, a tag, a policy, a creation-time range; all given criteria must match) until it is
 released, whatever any lock or retention rule says. Times are naive UTC datetimes.
+
+Each bank separately (docs/replication.md): a backup's copy on a replica bank is kept by the same locks and holds
+as the backup on the primary, but a lock's clock runs from the copy's arrival on that bank
+(:func:`copy_deletion_verdict`), so deleting one bank's copy never depends on, nor unlocks, another's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 GOVERNANCE = "governance"
@@ -137,6 +141,31 @@ def deletion_verdict(backup: Backup, locks: Iterable[Lock], holds: Iterable[Hold
         return Verdict(True)
     until, _, lock = best
     return Verdict(False, "retention_lock", lock_id=lock.id, mode=lock.mode, until=until)
+
+
+def storage_retention(backup: Backup, locks: Iterable[Lock], now: datetime) -> tuple[str, datetime] | None:
+    """The S3 Object Lock retention the objects of ``backup`` get (bank option ``s3_object_lock``): ``(mode,
+    retain_until)`` with mode ``"COMPLIANCE"`` when any lock covering it is a compliance lock, else
+    ``"GOVERNANCE"``, and retain_until the latest :func:`locked_until` of those locks; None when no lock keeps it
+    after ``now``. One object has one retention, so the strongest mode and the longest time are combined (the
+    storage may keep a backup longer, never shorter, than the locks do)."""
+    covering = [lock for lock in locks if lock_covers(lock, backup) and locked_until(lock, backup) > now]
+    if not covering:
+        return None
+    mode = "COMPLIANCE" if any(lock.mode == COMPLIANCE for lock in covering) else "GOVERNANCE"
+    return mode, max(locked_until(lock, backup) for lock in covering)
+
+
+def copy_deletion_verdict(backup: Backup, copied_at: datetime, locks: Iterable[Lock], holds: Iterable[Hold],
+                          now: datetime) -> Verdict:
+    """May the copy of ``backup`` that arrived on a replica bank at ``copied_at`` be removed from that bank at
+    ``now``? A hold selects the copy as it selects the backup (its criteria read the backup: creation time, tags,
+    policy); a lock keeps the copy ``min_retention_days`` after ``copied_at``, whatever the primary's copy does."""
+    holds = list(holds)
+    for hold in holds:
+        if hold_covers(hold, backup):
+            return Verdict(False, "legal_hold", hold_id=hold.id)
+    return deletion_verdict(replace(backup, created_at=copied_at), locks, (), now)
 
 
 @dataclass(frozen=True)

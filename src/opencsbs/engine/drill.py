@@ -5,16 +5,20 @@ Steps (:data:`STEPS`, run in this order; each ends with :meth:`~opencsbs.engine.
 
 ``start``    the drill ``running`` → ``restore``
 ``restore``  for each volume backup of the drilled backup: the bank restores it
-             (:meth:`VolumeStore.restore_volume <opencsbs.bank.face.VolumeStore.restore_volume>`) into a sparse
-             scratch file ``<data_dir>/drills/<drill id>/<volume backup id>.img``, timed; the file is read back
-             and every chunk re-hashed against the index's addresses and the volume against its ``volume_hash``
-             (:func:`opencsbs.bank.verify.compare_restored`); the scratch directory is deleted whatever happens.
-             The drill ends ``passed`` with its RTO (seconds of restore, all disks one after the other) or
-             ``failed`` naming what differed; a failed drill marks the backup damaged as a verify job does → done
+             (:meth:`VolumeStore.restore_volume <opencsbs.bank.face.VolumeStore.restore_volume>`) onto scratch
+             space, timed; the copy is read back and every chunk re-hashed against the index's addresses and the
+             volume against its ``volume_hash`` (:func:`opencsbs.bank.verify.compare_restored`); the scratch copy
+             is deleted whatever happens. The drill ends ``passed`` with its RTO (seconds of restore, all disks one
+             after the other) or ``failed`` naming what differed; a failed drill marks the backup damaged as a
+             verify job does → done
 
-The scratch space is a file on the opencsbs host for every driver (the sandbox, libvirt and OpenStack alike):
-the bank restores there without touching a server or a cloud volume. The job's state is empty (the restore
-step is redone whole after a crash). :func:`fail_drill` ends the drill ``error`` (the drill could not run).
+The scratch space is the cloud's own where the driver has some (:meth:`DataPath.open_scratch
+<opencsbs.clouds.base.DataPath.open_scratch>`: OpenStack on Ceph RBD, a thin scratch RBD image in the volume's
+pool, so the RTO includes writing to the cloud's storage), else a sparse file
+``<data_dir>/drills/<drill id>/<volume backup id>.img`` on the opencsbs host (the sandbox, libvirt). No server or
+cloud volume is touched. Each disk's entry in the drill's ``volumes`` names its ``scratch``. The job's state is
+empty (the restore step is redone whole after a crash, replacing scratch images of the same name).
+:func:`fail_drill` ends the drill ``error`` (the drill could not run) and removes its scratch copies.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from sqlalchemy.orm import Session
 from opencsbs.bank.errors import ChunkDamaged, ChunkMissing, IndexNotFound
 from opencsbs.bank.verify import compare_restored
 from opencsbs.blockio.files import FileBlockReader, FileBlockWriter
+from opencsbs.clouds.base import DataPath, ScratchVolume
+from opencsbs.core.blocks import BlockReader, BlockWriter
 from opencsbs.core.errors import CSBSError
 from opencsbs.core.timeutil import utcnow
 from opencsbs.db.models import CheckpointItem, Drill, VolumeBackup
@@ -53,6 +59,47 @@ def scratch_dir(runtime: Runtime, drill_id: str) -> Path:
     return Path(runtime.settings.data_dir) / "drills" / drill_id
 
 
+class FileScratch(ScratchVolume):
+    """A sparse scratch file on the opencsbs host (drivers without scratch space of their own)."""
+
+    def __init__(self, path: Path, size: int):
+        self.path = path
+        self.size = size
+        self.where = f"file {path}"
+
+    def writer(self) -> BlockWriter:
+        return FileBlockWriter(self.path, self.size, direct=False)
+
+    def reader(self) -> BlockReader:
+        return FileBlockReader(self.path, self.size)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _driver_scratch(runtime: Runtime) -> DataPath | None:
+    """The driver's data path when it offers scratch space of its own (it overrides ``open_scratch``)."""
+    driver = runtime.driver
+    if isinstance(driver, DataPath) and type(driver).open_scratch is not DataPath.open_scratch:
+        return driver
+    return None
+
+
+def scratch_name(drill_id: str, vb_id: str) -> str:
+    """The name of drill ``drill_id``'s scratch copy of volume backup ``vb_id``."""
+    return f"{drill_id}-{vb_id}"
+
+
+def _open_scratch(runtime: Runtime, where: Path, drill_id: str, vb_id: str, volume_id: str,
+                  size: int) -> ScratchVolume:
+    cloud = _driver_scratch(runtime)
+    scratch = cloud.open_scratch(volume_id, size, scratch_name(drill_id, vb_id)) if cloud is not None else None
+    if scratch is None:
+        where.mkdir(parents=True, exist_ok=True)
+        scratch = FileScratch(where / f"{vb_id}.img", size)
+    return scratch
+
+
 def _start(runtime: Runtime, job: JobHandle) -> None:
     """Step ``start``: the drill ``running`` → ``restore``."""
 
@@ -63,10 +110,10 @@ def _start(runtime: Runtime, job: JobHandle) -> None:
 
 
 def _restore(runtime: Runtime, job: JobHandle) -> None:
-    """Step ``restore``: each disk into a scratch file, compared and timed; the scratch copy deleted → done."""
+    """Step ``restore``: each disk onto scratch space, compared and timed; the scratch copy deleted → done."""
     with runtime.sessions() as session:
         drill = session.get(Drill, job.target_id)
-        vbs = [(vb.id, vb.index_name, vb.size_bytes) for vb in session.scalars(
+        vbs = [(vb.id, vb.index_name, vb.source_volume_id) for vb in session.scalars(
             select(VolumeBackup).where(VolumeBackup.checkpoint_item_id == drill.checkpoint_item_id)
             .order_by(VolumeBackup.position, VolumeBackup.id))]
     bank = runtime.bank
@@ -76,10 +123,10 @@ def _restore(runtime: Runtime, job: JobHandle) -> None:
     rto = 0.0
     restored = 0
     try:
-        where.mkdir(parents=True, exist_ok=True)
-        for vb_id, name, _size in vbs:
+        for vb_id, name, volume_id in vbs:
             job.check()
-            entry = {"volume_backup_id": vb_id, "result": "passed", "seconds": 0.0, "bytes": 0, "reason": ""}
+            entry = {"volume_backup_id": vb_id, "result": "passed", "seconds": 0.0, "bytes": 0, "reason": "",
+                     "scratch": ""}
             volumes.append(entry)
             if not name:
                 entry.update(result="failed", reason="no bank index recorded")
@@ -91,29 +138,39 @@ def _restore(runtime: Runtime, job: JobHandle) -> None:
                 entry.update(result="failed", reason=str(exc))
                 problems.append(f"volume backup {vb_id}: {exc}")
                 continue
-            path = where / f"{vb_id}.img"
-            started = time.monotonic()
+            scratch = _open_scratch(runtime, where, job.target_id, vb_id, volume_id, idx.size)
+            entry["scratch"] = scratch.where
             try:
-                writer = FileBlockWriter(path, idx.size, direct=False)
+                started = time.monotonic()
                 try:
-                    bank.restore_volume(name, writer, progress=lambda _d, _t: job.check())
+                    writer = scratch.writer()
+                    try:
+                        bank.restore_volume(name, writer, progress=lambda _d, _t: job.check())
+                    finally:
+                        writer.close()
+                except (ChunkMissing, ChunkDamaged, IndexNotFound) as exc:
+                    entry.update(result="failed", seconds=round(time.monotonic() - started, 3), reason=str(exc))
+                    problems.append(f"volume backup {vb_id}: {exc}")
+                    continue
+                seconds = time.monotonic() - started
+                rto += seconds
+                reader = scratch.reader()
+                try:
+                    bad = compare_restored(bank, idx, reader.read)
+                except (ChunkMissing, ChunkDamaged) as exc:
+                    entry.update(result="failed", seconds=round(seconds, 3), reason=str(exc))
+                    problems.append(f"volume backup {vb_id}: {exc}")
+                    continue
                 finally:
-                    writer.close()
-            except (ChunkMissing, ChunkDamaged, IndexNotFound) as exc:
-                entry.update(result="failed", seconds=round(time.monotonic() - started, 3), reason=str(exc))
-                problems.append(f"volume backup {vb_id}: {exc}")
-                continue
-            seconds = time.monotonic() - started
-            rto += seconds
-            with FileBlockReader(path, idx.size) as reader:
-                bad = compare_restored(bank, idx, reader.read)
-            entry.update(seconds=round(seconds, 3), bytes=idx.size)
-            restored += idx.size
-            if bad:
-                what = "volume hash" if bad == [-1] else f"chunk(s) {', '.join(map(str, bad[:10]))}"
-                entry.update(result="failed", reason=f"restored copy differs from the backup: {what}")
-                problems.append(f"volume backup {vb_id}: restored copy differs: {what}")
-            path.unlink(missing_ok=True)
+                    reader.close()
+                entry.update(seconds=round(seconds, 3), bytes=idx.size)
+                restored += idx.size
+                if bad:
+                    what = "volume hash" if bad == [-1] else f"chunk(s) {', '.join(map(str, bad[:10]))}"
+                    entry.update(result="failed", reason=f"restored copy differs from the backup: {what}")
+                    problems.append(f"volume backup {vb_id}: restored copy differs: {what}")
+            finally:
+                scratch.remove()
     finally:
         shutil.rmtree(where, ignore_errors=True)
     passed = not problems and bool(vbs)
@@ -152,8 +209,20 @@ def _restore(runtime: Runtime, job: JobHandle) -> None:
 
 
 def fail_drill(runtime: Runtime, job: JobHandle, error: CSBSError) -> None:
-    """End a drill job as failed: the drill reads ``error`` (it could not run); the scratch copy is deleted."""
+    """End a drill job as failed: the drill reads ``error`` (it could not run); the scratch copies are deleted
+    (the cloud's too: a crash may have left them)."""
     shutil.rmtree(scratch_dir(runtime, job.target_id), ignore_errors=True)
+    cloud = _driver_scratch(runtime)
+    if cloud is not None:
+        with runtime.sessions() as session:
+            drill = session.get(Drill, job.target_id)
+            vbs = [] if drill is None else [(vb.id, vb.source_volume_id) for vb in session.scalars(
+                select(VolumeBackup).where(VolumeBackup.checkpoint_item_id == drill.checkpoint_item_id))]
+        for vb_id, volume_id in vbs:
+            try:
+                cloud.remove_scratch(volume_id, scratch_name(job.target_id, vb_id))
+            except CSBSError as exc:  # the cloud cannot be reached: logged, the drill still ends
+                log.warning("drill %s: scratch copy of %s not removed: %s", job.target_id, vb_id, exc.error_msg)
 
     def apply(session: Session) -> None:
         drill = session.get(Drill, job.target_id)

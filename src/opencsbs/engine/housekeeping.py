@@ -12,10 +12,16 @@ several schedulers sharing a database may run it at once.
   backups still kept (not deleted, not failed) and those recorded by unfinished backup jobs; the cloud driver
   drops the rest (:meth:`opencsbs.clouds.base.CloudDriver.prune_change_tracking`; the sandbox removes its
   older change-log generations).
+- **Workers gone** (``db.models.WorkerSeen``): the heartbeat rows of workers silent for more than
+  :data:`FORGET_WORKERS_AFTER` (a day: killed, never stopped cleanly) are deleted; until then ``opencsbs workers``
+  lists them as ``silent``.
 - **Bank space** (:func:`collect_garbage`): when the bank's last garbage collection (its ``gc/finished`` object,
   written by any process sharing the bank) ended more than ``engine.gc_interval_seconds`` ago, the pass runs
   ``Bank.gc(grace_seconds=engine.gc_grace_seconds)``, so the chunks of deleted, retention-deleted and failed
   backups are freed without an operator. It logs what it freed and what is reclaimable after the grace period.
+- **Storage retention** (:func:`opencsbs.engine.retain.catch_up`): on a bank with S3 Object Lock, the backups of
+  the projects whose retention locks were set or changed since the last pass get the retention those locks call
+  for (backups written later get it when they are written).
 """
 
 from __future__ import annotations
@@ -32,9 +38,10 @@ from opencsbs.bank import Bank, GCReport
 from opencsbs.clouds.base import DataPath
 from opencsbs.core.timeutil import utcnow
 from opencsbs.db.base import transaction
-from opencsbs.db.models import CheckpointItem, Job, ResourceLock, Restore, VolumeBackup
+from opencsbs.db.models import CheckpointItem, Job, ResourceLock, Restore, VolumeBackup, WorkerSeen
 from opencsbs.engine.backup import change_tokens_of
 from opencsbs.engine.jobs import RUNNABLE
+from opencsbs.engine.retain import RetainReport, catch_up
 from opencsbs.runtime import Runtime
 
 log = logging.getLogger("opencsbs.engine")
@@ -43,6 +50,8 @@ FINISHED = ("done", "failed")
 #: checkpoint_item statuses after which its job is no longer needed
 SETTLED_ITEM = ("available", "error", "deleted")
 BATCH = 500
+#: seconds of silence after which a worker's heartbeat row is deleted
+FORGET_WORKERS_AFTER = 86400.0
 
 
 def _referenced_job_ids():
@@ -100,6 +109,12 @@ def collect_garbage(bank: Bank, interval: float, grace: float, now: float | None
     now = time.time() if now is None else now
     if last is not None and last.mtime > now - interval:
         return None
+    return run_gc(bank, grace)
+
+
+def run_gc(bank: Bank, grace: float) -> GCReport:
+    """``bank.gc(grace)`` now, its outcome logged in one line with its figures (INFO; a skipped sweep at
+    WARNING)."""
     report = bank.gc(grace_seconds=grace)
     if report.skipped_reason:
         log.warning("bank gc: nothing swept: %s", report.skipped_reason)
@@ -114,11 +129,15 @@ def collect_garbage(bank: Bank, interval: float, grace: float, now: float | None
 @dataclass(frozen=True)
 class HousekeepingReport:
     """What one pass removed: ``jobs`` rows, ``change_logs`` pieces of change tracking; ``gc``: the bank's
-    garbage collection report when one ran (``None``: not due, disabled, or failed: see the log)."""
+    garbage collection report when one ran (``None``: not due, disabled, or failed: see the log);
+    ``retained``: the storage retention pass on a bank with S3 Object Lock (``None``: no such bank, or failed)."""
 
     jobs: int
     change_logs: int
     gc: GCReport | None = None
+    retained: RetainReport | None = None
+    #: replica name -> its GC report (only replicas whose GC ran at this pass)
+    replica_gc: dict[str, GCReport] | None = None
 
 
 def housekeep(runtime: Runtime, now: datetime | None = None) -> HousekeepingReport:
@@ -129,13 +148,48 @@ def housekeep(runtime: Runtime, now: datetime | None = None) -> HousekeepingRepo
     with runtime.sessions() as session:
         needed = change_tokens_in_use(session)
     logs = runtime.driver.prune_change_tracking(needed) if isinstance(runtime.driver, DataPath) else 0
-    if jobs or logs:
-        log.info("housekeeping: %d finished jobs and %d change logs removed", jobs, logs)
+    with transaction(runtime.sessions) as session:
+        gone = session.execute(delete(WorkerSeen).where(
+            WorkerSeen.seen_at < now - timedelta(seconds=FORGET_WORKERS_AFTER))).rowcount
+    if jobs or logs or gone:
+        log.info("housekeeping: %d finished jobs, %d change logs and %d workers silent for a day removed", jobs,
+                 logs, gone)
     engine = runtime.settings.engine
     gc = None
-    if engine.gc_interval_seconds > 0:
+    if engine.gc_interval_seconds > 0 and not engine.gc_schedule:  # a gc_schedule: engine/bank_checks.py
         try:
             gc = collect_garbage(runtime.bank, engine.gc_interval_seconds, engine.gc_grace_seconds)
         except Exception:  # noqa: BLE001 - the bank's failure must not stop the other housekeeping steps
             log.exception("bank gc failed during housekeeping")
-    return HousekeepingReport(jobs, logs, gc)
+    retained = None
+    try:
+        retained = catch_up(runtime)
+    except Exception:  # noqa: BLE001 - as the GC: the other steps ran, the next pass tries again
+        log.exception("storage retention failed during housekeeping")
+    replica_gc = _replica_gc(runtime) if engine.gc_interval_seconds > 0 else {}
+    return HousekeepingReport(jobs, logs, gc, retained, replica_gc)
+
+
+def _replica_gc(runtime: Runtime) -> dict[str, GCReport]:
+    """The garbage collection of each replica bank (docs/replication.md), on the primary's schedule: frees the
+    chunks of copies the replicas' retention removed. A replica that cannot be opened or swept is logged by name
+    only (never its endpoint or credentials) and tried at the next pass."""
+    from opencsbs.bank import open_bank
+
+    engine = runtime.settings.engine
+    out: dict[str, GCReport] = {}
+    for replica in runtime.settings.replicas:
+        try:
+            bank = open_bank(runtime.settings, replica.name)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("replica %s gc: cannot open it: %s", replica.name, type(exc).__name__)
+            continue
+        try:
+            report = collect_garbage(bank, engine.gc_interval_seconds, engine.gc_grace_seconds)
+            if report is not None:
+                out[replica.name] = report
+        except Exception as exc:  # noqa: BLE001
+            log.warning("replica %s gc failed: %s", replica.name, type(exc).__name__)
+        finally:
+            bank.close()
+    return out

@@ -29,6 +29,7 @@ from opencsbs.core import locks as rules
 from opencsbs.core.errors import CSBSError, invalid
 from opencsbs.core.timeutil import parse_wire_ts, utcnow, wire_ts
 from opencsbs.db.base import transaction
+from opencsbs.db.locks import lock_facts, refusal, rule_backup, rule_hold, rule_lock
 from opencsbs.db.models import CheckpointItem, LegalHold, LockAudit, Policy, RetentionLock
 from opencsbs.runtime import Runtime
 
@@ -45,28 +46,10 @@ DEFAULT_LIMIT = 1000
 # --- shapes -------------------------------------------------------------------------------------------------
 
 
-def _rule_lock(row: RetentionLock) -> rules.Lock:
-    return rules.Lock(id=row.id, mode=row.mode, min_retention_days=row.min_retention_days,
-                      created_at=row.created_at, policy_id=row.policy_id,
-                      max_retention_days=row.max_retention_days, cooling_off_hours=row.cooling_off_hours)
-
-
-def _rule_hold(row: LegalHold) -> rules.Hold:
-    return rules.Hold(id=row.id, item_ids=frozenset(row.item_ids) if row.item_ids is not None else None,
-                      tag=(row.tag_key, row.tag_value or "") if row.tag_key is not None else None,
-                      policy_id=row.policy_id, created_after=row.created_after,
-                      created_before=row.created_before, released_at=row.released_at)
-
-
-def _rule_backup(item: CheckpointItem) -> rules.Backup:
-    tags = {str(t.get("key")): str(t.get("value", "")) for t in item.tags or [] if isinstance(t, dict)}
-    return rules.Backup(id=item.id, created_at=item.created_at, policy_id=item.policy_id, tags=tags)
-
-
 def lock_to_wire(row: RetentionLock, now: datetime | None = None) -> dict[str, Any]:
     """``{"id", "project_id", "policy_id", "mode", "min_retention_days", "max_retention_days",
     "cooling_off_hours", "cooling_off_until", "immutable", "created_by", "created_at", "updated_at"}``."""
-    lock = _rule_lock(row)
+    lock = rule_lock(row)
     return {
         "id": row.id, "project_id": row.project_id, "policy_id": row.policy_id, "mode": row.mode,
         "min_retention_days": row.min_retention_days, "max_retention_days": row.max_retention_days,
@@ -119,23 +102,6 @@ def _check_policy(session: Session, project_id: str, policy_id: str | None) -> N
 # --- the check of every data-removing path ------------------------------------------------------------------
 
 
-def _facts(session: Session, project_id: str) -> tuple[list[rules.Lock], list[rules.Hold]]:
-    locks = [_rule_lock(r) for r in session.scalars(select(RetentionLock).where(
-        RetentionLock.project_id == project_id))]
-    holds = [_rule_hold(r) for r in session.scalars(select(LegalHold).where(
-        LegalHold.project_id == project_id, LegalHold.released_at.is_(None)))]
-    return locks, holds
-
-
-def refusal(verdict: rules.Verdict, item_id: str) -> CSBSError | None:
-    """The client's error for a verdict that keeps backup ``item_id`` (None when it may go)."""
-    if verdict.deletable:
-        return None
-    if verdict.reason == "legal_hold":
-        return CSBSError(codes.BACKUP_HELD, item_id, verdict.hold_id)
-    return CSBSError(codes.BACKUP_LOCKED, item_id, verdict.mode, verdict.lock_id, wire_ts(verdict.until))
-
-
 def deletion_refusal(session: Session, project_id: str, items: Sequence[CheckpointItem],
                      now: datetime | None = None) -> CSBSError | None:
     """The error for the first of ``items`` that a legal hold or a retention lock keeps at ``now`` (None: all
@@ -143,11 +109,11 @@ def deletion_refusal(session: Session, project_id: str, items: Sequence[Checkpoi
     if not items:
         return None
     now = now or utcnow()
-    locks, holds = _facts(session, project_id)
+    locks, holds = lock_facts(session, project_id)
     if not locks and not holds:
         return None
     for item in items:
-        error = refusal(rules.deletion_verdict(_rule_backup(item), locks, holds, now), item.id)
+        error = refusal(rules.deletion_verdict(rule_backup(item), locks, holds, now), item.id)
         if error is not None:
             return error
     return None
@@ -160,15 +126,39 @@ def kept_backups(runtime: Runtime, project_id: str, item_ids: Sequence[str],
     now = now or utcnow()
     out: dict[str, CSBSError] = {}
     with runtime.sessions() as session:
-        locks, holds = _facts(session, project_id)
+        locks, holds = lock_facts(session, project_id)
         if not locks and not holds:
             return out
         for start in range(0, len(item_ids), 500):
             for item in session.scalars(select(CheckpointItem).where(
                     CheckpointItem.id.in_(list(item_ids[start:start + 500])))):
-                error = refusal(rules.deletion_verdict(_rule_backup(item), locks, holds, now), item.id)
+                error = refusal(rules.deletion_verdict(rule_backup(item), locks, holds, now), item.id)
                 if error is not None:
                     out[item.id] = error
+    return out
+
+
+def kept_copies(runtime: Runtime, project_id: str, copies: Sequence[tuple[str, str, datetime]],
+                now: datetime | None = None) -> dict[str, CSBSError]:
+    """Of ``copies`` (``(copy_id, checkpoint_item_id, copied_at)`` of the project's backups on one replica
+    bank), those a hold or lock keeps on that bank at ``now`` (:func:`opencsbs.core.locks.copy_deletion_verdict`:
+    a lock counts from the copy's arrival): ``{copy_id: error}``. The replica's retention skips them."""
+    now = now or utcnow()
+    out: dict[str, CSBSError] = {}
+    with runtime.sessions() as session:
+        locks, holds = lock_facts(session, project_id)
+        if not locks and not holds:
+            return out
+        items = {i.id: i for i in session.scalars(select(CheckpointItem).where(
+            CheckpointItem.id.in_(sorted({item_id for _c, item_id, _t in copies}))))}
+        for copy_id, item_id, copied_at in copies:
+            item = items.get(item_id)
+            if item is None:
+                continue
+            verdict = rules.copy_deletion_verdict(rule_backup(item), copied_at, locks, holds, now)
+            error = refusal(verdict, item_id)
+            if error is not None:
+                out[copy_id] = error
     return out
 
 
@@ -181,8 +171,8 @@ def backup_retention(runtime: Runtime, project_id: str, item_id: str) -> dict[st
         item = session.get(CheckpointItem, item_id)
         if item is None or item.project_id != project_id or item.status == "deleted":
             raise CSBSError(codes.CHECKPOINT_ITEM_NOT_FOUND, item_id)
-        locks, holds = _facts(session, project_id)
-        backup = _rule_backup(item)
+        locks, holds = lock_facts(session, project_id)
+        backup = rule_backup(item)
     verdict = rules.deletion_verdict(backup, locks, holds, now)
     return {
         "checkpoint_item_id": item_id, "deletable": verdict.deletable, "reason": verdict.reason,
@@ -250,7 +240,7 @@ def _apply_change(runtime: Runtime, principal: Principal, project_id: str, lock_
                   change: rules.Change) -> dict[str, Any] | None:
     with transaction(runtime.sessions) as session:
         row = _get_lock(session, project_id, lock_id, for_update=True)
-        lock, now = _rule_lock(row), utcnow()
+        lock, now = rule_lock(row), utcnow()
         may_bypass = runtime.enforcer.allowed(principal, BYPASS_RULE)
         why = rules.change_refusal(lock, change, now, may_bypass)
         if why == "immutable":

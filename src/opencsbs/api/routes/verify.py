@@ -88,6 +88,9 @@ class DrillVolume(BaseModel):
     seconds: float
     bytes: int
     reason: str
+    #: where the disk was restored: ``file <path>`` on the opencsbs host, or ``RBD image <pool>/<image>``
+    #: (OpenStack on Ceph RBD); deleted once compared ("" for a drill recorded before this field existed)
+    scratch: str = ""
 
 
 class DrillBody(BaseModel):

@@ -39,6 +39,11 @@ librbd (:class:`~opencsbs.clouds.rbd.ImageWriter`: zero ranges with ``write_zero
 when the restore asks ``power_on``. A volume attached to a server that is not shut off is never written. The RBD
 snapshots stay valid bases: ``diff_iterate`` sees the restore's writes like any other.
 
+Restore drills (:meth:`RbdDataPath.open_scratch`): each disk backup is restored into a scratch RBD image
+``opencsbs-drill-<name>`` made (thin) in the pool of the backed-up volume's backend, or in that backend's
+``drill_pool`` when set (the first configured backend when the volume is gone or not on RBD), read back through
+librbd and removed: no Cinder record, no tenant quota, no server touched.
+
 Errors: Nova/Cinder unreachable → :class:`CloudUnavailable` (the job retries, then fails with CSBS.9999); Ceph
 unreachable → :class:`~opencsbs.clouds.rbd.CephUnavailable` (the same); a deleted volume, a full cluster, a
 missing image → CSBS.9999 with a sentence naming the volume (see :func:`opencsbs.clouds.rbd.ceph_error`).
@@ -53,9 +58,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from opencsbs.clouds.base import CloudContext, CloudUnavailable, ServerSnapshot, VolumeSnapshot
+from opencsbs.clouds.base import CloudContext, CloudUnavailable, ScratchVolume, ServerSnapshot, VolumeSnapshot
 from opencsbs.clouds.openstack.translate import cinder_backend
-from opencsbs.clouds.rbd import Cluster, is_opencsbs_snapshot, rbd_snapshot_name
+from opencsbs.clouds.rbd import Cluster, RbdScratch, is_opencsbs_snapshot, rbd_snapshot_name
 from opencsbs.core import codes
 from opencsbs.core.blocks import BlockReader, BlockWriter, Range
 from opencsbs.core.errors import CSBSError
@@ -389,6 +394,51 @@ class RbdDataPath:
                     if cluster.remove_snapshot(s.pool, image, snap.name):
                         dropped += 1
         return dropped
+
+    # -- restore drills -----------------------------------------------------------------------------------------------
+    def _scratch_place(self, volume_id: str | None) -> tuple[str, Cluster, str]:
+        """``(backend, cluster, pool)`` for the scratch image of a drill of ``volume_id``: its backend's
+        ``drill_pool`` or pool; the first configured backend when the volume is gone or not on RBD."""
+        backend = None
+        if volume_id:
+            try:
+                backend = self._target(self._volume(self._connection(), None, volume_id,
+                                                    CSBSError(codes.INTERNAL_ERROR))).backend
+            except CSBSError as exc:
+                if isinstance(exc, CloudUnavailable):
+                    raise
+                log.info("drill scratch for volume %s: %s; using the first RBD backend", volume_id, exc.error_msg)
+        if backend is None:
+            if not self.settings:
+                raise CSBSError(codes.INTERNAL_ERROR, message="no RBD backend configured for a drill's scratch image "
+                                                              "(cloud.openstack_rbd_backends)")
+            backend = sorted(self.settings)[0]
+        s = self.settings[backend]
+        return backend, self._clusters[backend], s.drill_pool or s.pool
+
+    @staticmethod
+    def scratch_image(name: str) -> str:
+        """Name of the scratch image of drill disk ``name``."""
+        return f"opencsbs-drill-{name}"
+
+    def open_scratch(self, volume_id: str | None, size: int, name: str) -> ScratchVolume:
+        """A thin scratch RBD image of ``size`` bytes for a drill (see the module docstring); a leftover of the
+        same name is replaced. Raises :class:`CephUnavailable`, :class:`CloudUnavailable`, CSBS.9999."""
+        backend, cluster, pool = self._scratch_place(volume_id)
+        image = self.scratch_image(name)
+        cluster.create_image(pool, image, size)
+        return RbdScratch(cluster, pool, image, in_flight=self.settings[backend].read_ahead)
+
+    def remove_scratch(self, volume_id: str | None, name: str) -> None:
+        """Remove drill disk ``name``'s scratch image wherever :meth:`open_scratch` may have made it."""
+        image = self.scratch_image(name)
+        seen: set[tuple[str | None, str]] = set()
+        for backend, s in self.settings.items():
+            for pool in {s.drill_pool or s.pool, s.pool}:
+                if (s.conf and str(s.conf), pool) in seen:
+                    continue
+                seen.add((s.conf and str(s.conf), pool))
+                self._clusters[backend].remove_image(pool, image)
 
     # -- restore ------------------------------------------------------------------------------------------------------
     def open_volume_writer(self, ctx: CloudContext, volume_id: str) -> BlockWriter:

@@ -39,8 +39,8 @@ from typing import Any
 
 from cachetools import TTLCache
 
-from opencsbs.clouds.base import (CloudContext, CloudDriver, CloudUnavailable, Inventory, ServerSnapshot,
-                                  VolumeSnapshot)
+from opencsbs.clouds.base import (CloudContext, CloudDriver, CloudUnavailable, Inventory, ScratchVolume,
+                                  ServerSnapshot, VolumeSnapshot)
 from opencsbs.clouds.openstack.datapath import RbdDataPath
 from opencsbs.clouds.openstack.translate import baremetal_server_facts, nova_server_facts
 from opencsbs.core import codes
@@ -291,6 +291,14 @@ class OpenStackDriver(OpenStackInventory, CloudDriver):
         self.datapath.check_settings()  # ValueError: one line saying what is missing
         self.data_backends = self.datapath.backends
 
+    def placement_needs(self, server: ServerFacts) -> tuple[str, ...]:
+        """``rbd:<backend>`` of each disk whose Cinder backend is known: a worker needs that Ceph's settings."""
+        return tuple(sorted({f"rbd:{v.backend}" for v in server.volumes if v.backend}))
+
+    def placement_capabilities(self) -> tuple[str, ...]:
+        """``rbd:<backend>`` of every backend of ``cloud.openstack_rbd_backends``."""
+        return tuple(sorted(f"rbd:{b}" for b in self.data_backends or ()))
+
     def snapshot_server(self, ctx: CloudContext, server_id: str, name: str,
                         since: dict[str, str] | None = None) -> ServerSnapshot:
         return self.datapath.snapshot_server(ctx, server_id, name, since)
@@ -309,6 +317,12 @@ class OpenStackDriver(OpenStackInventory, CloudDriver):
 
     def open_volume_writer(self, ctx: CloudContext, volume_id: str) -> BlockWriter:
         return self.datapath.open_volume_writer(ctx, volume_id)
+
+    def open_scratch(self, volume_id: str | None, size: int, name: str) -> ScratchVolume | None:
+        return self.datapath.open_scratch(volume_id, size, name)
+
+    def remove_scratch(self, volume_id: str | None, name: str) -> None:
+        self.datapath.remove_scratch(volume_id, name)
 
     def power_off(self, ctx: CloudContext, server_id: str) -> bool:
         return self.datapath.power_off(ctx, server_id)
