@@ -48,6 +48,7 @@ def test_a_backup_copied_on_demand_then_an_incremental_sends_only_new_chunks(dem
     write(runtime, DB1_SYS, 0, random_bytes(24 * MIB, 1))
     item = _backup(client, headers, runtime)
     assert item["extend_info"]["copy_status"] == "na"
+    assert "replication_records" not in item  # without a copy: the keys a CSBS client always saw
 
     r = client.post(f"/opencsbs/v1/demo/checkpoint_items/{item['id']}/copies",
                     json={"copy": {"destination": "dr"}}, headers=headers)
@@ -60,7 +61,19 @@ def test_a_backup_copied_on_demand_then_an_incremental_sends_only_new_chunks(dem
     assert first["destination_location"] == "s3" and first["finished_at"]
     assert first["size"] == sum(vb["source_volume_size"] for vb in item["extend_info"]["volume_backups"]) * 1024 ** 3
     assert first["sent_bytes"] >= 24 * MIB  # incompressible data
-    assert item_of(client, headers, item["checkpoint_id"])["extend_info"]["copy_status"] == "copy_finished"
+    shown = item_of(client, headers, item["checkpoint_id"])
+    assert shown["extend_info"]["copy_status"] == "success"  # the reference's values: na|waiting_copy|copying|success|fail
+    [record] = shown["replication_records"]
+    assert record["id"] == first["id"] and record["status"] == "success"
+    assert record["destination_region"] == "dr" and record["destination_backup_id"] == item["id"]
+    assert record["source_checkpoint_id"] == record["destination_checkpoint_id"] == item["checkpoint_id"]
+    assert record["source_project_id"] == record["destination_project_id"] == "demo"
+    assert record["created_at"] == first["created_at"] and record["finished_at"] == first["finished_at"]
+    assert record["extra_info"] == {"auto_trigger": False, "size": first["size"], "sent_bytes": first["sent_bytes"],
+                                    "fail_reason": "", "deleted_at": None}
+    r = client.get("/v1/demo/checkpoint_items", headers=headers)
+    listed = next(i for i in r.json()["checkpoint_items"] if i["id"] == item["id"])
+    assert listed["replication_records"] == shown["replication_records"]
     # asking again returns the copy, no second job
     again = client.post(f"/opencsbs/v1/demo/checkpoint_items/{item['id']}/copies",
                         json={"copy": {"destination": "dr"}}, headers=headers).json()["copy"]
@@ -223,6 +236,12 @@ def test_a_replica_unreachable_then_back_and_no_credentials_in_errors_or_logs(de
     run_jobs(runtime)
     [failed] = _copies(client, headers, second["id"])
     assert failed["status"] == "error" and "replica dr" in failed["error"]
+    r = client.get(f"/v1/demo/checkpoint_items/{second['id']}", headers=headers)
+    shown = r.json()["checkpoint_item"]
+    assert shown["extend_info"]["copy_status"] == "fail"
+    [record] = shown["replication_records"]
+    assert record["status"] == "fail" and record["extra_info"]["fail_reason"] == failed["error"]
+    assert secret not in r.text
     ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("opencsbs"))
     assert "copy to replica dr" in ours
     for text in (failed["error"], ours):

@@ -63,3 +63,23 @@ def test_copy_then_rebuild_the_catalog_from_the_replica_after_the_database_is_lo
     assert json.loads(b("bank", "rebuild-catalog").output)["present"] == [item_id]  # idempotent
     b("restore", item_id)
     assert b("sandbox", "hash", DB1_SYS).output.strip().splitlines()[-1] == before
+
+
+def test_rule_retention_and_lag_from_the_cli(tmp_path, database_url):
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump({"replicas": [{"name": "dr", "backend": "local", "path": str(tmp_path / "replica"),
+                                                  "fsync": False}], "bank": {"fsync": False}}))
+    run = _cli(tmp_path / "a", database_url, site)
+    run("sandbox", "load", EXAMPLE)
+    policy_id = run("policy", "create", "--project", "demo", "--name", "nightly", "--server", DB1,
+                    "--max-backups", "5", "-f", "value", "-c", "id").output.strip()
+    rule = json.loads(run("replication", "rule", "add", policy_id, "--to", "dr", "--max-backups", "2").output)["rule"]
+    assert rule["max_backups"] == 2 and rule["retention_duration_days"] is None
+    changed = json.loads(run("replication", "rule", "set", rule["id"], "--retention-days", "30").output)["rule"]
+    assert changed["max_backups"] is None and changed["retention_duration_days"] == 30
+    bad = run("replication", "rule", "set", rule["id"], "--max-backups", "-7", ok=False)
+    assert bad.exit_code == 1 and "CSBS.9001" in bad.output and "Traceback" not in bad.output
+    [lag] = json.loads(run("replication", "rule", "list").output)["rules"]
+    assert lag["id"] == rule["id"] and lag["pending"] == 0 and lag["copies"] == 0 and lag["last_success"] is None
+    done = json.loads(run("replication", "run").output)
+    assert done == {"started": 0, "removed": [], "kept": {}, "failed": {}}

@@ -134,6 +134,34 @@ def fail_copy(runtime: Runtime, job: JobHandle, error: CSBSError) -> None:
     job.commit("failed", None, apply, status="failed", error=error.error_msg)
 
 
+# --- removing a copy from its replica (the replica's retention, docs/replication.md) -------------------------
+
+
+def remove_copy(runtime: Runtime, replica: str, item_id: str, index_names: list[str]) -> None:
+    """Drop the copy of checkpoint_item ``item_id`` from the replica ``replica``: its indexes (``index_names``)
+    and its catalog record; its chunks are freed by the replica's next garbage collection (housekeeping). Absent
+    objects are ignored, so a removal cut short is simply done again. Raises :class:`BankError` (the replica
+    cannot be reached: its name only, never its endpoint or credentials)."""
+    from opencsbs.bank.catalog import delete_record
+
+    try:
+        target = open_bank(runtime.settings, replica)
+    except Exception as exc:  # noqa: BLE001 - one line naming the replica, never its settings
+        raise BankError(f"replica {replica} cannot be opened: {type(exc).__name__}") from None
+    try:
+        for name in index_names:
+            target.delete_index(name)
+        delete_record(target, item_id)
+    except BankError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise BankError(f"replica {replica}: removing the copy of {item_id} failed: {type(exc).__name__}") \
+            from None
+    finally:
+        target.close()
+    log.info("copy of %s removed from replica %s (%d indexes)", item_id, replica, len(index_names))
+
+
 #: the copy's steps in the order they run: ``job.step`` → the function that runs it
 STEPS: dict[str, Callable[[Runtime, JobHandle], None]] = {
     "start": _start,

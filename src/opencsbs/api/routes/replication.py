@@ -4,7 +4,9 @@ changes:
 - ``POST /opencsbs/v1/{project_id}/checkpoint_items/{checkpoint_item_id}/copies`` body
   ``{"copy": {"destination": "<replica name>"}}``: start a copy (202 ``{"copy": {...}}``), rule
   ``csbs:checkpoints:create``;
-- ``GET`` on the same path: ``{"copies": [...]}``, rule ``csbs:checkpoint_items:read``.
+- ``GET`` on the same path: ``{"copies": [...]}``, rule ``csbs:checkpoint_items:read``;
+- ``GET /opencsbs/v1/{project_id}/replication/rules``: ``{"rules": [...]}`` with each rule's lag, rule
+  ``csbs:policies:read``.
 
 The copy shape is :func:`opencsbs.service.replication.copy_to_wire`; it names a replica and its kind, never its
 endpoint or credentials.
@@ -43,6 +45,7 @@ class Copy(BaseModel):
     created_at: str | None
     finished_at: str | None
     error: str
+    deleted_at: str | None = None
 
 
 class CopyResponse(BaseModel):
@@ -70,3 +73,34 @@ def get_copies(checkpoint_item_id: str = _ITEM,
                caller: Caller = Depends(require("csbs:checkpoint_items:read"))) -> dict:
     """200 ``{"copies": [...]}`` oldest first; 404 CSBS.3001 unknown backup."""
     return {"copies": replication.list_copies(caller.runtime, caller.project_id, checkpoint_item_id)}
+
+
+class RuleLag(BaseModel):
+    """A replication rule with its retention of copies and its lag (service.replication.list_rules)."""
+
+    id: str
+    project_id: str
+    policy_id: str
+    replica: str
+    max_backups: int | None
+    retention_duration_days: int | None
+    pending: int = Field(description="available backups of the policy with no copy on the replica yet")
+    copying: int = Field(description="copies waiting or running")
+    failed: int = Field(description="backups whose last copy failed")
+    last_success: str | None = Field(description="when the newest successful copy ended")
+    oldest_pending_since: str | None = Field(description="creation time of the oldest backup not yet copied")
+    sent_bytes: int = Field(description="stored bytes sent to the replica for the policy's backups")
+    copies: int = Field(description="copies kept on the replica")
+    removed: int = Field(description="copies removed from the replica by the rule's retention")
+
+
+class RuleList(BaseModel):
+    rules: list[RuleLag]
+
+
+@router.get("/opencsbs/v1/{project_id}/replication/rules", response_model=RuleList,
+            summary="List the project's replication rules with their lag (extension)")
+def get_rules(caller: Caller = Depends(require("csbs:policies:read"))) -> dict:
+    """200 ``{"rules": [...]}`` oldest first: each rule with its retention and its lag (pending, copying,
+    failed, last_success, oldest_pending_since, sent_bytes, copies, removed)."""
+    return {"rules": replication.list_rules(caller.runtime, caller.project_id)}
