@@ -25,11 +25,11 @@ from opencsbs.clouds.base import Inventory
 from opencsbs.config import Settings
 from opencsbs.core.timeutil import utcnow
 from opencsbs.db.base import make_engine, make_sessionmaker, transaction
-from opencsbs.engine import housekeeping
+from opencsbs.engine import bank_checks, housekeeping
 from opencsbs.engine.scheduler import Scheduler
 from opencsbs.engine.worker import WorkerPool
 from opencsbs.runtime import Runtime
-from opencsbs.service import policy_runs, replication
+from opencsbs.service import policy_runs, replica_retention, replication
 from opencsbs.service import verify as checks
 
 
@@ -63,7 +63,7 @@ def build_driver(settings: Settings, sessions: sessionmaker[Session]) -> Invento
     if name == "sandbox":
         from opencsbs.clouds.sandbox import SandboxDriver
 
-        return SandboxDriver(sessions, settings.volumes_dir)
+        return SandboxDriver(sessions, settings.volumes_dir, host=settings.worker.host_name)
     if name == "libvirt":
         from opencsbs.clouds.libvirt import LibvirtDriver
 
@@ -104,17 +104,23 @@ def make_scheduler(runtime: Runtime, clock: Callable[[], datetime] | None = None
     """A policy :class:`~opencsbs.engine.scheduler.Scheduler` on ``runtime`` whose runs go through
     ``service.policy_runs`` (``clock``: naive-UTC callable, default the real time); not started."""
     settings = runtime.settings
+    for key in ("gc_schedule", "verify_schedule"):  # refused at start, in one line, rather than at each pass
+        if getattr(settings.engine, key):
+            bank_checks.bank_schedule(getattr(settings.engine, key), key)
     return Scheduler(
         runtime.sessions,
         fire=lambda run_id: policy_runs.run_slot(runtime, run_id, clock() if clock else None),
         retain=lambda policy_id: (policy_runs.apply_retention(runtime, policy_id, clock() if clock else None),
-                                  replication.enqueue_due_copies(runtime, policy_id)),
+                                  replication.enqueue_due_copies(runtime, policy_id),
+                                  replica_retention.apply_replica_retention(runtime, policy_id,
+                                                                            clock() if clock else None)),
         clock=clock or utcnow,
         interval=settings.scheduler_interval,
         retention_every=timedelta(hours=settings.retention_interval_hours),
         name=name,
         housekeep=lambda: (housekeeping.housekeep(runtime), checks.start_due(runtime, clock() if clock else None)),
         housekeeping_every=settings.engine.housekeeping_seconds,
+        every_pass=lambda: bank_checks.run_due(runtime, clock() if clock else None),
     )
 
 

@@ -26,13 +26,15 @@ from opencsbs.api.routes import backups, extensions, locks, policies, providers,
 from opencsbs.api.routes import replication as replication_routes
 from opencsbs.api.routes import verify as verify_routes
 from opencsbs.api.routes import cancels
+from opencsbs.api.routes import workers as workers_routes
+from opencsbs.api.routes import retention as retention_routes
 from opencsbs.api.schemas.common import ErrorBody
 from opencsbs.core import codes
 from opencsbs.runtime import Runtime
 
 ROUTERS = [versions.router, providers.router, resources.router, backups.router, restores.router, policies.router,
            tags.router, extensions.router, locks.router, replication_routes.router, verify_routes.router,
-           health_router, metrics_router, cancels.router]
+           health_router, metrics_router, cancels.router, workers_routes.router, retention_routes.router]
 
 
 class BodyLimit:

@@ -19,6 +19,7 @@ Two sources (docs/operations.md lists every metric):
 from __future__ import annotations
 
 import hmac
+from datetime import UTC
 import logging
 import os
 import tempfile
@@ -33,7 +34,8 @@ from opencsbs.api.deps import get_runtime
 from opencsbs.core import codes
 from opencsbs.core.errors import CSBSError
 from opencsbs.runtime import Runtime
-from opencsbs.service import operations
+from opencsbs.core.timeutil import parse_wire_ts
+from opencsbs.service import operations, replication
 
 log = logging.getLogger("opencsbs.api")
 
@@ -52,7 +54,7 @@ HTTP_LATENCY = Histogram("opencsbs_http_request_duration_seconds",
                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
 
 #: job kinds and statuses always reported (0 when none), so alert expressions never see a missing series
-JOB_KINDS = ("backup", "restore", "delete", "verify", "drill")
+JOB_KINDS = ("backup", "restore", "delete", "verify", "drill", "copy")
 JOB_STATUSES = ("pending", "running", "done", "failed")
 
 
@@ -147,6 +149,41 @@ class DatabaseCollector(Collector):
             last.add_metric([project, server], when)
         yield last
         yield from _check_metrics(got)
+        yield from _replication_metrics(replication.list_rules(self.runtime))
+
+
+def _replication_metrics(rules: list[dict]):
+    """Replication rules' lag (docs/replication.md, "Lag"), one series per rule."""
+    labels = ["project_id", "policy_id", "replica"]
+    pending = GaugeMetricFamily("opencsbs_replication_pending_backups",
+                                "Available backups of a replication rule's policy not yet copied to its replica "
+                                "(copies waiting or running excluded)", labels=labels)
+    failed = GaugeMetricFamily("opencsbs_replication_failed_backups",
+                               "Backups of a replication rule's policy whose last copy to its replica failed",
+                               labels=labels)
+    behind = GaugeMetricFamily("opencsbs_replication_oldest_pending_timestamp_seconds",
+                               "Unix creation time of the oldest backup of a rule's policy not yet copied "
+                               "(0: none pending)", labels=labels)
+    last = GaugeMetricFamily("opencsbs_replication_last_success_timestamp_seconds",
+                             "Unix time the newest successful copy of a rule's policy to its replica ended (0: none)",
+                             labels=labels)
+    sent = CounterMetricFamily("opencsbs_replication_sent_bytes",
+                               "Stored bytes sent to a rule's replica for its policy's backups", labels=labels)
+    for rule in rules:
+        key = [rule["project_id"], rule["policy_id"], rule["replica"]]
+        pending.add_metric(key, rule["pending"])
+        failed.add_metric(key, rule["failed"])
+        behind.add_metric(key, _unix(rule["oldest_pending_since"]))
+        last.add_metric(key, _unix(rule["last_success"]))
+        sent.add_metric(key, rule["sent_bytes"])
+    yield from (pending, failed, behind, last, sent)
+
+
+def _unix(wire: str | None) -> float:
+    """Seconds since the epoch of a wire timestamp (naive UTC), 0 for None."""
+    if not wire:
+        return 0.0
+    return parse_wire_ts(wire).replace(tzinfo=UTC).timestamp()
 
 
 def _check_metrics(got: operations.Figures):
@@ -173,11 +210,56 @@ def _check_metrics(got: operations.Figures):
     yield from (drill, rto, verified, damaged)
 
 
+class BankCollector(Collector):
+    """The bank's last garbage collection and whole-bank verify (their records in the bank, written by whichever
+    process ran them: :func:`opencsbs.service.maintenance.bank_status`), read at each scrape; a series is left
+    out until its first run. A bank that cannot be read is logged and leaves them out."""
+
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+
+    def collect(self):
+        from opencsbs.service.maintenance import bank_status
+
+        try:
+            status = bank_status(self.runtime)
+        except Exception as exc:  # noqa: BLE001 - the other metrics still answer
+            log.warning("metrics: cannot read the bank's records: %s", operations.one_line(exc))
+            return
+        gc, verify = status["gc"]["last"], status["verify"]["last"]
+        if gc is not None:
+            yield GaugeMetricFamily("opencsbs_bank_gc_last_end_timestamp_seconds",
+                                    "When the bank's last garbage collection ended (POSIX seconds)",
+                                    value=_posix(gc["ended_at"]))
+            yield GaugeMetricFamily("opencsbs_bank_gc_last_freed_bytes",
+                                    "Bytes the bank's last garbage collection freed", value=gc.get("freed_bytes", 0))
+            yield GaugeMetricFamily("opencsbs_bank_gc_reclaimable_bytes", "Bytes of unreferenced chunks the last "
+                                    "garbage collection kept for the grace period (the next one frees them)",
+                                    value=gc.get("reclaimable_bytes", 0))
+        if verify is not None:
+            yield GaugeMetricFamily("opencsbs_bank_verify_last_end_timestamp_seconds",
+                                    "When the bank's last whole-bank verify ended (POSIX seconds)",
+                                    value=_posix(verify["ended_at"]))
+            yield GaugeMetricFamily("opencsbs_bank_verify_last_problems", "Damaged indexes, damaged chunks and "
+                                    "missing chunks the last whole-bank verify found (0: sound)",
+                                    value=sum(verify.get(k, 0) for k in ("damaged_indexes", "damaged_chunks",
+                                                                         "missing_chunks")))
+
+
+def _posix(wire: str) -> float:
+    from datetime import UTC
+
+    from opencsbs.core.timeutil import parse_wire_ts
+
+    return parse_wire_ts(wire).replace(tzinfo=UTC).timestamp()
+
+
 def registry_for(runtime: Runtime) -> CollectorRegistry:
     """The registry ``/metrics`` of ``runtime``'s app answers from (request metrics, then database figures)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_RequestMetrics())
     registry.register(DatabaseCollector(runtime))
+    registry.register(BankCollector(runtime))
     return registry
 
 

@@ -87,6 +87,8 @@ DEFAULT_RULES: dict[str, Rule] = {
     "csbs:verify:write": WRITE,
     # cancelling a running backup or restore (docs/engine.md)
     "csbs:jobs:write": WRITE,
+    # the workers of the deployment, their hosts and jobs (docs/engine.md "Placement")
+    "csbs:workers:read": CLOUD_ADMIN,
 }
 
 

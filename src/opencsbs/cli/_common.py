@@ -29,6 +29,11 @@ class Ctx:
         self.config = config
         self.data_dir = data_dir
         self.database_url = database_url
+        #: client mode (cli/remote.py): ``--url``/``--token`` or ``--os-cloud``
+        self.url: str | None = None
+        self.token: str | None = None
+        self.os_cloud: str | None = None
+        self.debug = False
 
     def settings(self, **overrides) -> Settings:
         """Settings (command line > environment > config file > defaults); a bad value exits with its reason."""
@@ -37,7 +42,10 @@ class Ctx:
         from opencsbs.config import ConfigError
 
         try:
-            return load_settings(self.config, data_dir=self.data_dir, database_url=self.database_url, **overrides)
+            settings = load_settings(self.config, data_dir=self.data_dir, database_url=self.database_url,
+                                     **overrides)
+            _check_bank_schedules(settings)
+            return settings
         except ConfigError as exc:
             raise ConfigExit(f"invalid settings: {exc}") from None
         except ValidationError as exc:
@@ -48,6 +56,16 @@ class Ctx:
 
     def runtime(self, **overrides):
         return build_runtime(self.settings(**overrides))
+
+
+def _check_bank_schedules(settings: Settings) -> None:
+    """Refuse an ``engine.gc_schedule``/``verify_schedule`` that is not a schedule (``ValueError`` naming the
+    key), at start rather than at the scheduler's first pass."""
+    from opencsbs.engine.bank_checks import bank_schedule
+
+    for key in ("gc_schedule", "verify_schedule"):
+        if getattr(settings.engine, key):
+            bank_schedule(getattr(settings.engine, key), key)
 
 
 def build_runtime(settings: Settings):

@@ -1,4 +1,5 @@
-"""``opencsbs bank verify`` and ``opencsbs bank gc``: inspect and maintain where backup data lives."""
+"""``opencsbs bank verify``, ``bank gc``, ``bank status`` and ``bank retain``: inspect and maintain where backup
+data lives."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 import click
 
 from opencsbs.cli._common import Ctx, pass_ctx
-from opencsbs.cli.output import human_bytes, human_duration
+from opencsbs.cli.output import Column, chosen_format, emit, human_bytes, human_duration, human_time, output_options
 
 
 @click.group()
@@ -116,8 +117,94 @@ def bank_gc(ctx: Ctx, grace: float, as_json: bool) -> None:
                    f"{report.in_flight_backups} backups in flight, {report.stale_leases} stale leases and "
                    f"{report.stale_gc_markers} stale GC markers removed; "
                    f"{report.seconds:.1f} s")
+        if report.retained_chunks or report.pruned_versions:
+            click.echo(f"object lock: {report.retained_chunks} unreferenced chunks kept by their retention (hidden), "
+                       f"{report.pruned_versions} old versions removed ({human_bytes(report.pruned_bytes)})")
         for err in report.errors:
             click.echo(f"error: {err}")
         if report.skipped_reason:
             click.echo(f"sweep skipped: {report.skipped_reason}")
     sys.exit(1 if report.skipped_reason else 0)
+
+
+@bank.command("retain")
+@click.option("--project", "project_id", default=None, help="only this project's backups (default: every project "
+              "with a retention lock)")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@pass_ctx
+def bank_retain(ctx: Ctx, project_id: str | None, as_json: bool) -> None:
+    """Give the backups under retention locks the storage's own retention (S3 Object Lock, bank.s3_object_lock):
+    for backups written before their lock was set or made longer."""
+    from dataclasses import asdict
+
+    from opencsbs.service.storage_retention import apply_storage_retention
+
+    runtime = ctx.runtime()
+    try:
+        report = apply_storage_retention(runtime, project_id)
+        location = runtime.bank.store.location
+    finally:
+        runtime.close()
+    if not report.enforced:
+        click.echo(f"error: the bank {location} does not enforce retention (bank.s3_object_lock is off)")
+        sys.exit(2)
+    if as_json:
+        click.echo(json.dumps(asdict(report), indent=2))
+    else:
+        click.echo(f"bank {location}: {report.backups} backups under retention locks, the retention of "
+                   f"{report.objects} objects checked or extended")
+        for item_id, (mode, until) in sorted(report.retained.items()):
+            click.echo(f"backup {item_id}: {mode} until {until}")
+        for err in report.errors:
+            click.echo(f"error: {err}")
+    sys.exit(1 if report.errors else 0)
+
+
+def _last_gc(last: dict | None) -> str:
+    if last is None:
+        return "never"
+    if last.get("skipped_reason"):
+        return f"{human_time(last['ended_at'])}: sweep skipped: {last['skipped_reason']}"
+    return (f"{human_time(last['ended_at'])}: {last.get('deleted_chunks', 0)} chunks "
+            f"({human_bytes(last.get('freed_bytes'))}) freed, {human_bytes(last.get('reclaimable_bytes'))} "
+            "reclaimable after the grace period")
+
+
+def _last_verify(last: dict | None) -> str:
+    if last is None:
+        return "never"
+    figures = (f"{last.get('indexes_checked', 0)} indexes, {last.get('chunks_checked', 0)} chunks "
+               f"({human_bytes(last.get('bytes_checked'))}) in {human_duration(last.get('seconds'))}")
+    if last.get("ok"):
+        return f"{human_time(last['ended_at'])}: ok: {figures}"
+    return (f"{human_time(last['ended_at'])}: DAMAGED: {figures}; {last.get('damaged_indexes', 0)} damaged "
+            f"indexes, {last.get('damaged_chunks', 0)} damaged chunks, {last.get('missing_chunks', 0)} missing "
+            "chunks (opencsbs bank verify names the backups)")
+
+
+STATUS_FIELDS = [
+    Column("gc schedule", lambda s: s["gc"]["schedule"] or (
+        f"every {human_duration(s['gc']['interval_seconds'])} (engine.gc_interval_seconds)"
+        if s["gc"]["interval_seconds"] else "off (only opencsbs bank gc)")),
+    Column("gc next", lambda s: human_time(s["gc"]["next_slot"])),
+    Column("gc last", lambda s: _last_gc(s["gc"]["last"])),
+    Column("verify schedule", lambda s: s["verify"]["schedule"] or "off (engine.verify_schedule)"),
+    Column("verify next", lambda s: human_time(s["verify"]["next_slot"])),
+    Column("verify last", lambda s: _last_verify(s["verify"]["last"])),
+]
+
+
+@bank.command("status")
+@output_options
+@pass_ctx
+def bank_status(ctx: Ctx, fmt, as_json, columns) -> None:
+    """When the bank's garbage collection and verify last ended (by the service's schedule or by hand), what
+    they found, and when the next scheduled ones are due (engine.gc_schedule, engine.verify_schedule)."""
+    from opencsbs.service.maintenance import bank_status as status
+
+    runtime = ctx.runtime()
+    try:
+        body = status(runtime)
+    finally:
+        runtime.close()
+    emit(body, STATUS_FIELDS, chosen_format(fmt, as_json), columns)

@@ -174,6 +174,13 @@ def policy_create(ctx: Ctx, project, file, name, description, servers, pattern, 
         spec = PolicyCreateRequest.model_validate(raw).policy.model_dump(exclude_unset=True)
         return policies.create_policy(runtime, principal, project, spec)
 
+    remote = remote_of(ctx, project)
+    if remote is not None:
+        with remote:
+            if raw["policy"].get("provider_id") is None:
+                raw["policy"]["provider_id"] = remote.provider
+            body = remote.v1("POST", "/policies", json=raw)["policy"]
+        return emit(body, POLICY_FIELDS, chosen_format(fmt, as_json), columns)
     name = raw["policy"].get("name")
     explain = _why(project, _body_servers(raw), name if isinstance(name, str) else None)
     emit(_policy_call(ctx, project, _create, explain), POLICY_FIELDS, chosen_format(fmt, as_json), columns)
@@ -237,19 +244,28 @@ def policy_update(ctx: Ctx, project, policy_id, file, name, description, enabled
 
     body = _load_body(file) if file is not None else None
 
-    def _update(runtime, principal):
+    def _raw(show) -> dict:
+        """The PUT body: ``--file``'s, or the one the options build (``show()`` gives the current policy)."""
         if body is not None:
-            raw = body
-        else:
-            raw = {"policy": {k: v for k, v in (("name", name), ("description", description)) if v is not None}}
-            if enabled is not None or pattern is not None:
-                current = policies.show_policy(runtime, principal, project, policy_id)
-                op: dict = {"id": current["scheduled_operations"][0]["id"]}
-                if enabled is not None:
-                    op["enabled"] = enabled
-                if pattern is not None:
-                    op["trigger"] = {"properties": {"pattern": pattern}}
-                raw["policy"]["scheduled_operations"] = [op]
+            return body
+        raw = {"policy": {k: v for k, v in (("name", name), ("description", description)) if v is not None}}
+        if enabled is not None or pattern is not None:
+            op: dict = {"id": show()["scheduled_operations"][0]["id"]}
+            if enabled is not None:
+                op["enabled"] = enabled
+            if pattern is not None:
+                op["trigger"] = {"properties": {"pattern": pattern}}
+            raw["policy"]["scheduled_operations"] = [op]
+        return raw
+
+    remote = remote_of(ctx, project)
+    if remote is not None:
+        with remote:
+            updated = remote.v1("PUT", f"/policies/{policy_id}", json=_raw(lambda: remote.policy(policy_id)))
+        return emit(updated["policy"], POLICY_FIELDS, chosen_format(fmt, as_json), columns)
+
+    def _update(runtime, principal):
+        raw = _raw(lambda: policies.show_policy(runtime, principal, project, policy_id))
         spec = PolicyUpdateRequest.model_validate(raw).policy.model_dump(exclude_unset=True)
         return policies.update_policy(runtime, principal, project, policy_id, spec)
 
@@ -267,7 +283,12 @@ def policy_delete(ctx: Ctx, project, policy_id) -> None:
     """Delete a policy (its backups stay)."""
     from opencsbs.service import policies
 
-    _policy_call(ctx, project, lambda rt, p: policies.delete_policy(rt, p, project, policy_id))
+    remote = remote_of(ctx, project)
+    if remote is not None:
+        with remote:
+            remote.v1("DELETE", f"/policies/{policy_id}")
+    else:
+        _policy_call(ctx, project, lambda rt, p: policies.delete_policy(rt, p, project, policy_id))
     click.echo(f"policy {policy_id} deleted")
 
 
@@ -281,6 +302,12 @@ def policy_run(ctx: Ctx, project, policy_id, servers, fmt, as_json, columns) -> 
     """Execute a policy now (manual backups); prints the checkpoint (its backups: opencsbs backup list)."""
     from opencsbs.service import policies, policy_runs
 
+    remote = remote_of(ctx, project)
+    if remote is not None:
+        with remote:
+            checkpoint = remote.run_policy(policy_id, list(servers) or None)
+        return emit(checkpoint, CHECKPOINT_FIELDS, chosen_format(fmt, as_json), columns)
+
     def _servers(runtime, principal) -> list[str]:
         return list(servers) or [r["id"] for r in policies.show_policy(runtime, principal, project, policy_id)
                                  ["resources"]]
@@ -288,3 +315,48 @@ def policy_run(ctx: Ctx, project, policy_id, servers, fmt, as_json, columns) -> 
     emit(_policy_call(ctx, project, lambda rt, p: policy_runs.execute(
         rt, p, project, policy_id, resources=list(servers) or None), _why(project, _servers)), CHECKPOINT_FIELDS,
          chosen_format(fmt, as_json), columns)
+
+
+PREVIEW_COLUMNS = [
+    Column("BACKUP", lambda b: b["checkpoint_item_id"]),
+    Column("NAME", lambda b: b["name"]),
+    Column("SERVER", lambda b: b["server_id"]),
+    Column("CREATED", lambda b: human_time(b["created_at"])),
+    Column("ACTION", lambda b: b["action"]),
+    Column("REASON", lambda b: b["reason"]),
+]
+
+
+@policy.command("retention")
+@click.option("--project", required=True)
+@click.argument("policy_id")
+@click.option("--dry-run", is_flag=True, help="show what the next retention pass would delete (required: "
+              "retention itself runs after each scheduled run and every retention_interval_hours)")
+@click.option("--all", "include_kept", is_flag=True, help="also list the backups it keeps, and why")
+@output_options
+@pass_ctx
+def policy_retention(ctx: Ctx, project, policy_id, dry_run, include_kept, fmt, as_json, columns) -> None:
+    """Which automatic backups of a policy its retention would delete next, and why: the rule (max_backups,
+    retention_duration_days, long-term limits, failed backups) or the legal hold / retention lock that keeps
+    them (action kept_by_lock). Nothing is deleted."""
+    from opencsbs.service import policy_runs
+
+    if not dry_run:
+        raise click.UsageError("only --dry-run is supported: retention runs by itself after each scheduled run")
+    remote = remote_of(ctx, project)
+    if remote is not None:
+        with remote:
+            body = remote.ext("GET", f"/policies/{policy_id}/retention_preview",
+                              params={"include_kept": "true" if include_kept else None})["retention_preview"]
+    else:
+        body = _policy_call(ctx, project, lambda rt, p: policy_runs.retention_preview(
+            rt, project, policy_id, include_kept=include_kept))
+    fmt = chosen_format(fmt, as_json)
+    if fmt == "json":
+        return emit(body, PREVIEW_COLUMNS, fmt, columns)
+    rule = ", ".join(f"{k} {v}" for k, v in body["rule"].items()) or "no retention rule"
+    doomed = sum(b["action"] == "delete" for b in body["backups"])
+    locked = sum(b["action"] == "kept_by_lock" for b in body["backups"])
+    click.echo(f"policy {policy_id} ({rule}): {doomed} backup(s) to delete, {locked} kept by a lock or hold",
+               err=True)
+    emit(body["backups"], PREVIEW_COLUMNS, fmt, columns)

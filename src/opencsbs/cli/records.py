@@ -13,7 +13,7 @@ from __future__ import annotations
 import click
 
 from opencsbs.cli._common import CLI_USER, Ctx, csbs_errors, pass_ctx
-from opencsbs.cli.remote import remote_of
+from opencsbs.cli.remote import local_only, remote_of
 from opencsbs.cli.output import Column, chosen_format, emit, human_bytes, human_rate, human_time, output_options
 
 MIB = 1024 * 1024
@@ -107,6 +107,8 @@ def _backup_fields(b: dict) -> list[Column]:
     ]
     if ext["fail_reason"]:
         fields.append(Column("failed", lambda b: f"{ext['fail_op'] or 'backup'}: {ext['fail_reason']}"))
+    if b.get("waiting"):
+        fields.append(Column("waiting", lambda b: b["waiting"]))
     for i, vb in enumerate(ext["volume_backups"]):
         fields.append(Column(f"disk {i + 1}", lambda b, vb=vb: (
             f"{vb['source_volume_name'] or vb['source_volume_id']} ({vb['source_volume_id']}): "
@@ -151,13 +153,18 @@ def _find_backup(runtime, item_id: str) -> dict:
     """The API's body of backup ``item_id`` (of any project), with ``project_id`` and the exact
     ``source_bytes``/``stored_bytes``; exits ``backup '<id>' not found``."""
     from opencsbs.core.errors import CSBSError
-    from opencsbs.service import checkpoint_items
+    from opencsbs.service import checkpoint_items, workers
 
     try:
         body = checkpoint_items.get_item(runtime, "", item_id, all_tenants=True)
     except CSBSError:
         raise click.ClickException(f"backup '{item_id}' not found (opencsbs backup list shows them)") from None
-    return _exact(runtime, body)
+    return _waiting(_exact(runtime, body), workers.backup_job(runtime, None, body["id"]))
+
+
+def _waiting(body: dict, job: dict | None) -> dict:
+    """``body`` with ``waiting`` (why no live worker runs its job, docs/engine.md "Placement") when it waits."""
+    return {**body, "waiting": job["waiting"]} if job is not None and job["waiting"] else body
 
 
 def _exact(runtime, body: dict) -> dict:
@@ -194,12 +201,21 @@ def backup_show(ctx: Ctx, checkpoint_item_id, project, fmt, as_json, columns) ->
 
 @click.command("delete")
 @click.argument("checkpoint_item_ids", nargs=-1, required=True)
+@click.option("--project", default=None, help="the backups' project (needed with --url only)")
 @pass_ctx
-def backup_delete(ctx: Ctx, checkpoint_item_ids) -> None:
+def backup_delete(ctx: Ctx, checkpoint_item_ids, project) -> None:
     """Delete backups: they read 'deleting' at once and the service's workers drop their data (a legal hold or a
     retention lock refuses it, docs/locks.md). The bank's space comes back with the next 'opencsbs bank gc'."""
     from opencsbs.service import backups
 
+    remote = remote_of(ctx, project)
+    if remote is not None:
+        with remote:
+            for item_id in checkpoint_item_ids:
+                body = remote.backup(item_id)
+                remote.delete_backup(body)
+                click.echo(f"backup {body['id']} ({body['name']}): deleting")
+        return
     runtime = _runtime(ctx)
     try:
         for item_id in checkpoint_item_ids:
@@ -238,6 +254,8 @@ def _restore_fields(r: dict) -> list[Column]:
         Column("finished", lambda r: human_time(r["finished_at"])),
     ]
     fields.append(Column("target status", _resources_status))
+    if r.get("waiting"):
+        fields.append(Column("waiting", lambda r: r["waiting"]))
     return fields
 
 
@@ -260,9 +278,10 @@ def _resources_status(r: dict) -> str:
 @output_options
 @pass_ctx
 def restore_list(ctx: Ctx, project, checkpoint_item_id, server, status, limit, fmt, as_json, columns) -> None:
-    """List restores, newest first."""
+    """List restores, newest first (local mode only: the CSBS API has no list of restores)."""
     from opencsbs.service import restores
 
+    local_only(ctx, "restore list")
     runtime = _runtime(ctx)
     try:
         with csbs_errors():
@@ -273,17 +292,34 @@ def restore_list(ctx: Ctx, project, checkpoint_item_id, server, status, limit, f
     emit(rows, RESTORE_COLUMNS, chosen_format(fmt, as_json), columns)
 
 
+def remote_restore(body: dict) -> dict:
+    """A restore as the API answers it, plus the ``checkpoint_item_id``/``target_server_id`` the local record has
+    (taken from its ``parameters``)."""
+    params = body.get("parameters") or {}
+    return {**body, "checkpoint_item_id": body.get("checkpoint_item_id") or params.get("checkpoint_item_id"),
+            "target_server_id": body.get("target_server_id") or (params.get("targets") or {}).get("server_id")
+            or body.get("restore_target")}
+
+
 @click.command("show")
 @click.argument("restore_id")
+@click.option("--project", default=None, help="the restore's project (needed with --url only)")
 @output_options
 @pass_ctx
-def restore_show(ctx: Ctx, restore_id, fmt, as_json, columns) -> None:
+def restore_show(ctx: Ctx, restore_id, project, fmt, as_json, columns) -> None:
     """Show one restore: its status, and per disk what happened."""
-    from opencsbs.service import restores
+    from opencsbs.service import restores, workers
 
+    remote = remote_of(ctx, project)
+    if remote is not None:
+        with remote:
+            body = remote_restore(remote.restore(restore_id))
+        return emit(body, _restore_fields(body), chosen_format(fmt, as_json), columns)
     runtime = _runtime(ctx)
     try:
         body = restores.find_restore(runtime, restore_id)
+        if body is not None:
+            body = _waiting(body, workers.restore_job(runtime, None, restore_id))
     finally:
         runtime.close()
     if body is None:
@@ -319,7 +355,7 @@ def check(ctx: Ctx, server_ids, project, fmt, as_json, columns) -> None:
     if remote is not None:
         with remote:
             verdicts = remote.check(list(dict.fromkeys(server_ids)))
-        rows = [{**v, "name": None, "project_id": project, "policy_id": None, "policy_name": None,
+        rows = [{**v, "name": None, "project_id": remote.project, "policy_id": None, "policy_name": None,
                  "error_code": v.get("error_code"), "error_msg": v.get("error_msg")} for v in verdicts]
         return emit(rows, CHECK_COLUMNS, chosen_format(fmt, as_json), columns)
     runtime = _runtime(ctx)

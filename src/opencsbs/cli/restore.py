@@ -16,6 +16,7 @@ from opencsbs.cli._common import (
     pass_ctx,
     workers_warning,
 )
+from opencsbs.cli.remote import remote_of
 from opencsbs.core.lifecycle import RestoreStatus
 
 
@@ -38,14 +39,19 @@ def _reason(reasons: dict | None) -> str:
 @click.argument("checkpoint_item_id")
 @click.option("--target", "target_id", default=None, help="server to restore onto (default: the backed-up one)")
 @click.option("--power-on/--no-power-on", default=True, show_default=True, help="start the server afterwards")
-@click.option("--wait/--no-wait", default=True, show_default=True, help="run the restore here with a progress bar "
-              "(Ctrl-C: the restore goes on in the service; exit 130)")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="run the restore here (client mode: follow "
+              "it through the API) with a progress bar (Ctrl-C: the restore goes on in the service; exit 130)")
+@click.option("--project", default=None, help="the backup's project (needed with --url only)")
 @pass_ctx
-def restore_now(ctx: Ctx, checkpoint_item_id: str, target_id, power_on: bool, wait: bool) -> None:
+def restore_now(ctx: Ctx, checkpoint_item_id: str, target_id, power_on: bool, wait: bool, project) -> None:
     """Restore a backup onto its server (or --target): each disk backup onto the same disk when the target has it,
     otherwise onto the target's disks in device order."""
     from opencsbs.service import checkpoint_items, restores
 
+    remote = remote_of(ctx, project)
+    if remote is not None:
+        with remote:
+            return _restore_remote(remote, checkpoint_item_id, target_id, power_on, wait)
     runtime = ctx.runtime()
     try:
         item = checkpoint_items.find_item(runtime, checkpoint_item_id)
@@ -77,16 +83,51 @@ def restore_now(ctx: Ctx, checkpoint_item_id: str, target_id, power_on: bool, wa
         runtime.close()
 
 
+def _interrupted(restore_id: str) -> str:
+    return (f"interrupted: the restore goes on in the service (restore {restore_id}); follow it with "
+            f"`opencsbs restore show {restore_id}`, cancel it with `opencsbs restore cancel {restore_id}`")
+
+
+def _restore_remote(remote, checkpoint_item_id: str, target_id, power_on: bool, wait: bool) -> None:
+    """``restore ITEM`` through the API: create the restore, then (``--wait``) follow its status."""
+    item = remote.backup(checkpoint_item_id)
+    rs = remote.start_restore(item, target_id, power_on)
+    click.echo(f"restore {rs['id']} of {checkpoint_item_id} onto {target_id or item['resource_id']} started",
+               err=True)
+    if wait:
+        status = follow(None, lambda: _remote_status(remote, rs["id"]), "restoring",
+                        interrupted=_interrupted(rs["id"]))
+        if status != RestoreStatus.SUCCESS:
+            raise click.ClickException(f"restore ended {status}: {_reason(remote.restore(rs['id']).get('resources_reason'))}")
+    click.echo(rs["id"])
+
+
+def _remote_status(remote, restore_id: str) -> tuple[str, int]:
+    body = remote.restore(restore_id)
+    return body["status"], int(body.get("progress") or 0)
+
+
 @restore.command("cancel")
 @click.argument("restore_id")
 @click.option("--wait/--no-wait", default=True, show_default=True, help="wait until the restore has ended")
+@click.option("--project", default=None, help="the restore's project (needed with --url only)")
 @pass_ctx
-def restore_cancel(ctx: Ctx, restore_id: str, wait: bool) -> None:
+def restore_cancel(ctx: Ctx, restore_id: str, wait: bool, project) -> None:
     """Cancel a running restore: it stops before its next chunk write and ends ``error``, saying per disk what
     was written and the server's power state. Without a running serve/worker the cancel is carried out here."""
     from opencsbs.auth.base import Principal
     from opencsbs.service import jobs, restores
 
+    remote = remote_of(ctx, project)
+    if remote is not None:
+        with remote:
+            remote.ext("POST", f"/restores/{restore_id}/cancel")
+            click.echo(f"cancel of restore {restore_id} requested", err=True)
+            if wait:
+                status = follow(None, lambda: _remote_status(remote, restore_id), "cancelling")
+                click.echo(f"restore {restore_id} ended {status}: "
+                           f"{_reason(remote.restore(restore_id).get('resources_reason'))}", err=True)
+        return
     runtime = ctx.runtime()
     try:
         project_id = jobs.restore_project(runtime, restore_id)

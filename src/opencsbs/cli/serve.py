@@ -122,20 +122,33 @@ def _bind(host: str, port: int):
 
 @click.command()
 @click.option("--threads", type=int, default=1, show_default=True, help="jobs run at once by this process")
+@click.option("--host", "worker_host", default=None, metavar="NAME",
+              help="this machine's name for placement (worker.host; default the system's host name)")
+@click.option("--zone", "zones", multiple=True, metavar="AZ",
+              help="serve only servers of this availability zone (repeat for more; worker.zones; default every zone)")
+@click.option("--capability", "capabilities", multiple=True, metavar="KIND:VALUE",
+              help="serve exactly these (repeat; worker.capabilities, e.g. libvirt:kvm-2; default: from the cloud "
+                   "driver)")
 @pass_ctx
-def worker(ctx: Ctx, threads: int) -> None:
+def worker(ctx: Ctx, threads: int, worker_host, zones, capabilities) -> None:
     """Run backup/restore/delete jobs (for deployments with ``workers: 0`` in serve). Stops on SIGTERM/SIGINT;
-    a killed worker's job is resumed by another worker once its lease expires."""
+    a killed worker's job is resumed by another worker once its lease expires. The worker declares what it
+    serves (host, driver, zones) and takes only jobs it can serve (docs/engine.md "Placement")."""
     import signal
     import threading
 
-    runtime = ctx.runtime()
+    from opencsbs.service.workers import own_capabilities
+
+    own = {k: v for k, v in {"host": worker_host, "zones": list(zones) or None,
+                              "capabilities": list(capabilities) or None}.items() if v is not None}
+    runtime = ctx.runtime(worker=own) if own else ctx.runtime()
     configure_logging(runtime.settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     pool = start_workers(runtime, max(threads, 1))
-    click.echo(f"opencsbs worker: {len(pool.workers)} thread(s), data dir {runtime.settings.data_dir}", err=True)
+    click.echo(f"opencsbs worker: {len(pool.workers)} thread(s), data dir {runtime.settings.data_dir}, host "
+               f"{runtime.settings.worker.host_name}, serves {' '.join(own_capabilities(runtime))}", err=True)
     try:
         while not stop.wait(0.5):
             pass

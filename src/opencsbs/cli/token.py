@@ -1,4 +1,6 @@
-"""``opencsbs token create|list|revoke``: local tokens (auth.mode = local), optionally expiring."""
+"""``opencsbs token create|list|revoke``: local tokens (auth.mode = local), optionally expiring, kept in the
+service's database (no API: refused with --url/--os-cloud); ``opencsbs token login``: a Keystone user's token from
+a keystone-mode opencsbs at --url (``POST /opencsbs/v1/auth/tokens``)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import click
 
 from opencsbs.cli._common import Ctx, config_option, database_location, pass_ctx
 from opencsbs.cli.output import Column, chosen_format, emit, human_time, output_options
+from opencsbs.cli.remote import local_only
 
 
 def parse_expiry(value: str | None, now: datetime) -> datetime | None:
@@ -33,7 +36,31 @@ def parse_expiry(value: str | None, now: datetime) -> datetime | None:
 
 @click.group()
 def token() -> None:
-    """Local tokens (auth.mode = local): create, list, revoke."""
+    """Local tokens (auth.mode = local): create, list, revoke (on the service's machine); with --url, log in to a
+    keystone-mode opencsbs (token login)."""
+
+
+@token.command("login")
+@click.option("--username", required=True, envvar="OS_USERNAME", help="Keystone user name (OS_USERNAME)")
+@click.option("--password", prompt=True, hide_input=True, envvar="OS_PASSWORD",
+              help="asked for when not given (OS_PASSWORD)")
+@click.option("--project", "project_name", required=True, envvar="OS_PROJECT_NAME",
+              help="project name or id (OS_PROJECT_NAME)")
+@click.option("--domain", default="Default", show_default=True, envvar="OS_USER_DOMAIN_NAME",
+              help="user and project domain (OS_USER_DOMAIN_NAME)")
+@pass_ctx
+def token_login(ctx: Ctx, username: str, password: str, project_name: str, domain: str) -> None:
+    """Log in to the opencsbs at --url (auth.mode keystone) as a Keystone user; prints the token as the last
+    line (use it as --token / OPENCSBS_TOKEN), its project and expiry on stderr."""
+    from opencsbs.cli.remote import login
+
+    if not ctx.url:
+        raise click.UsageError("token login needs --url URL (or OPENCSBS_URL): the opencsbs to log in to")
+    issued = login(ctx.url, username, password, project_name, domain)
+    click.echo(f"token of {username} for project {issued['project_name']} ({issued['project_id']}), valid until "
+               f"{human_time(issued['expires_at']) if issued['expires_at'] else 'revoked'} UTC; "
+               f"export OPENCSBS_TOKEN=<the line below> and --project {issued['project_id']}", err=True)
+    click.echo(issued["id"])
 
 
 @token.command("create")
@@ -55,6 +82,7 @@ def token_create(ctx: Ctx, project: str | None, role: str, cloud_admin: bool, us
     from opencsbs.core.timeutil import utcnow
     from opencsbs.service.tokens import create_local_token
 
+    local_only(ctx, "token create")
     expires_at = parse_expiry(expires, utcnow())
     if not cloud_admin and not project:
         raise click.UsageError("--project is required (or --cloud-admin for a token of every project)")
@@ -94,6 +122,7 @@ def token_list(ctx: Ctx, project, include_inactive, fmt, as_json, columns) -> No
     """List local tokens (their ids, never their values: only digests are stored)."""
     from opencsbs.service.tokens import list_local_tokens
 
+    local_only(ctx, "token list")
     runtime = ctx.runtime()
     try:
         rows = list_local_tokens(runtime, project, include_inactive=include_inactive)
@@ -109,6 +138,7 @@ def token_revoke(ctx: Ctx, token_ids) -> None:
     """Revoke tokens by id (opencsbs token list shows them): the API refuses them from the next request on."""
     from opencsbs.service.tokens import revoke_local_token
 
+    local_only(ctx, "token revoke")
     runtime = ctx.runtime()
     try:
         for token_id in token_ids:

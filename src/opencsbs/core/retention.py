@@ -130,9 +130,12 @@ def _period_keys(tz: tzinfo) -> dict[str, Callable[[datetime], tuple]]:
     }
 
 
-def _prune(ordered: Sequence[BackupInfo], last: int, long_term: dict[str, int], tz: tzinfo) -> set[str]:
-    """PBS prune: ids kept by keep-last ``last`` and the long-term period rules (``ordered`` newest first)."""
-    keep: set[str] = {b.id for b in ordered[:last]} if last > 0 else set()
+def _prune(ordered: Sequence[BackupInfo], last: int, long_term: dict[str, int], tz: tzinfo) -> dict[str, str]:
+    """PBS prune: the ids kept by keep-last ``last`` and the long-term period rules (``ordered`` newest first),
+    each with the rule that keeps it (``"one of the 3 newest (max_backups)"``, ``"newest of its week
+    (week_backups 4)"``)."""
+    keep: dict[str, str] = {b.id: f"one of the {last} newest (max_backups)" for b in ordered[:last]} \
+        if last > 0 else {}
     marked: set[str] = set(keep)
     keys = _period_keys(tz)
     for name in ("day", "week", "month", "year"):
@@ -152,50 +155,75 @@ def _prune(ordered: Sequence[BackupInfo], last: int, long_term: dict[str, int], 
                 if len(chosen) >= count:
                     break
                 chosen.add(period)
-                keep.add(b.id)
+                keep[b.id] = f"newest of its {name} ({name}_backups {count})"
             marked.add(b.id)
     return keep
 
 
-def plan(backups: Iterable[BackupInfo], rule: RetentionRule, now: datetime) -> tuple[set[str], set[str]]:
-    """Split ``backups`` (one server's automatic backups under one policy) into ``(keep, delete)`` id sets.
+#: the verdicts of :func:`decide`
+KEEP = "keep"
+DELETE = "delete"
 
-    ``now`` is naive UTC. Backups neither available nor failed (still running, being deleted) are kept
-    untouched. Pure: reads nothing else.
-    """
-    items = list(backups)
-    keep: set[str] = set()
-    delete: set[str] = set()
+
+def decide(backups: Iterable[BackupInfo], rule: RetentionRule, now: datetime) -> dict[str, tuple[str, str]]:
+    """Each backup's verdict under ``rule`` at ``now`` (naive UTC): ``{id: ("keep"|"delete", why)}``, ``why``
+    naming the rule that decided (``"older than 30 days (retention_duration_days)"``, ``"beyond the 3 newest
+    (max_backups)"``, ``"failed backup beyond the 10 newest of the last 30 days"``, ...). One server's automatic
+    backups under one policy; backups neither available nor failed (still running, being deleted) are kept
+    untouched. Pure: reads nothing else."""
+    out: dict[str, tuple[str, str]] = {}
     available: list[BackupInfo] = []
     failed: list[BackupInfo] = []
-    for b in items:
+    for b in backups:
         if b.protected:
-            keep.add(b.id)
+            out[b.id] = (KEEP, "registered as an image")
         elif b.status == "available":
             available.append(b)
         elif b.status == "error":
             failed.append(b)
         else:
-            keep.add(b.id)
+            out[b.id] = (KEEP, f"{b.status}: not settled")
     failed.sort(key=lambda b: (b.created_at, b.id), reverse=True)
     young = now - timedelta(days=FAILED_KEEP_DAYS)
     for i, b in enumerate(failed):
-        (keep if i < FAILED_KEEP_COUNT and b.created_at >= young else delete).add(b.id)
+        if i < FAILED_KEEP_COUNT and b.created_at >= young:
+            out[b.id] = (KEEP, f"failed backup among the {FAILED_KEEP_COUNT} newest of the last "
+                               f"{FAILED_KEEP_DAYS} days")
+        else:
+            out[b.id] = (DELETE, f"failed backup beyond the {FAILED_KEEP_COUNT} newest of the last "
+                                 f"{FAILED_KEEP_DAYS} days")
 
     available.sort(key=lambda b: (b.created_at, b.id), reverse=True)
     if rule.permanent:
-        keep.update(b.id for b in available)
-        return keep, delete
-    doomed: set[str] = set()
+        out.update({b.id: (KEEP, "permanent") for b in available})
+        return out
+    doomed: dict[str, str] = {}
+    kept_by: dict[str, str] = {}
     max_backups = rule.max_backups if rule.max_backups is not None else 0
     long_term = rule.long_term
     if max_backups != -1 and (max_backups > 0 or long_term):
-        kept = _prune(available, max_backups, long_term, parse_timezone(rule.timezone))
-        doomed.update(b.id for b in available if b.id not in kept)
+        kept_by = _prune(available, max_backups, long_term, parse_timezone(rule.timezone))
+        limits = ", ".join([f"the {max_backups} newest (max_backups)"] * (max_backups > 0)
+                           + [f"{name}_backups {n}" for name, n in long_term.items()])
+        doomed.update({b.id: f"beyond {limits}" for b in available if b.id not in kept_by})
     days = rule.retention_duration_days
     if days is not None and days > 0:
         cutoff = now - timedelta(days=days)
-        doomed.update(b.id for b in available if b.created_at < cutoff)
+        for b in available:
+            if b.created_at < cutoff:
+                doomed[b.id] = f"older than {days} days (retention_duration_days)"
     for b in available:
-        (delete if b.id in doomed else keep).add(b.id)
-    return keep, delete
+        if b.id in doomed:
+            out[b.id] = (DELETE, doomed[b.id])
+        else:
+            out[b.id] = (KEEP, kept_by.get(b.id) or (f"younger than {days} days (retention_duration_days)"
+                                                     if days is not None and days > 0 else "no limit applies"))
+    return out
+
+
+def plan(backups: Iterable[BackupInfo], rule: RetentionRule, now: datetime) -> tuple[set[str], set[str]]:
+    """Split ``backups`` (one server's automatic backups under one policy) into ``(keep, delete)`` id sets (the
+    verdicts of :func:`decide`). ``now`` is naive UTC. Pure: reads nothing else."""
+    verdicts = decide(backups, rule, now)
+    return ({i for i, (verdict, _why) in verdicts.items() if verdict == KEEP},
+            {i for i, (verdict, _why) in verdicts.items() if verdict == DELETE})

@@ -53,10 +53,12 @@ class Policy(Base):
     """
 
     __tablename__ = "policies"
-    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_policies_project_id_name"),)
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_policies_project_id_name"),
+                      Index("ix_policies_project_id_created_at_id", "project_id", "created_at", "id"),
+                      Index("ix_policies_created_at_id", "created_at", "id"))
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    project_id: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(255))
     description: Mapped[str] = mapped_column(Text, default="")
     provider_id: Mapped[str] = mapped_column(String(36))
@@ -201,18 +203,28 @@ class CheckpointItem(Base):
     """
 
     __tablename__ = "checkpoint_items"
+    #: the list's keyset walks (``created_at, id`` after the equality filter) and the counts (``status`` and
+    #: ``project_id`` after them, so a count reads the index only): docs/performance.md "The cost curve"
+    __table_args__ = (
+        Index("ix_checkpoint_items_project_id_created_at_id", "project_id", "created_at", "id", "status"),
+        Index("ix_checkpoint_items_policy_id_created_at_id", "policy_id", "created_at", "id", "status",
+              "project_id"),
+        Index("ix_checkpoint_items_resource_id_created_at_id", "resource_id", "created_at", "id", "status",
+              "project_id"),
+        Index("ix_checkpoint_items_created_at_id", "created_at", "id", "status"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.id", ondelete="CASCADE"), index=True)
-    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    project_id: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(255), index=True)
     description: Mapped[str] = mapped_column(String(255), default="")
     status: Mapped[str] = mapped_column(String(16), default="protecting", index=True)
-    resource_id: Mapped[str] = mapped_column(String(64), index=True)
+    resource_id: Mapped[str] = mapped_column(String(64))
     resource_type: Mapped[str] = mapped_column(String(64))
     resource_name: Mapped[str] = mapped_column(String(255), default="")
     resource_az: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    policy_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    policy_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     auto_trigger: Mapped[bool] = mapped_column(Boolean, default=False)
     incremental: Mapped[bool] = mapped_column(Boolean, default=False)
     image_type: Mapped[str] = mapped_column(String(16), default="backup")
@@ -227,7 +239,7 @@ class CheckpointItem(Base):
     fail_reason: Mapped[str] = mapped_column(Text, default="")
     fail_op: Mapped[str] = mapped_column(String(16), default="")
     job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     protected_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
@@ -325,20 +337,28 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     #: "cancelled by <user>" once someone asked to cancel the job (engine/jobs.py ``request_cancel``)
     cancel_requested: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    #: placement: what a worker must offer to run this job (``["driver:libvirt", "libvirt:kvm-2", "zone:nova"]``,
+    #: core/placement.py); None or [] = any worker
+    needs: Mapped[list | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class WorkerSeen(Base):
-    """A running worker (``opencsbs serve``'s or ``opencsbs worker``'s, not the CLI's ``--wait`` one): its name and
-    when it last polled for jobs (``seen_at``, UTC); the row goes when it stops. The CLI warns when no row is
-    recent (engine/worker.py ``workers_seen``)."""
+    """A running worker (``opencsbs serve``'s or ``opencsbs worker``'s, not the CLI's ``--wait`` one): its name,
+    when it last wrote its heartbeat (``seen_at``, UTC), its ``host``, the ``capabilities`` it serves (placement,
+    core/placement.py), the job it runs (``current_job``) and when it started; the row goes when it stops. The CLI
+    warns when no row is recent (engine/worker.py ``workers_seen``); ``opencsbs workers`` lists them."""
 
     __tablename__ = "workers"
 
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     seen_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    host: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    capabilities: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    current_job: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 # --- retention locks, legal holds and their audit trail (core/locks.py, docs/locks.md) ----------------------
@@ -415,7 +435,8 @@ class LockAudit(Base):
 class BackupCopy(Base):
     """One copy of a checkpoint_item to a replica bank (``replica``: its name in ``settings.replicas``).
 
-    ``status``: waiting | copying | available | error. ``sent_bytes``: stored bytes sent to the replica;
+    ``status``: waiting | copying | available | error, then deleting | deleted once the replica's retention
+    removes it (``deleted_at``; the row stays as history). ``sent_bytes``: stored bytes sent to the replica;
     ``size_bytes``: the copied volumes' size; ``job_id``: the ``copy`` job that makes it."""
 
     __tablename__ = "backup_copies"
@@ -433,10 +454,13 @@ class BackupCopy(Base):
     job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class ReplicationRule(Base):
-    """Copy every backup of ``policy_id`` to the replica ``replica`` once it is available."""
+    """Copy every backup of ``policy_id`` to the replica ``replica`` once it is available, and keep the copies
+    on the replica by the rule's own retention: ``max_backups`` newest copies per server, ``retention_duration_days``
+    after a copy's arrival (None or -1/0: no limit; docs/replication.md)."""
 
     __tablename__ = "replication_rules"
     __table_args__ = (UniqueConstraint("policy_id", "replica", name="uq_replication_rules_policy_replica"),)
@@ -445,6 +469,8 @@ class ReplicationRule(Base):
     project_id: Mapped[str] = mapped_column(String(64), index=True)
     policy_id: Mapped[str] = mapped_column(String(36), index=True)
     replica: Mapped[str] = mapped_column(String(64))
+    max_backups: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    retention_duration_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 

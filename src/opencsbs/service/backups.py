@@ -35,6 +35,7 @@ from opencsbs.core.timeutil import utcnow, wire_ts
 from opencsbs.db.base import lock_project, new_id, transaction
 from opencsbs.db.models import Checkpoint, CheckpointItem, Policy, ResourceLock, VolumeBackup
 from opencsbs.engine.jobs import enqueue
+from opencsbs.engine.placement import server_needs
 from opencsbs.runtime import Runtime
 from opencsbs.service import locks
 from opencsbs.service.protectable import protection_states
@@ -149,7 +150,8 @@ def create_backup(
                 policy = session.get(Policy, policy_id)
                 policy_name = policy.name if policy is not None else None
             checkpoint_id, item_id = new_id(), new_id()
-            job = enqueue(session, "backup", project_id, item_id, resource_id=resource_id)
+            job = enqueue(session, "backup", project_id, item_id, resource_id=resource_id,
+                          needs=server_needs(runtime, server))
             session.add(ResourceLock(resource_id=resource_id, project_id=project_id, operation="backup",
                                      job_id=job.id))
             session.flush()

@@ -4,8 +4,12 @@ Sources: ``backup_management/querying_all_backups.rst``, ``querying_a_single_bac
 ``querying_the_number_of_backups.rst`` and the wire-fixtures ``*-backup.*.json``. Making and deleting backups:
 :mod:`opencsbs.service.backups`.
 
-Cost: a list or count is one query (volume backups loaded with ``selectinload``); a show or a follow-up read is
-one primary-key or indexed query.
+Cost (docs/performance.md "The cost curve"): a list page is at most four statements whatever its size and however
+deep the marker: the marker's row (primary key), the page (an index on the filter's column then ``created_at, id``,
+walked from the marker as a keyset: ``(created_at, id) < (:created_at, :id)``, never an OFFSET scan unless the
+client sends ``offset``), and the page's volume backups and copies, each one query over the page's ids
+(:func:`attach_children`). A count reads the same index (``status`` is its last column). A show is one primary-key
+or indexed query plus the same two.
 """
 
 from __future__ import annotations
@@ -15,17 +19,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
-from sqlalchemy.orm import selectinload
+from collections.abc import Sequence
+
+from sqlalchemy import and_, func, literal, or_, select, tuple_
+from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from opencsbs.core import codes
 from opencsbs.core.errors import CSBSError, invalid
 from opencsbs.core.lifecycle import ItemStatus
 from opencsbs.core.listing import parse_sort
 from opencsbs.core.timeutil import parse_wire_ts, wire_ts
-from opencsbs.db.models import CheckpointItem, VolumeBackup
+from opencsbs.db.base import dialect_of, in_ids
+from opencsbs.db.models import BackupCopy, CheckpointItem, VolumeBackup
 from opencsbs.core.figures import saving_ratio
-from opencsbs.service.replication import copy_status
+from opencsbs.service.replication import copy_status, replication_records
 from opencsbs.runtime import Runtime
 
 MB = 1024 * 1024
@@ -92,7 +100,7 @@ def item_to_wire(item: CheckpointItem) -> dict[str, Any]:
         "taskid": item.job_id or "",
         "hypervisor_type": "QEMU",
     }
-    return {
+    out = {
         "id": item.id,
         "name": item.name,
         "checkpoint_id": item.checkpoint_id,
@@ -106,6 +114,9 @@ def item_to_wire(item: CheckpointItem) -> dict[str, Any]:
         "backup_data": dict(item.backup_data or {}),
         "extend_info": extend,
     }
+    if item.copies:  # only a backup with copies shows it: without, a CSBS client sees the keys it always saw
+        out["replication_records"] = replication_records(item, list(item.copies))
+    return out
 
 
 # --- query --------------------------------------------------------------------------------------------------
@@ -209,25 +220,63 @@ def list_items(runtime: Runtime, project_id: str, q: ItemQuery, *, sort: str | N
             scope = [CheckpointItem.id == marker]
             if not q.all_tenants:
                 scope.append(CheckpointItem.project_id == project_id)
-            anchor = session.scalars(select(CheckpointItem).where(*scope)).first()
+            anchor = session.scalars(select(CheckpointItem).where(*scope).options(*NO_CHILDREN)).first()
             if anchor is None:
                 raise invalid(f"marker {marker} not found")
-            branches = []
-            for i, (key, descending) in enumerate(order):
-                col, val = _sort_column(key), _sort_value(anchor, key)
-                eq = [_sort_column(k) == _sort_value(anchor, k) for k, _ in order[:i]]
-                branches.append(and_(*eq, col < val if descending else col > val))
-            conds.append(or_(*branches))
+            conds.append(after(order, anchor))
         query = (
             select(CheckpointItem)
             .where(*conds)
-            .options(selectinload(CheckpointItem.volume_backups))
+            .options(*NO_CHILDREN)
             .order_by(*[_sort_column(k).desc() if descending else _sort_column(k).asc() for k, descending in order])
             .limit(limit or DEFAULT_LIMIT)
         )
         if offset:
             query = query.offset(offset)
-        return [item_to_wire(i) for i in session.scalars(query)]
+        items = list(session.scalars(query))
+        attach_children(session, items)
+        return [item_to_wire(i) for i in items]
+
+
+#: load options that keep a query from loading the item's children on its own (``attach_children`` does, once)
+NO_CHILDREN = (lazyload(CheckpointItem.volume_backups), lazyload(CheckpointItem.copies))
+
+
+def after(order: list[tuple[str, bool]], anchor: CheckpointItem):
+    """The condition "sorts after ``anchor``" in ``order`` (``[(key, descending)]``, ending with a unique key).
+
+    All keys one way (the default ``created_at:desc``, then ``id``): one row-value comparison,
+    ``(created_at, id) < (:created_at, :id)``, which PostgreSQL and SQLite answer from an index whose columns
+    follow the filter's in that order. Mixed directions: the equivalent OR of prefixes (correct, but scanned)."""
+    cols = [_sort_column(k) for k, _ in order]
+    vals = [literal(_sort_value(anchor, k), col.type) for (k, _), col in zip(order, cols)]
+    if len({d for _, d in order}) == 1:
+        return tuple_(*cols) < tuple_(*vals) if order[0][1] else tuple_(*cols) > tuple_(*vals)
+    branches = []
+    for i, (_key, descending) in enumerate(order):
+        eq = [cols[j] == vals[j] for j in range(i)]
+        branches.append(and_(*eq, cols[i] < vals[i] if descending else cols[i] > vals[i]))
+    return or_(*branches)
+
+
+def attach_children(session: Session, items: Sequence[CheckpointItem]) -> None:
+    """Load the volume backups and copies of ``items`` with one query each (the ids as one JSON array parameter,
+    ``db.base.in_ids``) and set them as the items' loaded collections: two statements for a page of any size."""
+    if not items:
+        return
+    ids = [i.id for i in items]
+    dialect = dialect_of(session)
+    volumes: dict[str, list[VolumeBackup]] = {i: [] for i in ids}
+    copies: dict[str, list[BackupCopy]] = {i: [] for i in ids}
+    for vb in session.scalars(select(VolumeBackup).where(in_ids(VolumeBackup.checkpoint_item_id, ids, dialect))
+                              .order_by(VolumeBackup.checkpoint_item_id, VolumeBackup.position)):
+        volumes[vb.checkpoint_item_id].append(vb)
+    for copy in session.scalars(select(BackupCopy).where(in_ids(BackupCopy.checkpoint_item_id, ids, dialect))
+                                .order_by(BackupCopy.created_at)):
+        copies[copy.checkpoint_item_id].append(copy)
+    for item in items:
+        set_committed_value(item, "volume_backups", volumes[item.id])
+        set_committed_value(item, "copies", copies[item.id])
 
 
 def count_items(runtime: Runtime, project_id: str, q: ItemQuery) -> int:
@@ -247,18 +296,18 @@ def get_item(runtime: Runtime, project_id: str, item_id: str, all_tenants: bool 
         if not all_tenants:
             scope.append(CheckpointItem.project_id == project_id)
         item = session.scalars(
-            select(CheckpointItem).where(CheckpointItem.id == item_id, *scope)
-            .options(selectinload(CheckpointItem.volume_backups))
+            select(CheckpointItem).where(CheckpointItem.id == item_id, *scope).options(*NO_CHILDREN)
         ).first()
         if item is None:
             items = session.scalars(
-                select(CheckpointItem).where(CheckpointItem.checkpoint_id == item_id, *scope)
-                .options(selectinload(CheckpointItem.volume_backups))
+                select(CheckpointItem).where(CheckpointItem.checkpoint_id == item_id, *scope).options(*NO_CHILDREN)
+                .limit(2)
             ).all()
             if len(items) == 1:
                 item = items[0]
         if item is None:
             raise CSBSError(codes.CHECKPOINT_ITEM_NOT_FOUND, item_id)
+        attach_children(session, [item])
         return item_to_wire(item)
 
 

@@ -23,6 +23,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 
@@ -30,9 +31,9 @@ from opencsbs.auth.base import Principal
 from opencsbs.core import codes
 from opencsbs.core.errors import CSBSError, invalid
 from opencsbs.core.lifecycle import ItemStatus
-from opencsbs.core.retention import BackupInfo, RetentionRule, plan
+from opencsbs.core.retention import DELETE, BackupInfo, RetentionRule, decide
 from opencsbs.core.tags import POLICY
-from opencsbs.core.timeutil import utcnow
+from opencsbs.core.timeutil import utcnow, wire_ts
 from opencsbs.db.base import transaction
 from opencsbs.db.models import CheckpointItem, Policy, PolicyRun, ResourceLock, ScheduledOperation
 from opencsbs.runtime import Runtime
@@ -165,22 +166,101 @@ def run_slot(runtime: Runtime, run_id: str, now: datetime | None = None) -> None
         if run is None:
             return
         policy_id, project_id, operation_id, slot_at = run.policy_id, run.project_id, run.operation_id, run.slot_at
+    slot = slot_at.isoformat() if slot_at else "-"
     if _running_kind(runtime, policy_id) is False:
         with transaction(runtime.sessions) as session:
             row = session.get(PolicyRun, run_id)
             row.status, row.message, row.finished_at = "skipped", "a manual run is still in progress", utcnow()
+        log.info("policy %s slot %s skipped: a manual run of the policy is still in progress (run %s)", policy_id,
+                 slot, run_id)
         return
     try:
-        execute(runtime, scheduler_principal(project_id), project_id, policy_id, auto_trigger=True,
-                operation_id=operation_id, slot_at=slot_at, run_id=run_id)
+        checkpoint = execute(runtime, scheduler_principal(project_id), project_id, policy_id, auto_trigger=True,
+                             operation_id=operation_id, slot_at=slot_at, run_id=run_id)
     except CSBSError as exc:
+        outcome = "skipped" if exc.code in (codes.AUTO_PLAN_EXECUTING, codes.POLICY_EXECUTING) else "error"
         with transaction(runtime.sessions) as session:
             row = session.get(PolicyRun, run_id)
             if row is not None and row.status == "running":
-                row.status = "skipped" if exc.code in (codes.AUTO_PLAN_EXECUTING, codes.POLICY_EXECUTING) else "error"
+                row.status = outcome
                 row.message, row.finished_at = f"{exc.error_code}: {exc.error_msg}", utcnow()
-        log.info("policy %s slot %s: %s", policy_id, slot_at, exc)
+        log.info("policy %s slot %s %s: %s: %s (run %s)", policy_id, slot,
+                 "skipped" if outcome == "skipped" else "started no backup", exc.error_code, exc.error_msg, run_id)
+    else:
+        servers = [r["id"] for r in (checkpoint.get("protection_plan") or {}).get("resources", [])]
+        with runtime.sessions() as session:
+            row = session.get(PolicyRun, run_id)
+            refused = row.message if row is not None else ""
+        log.info("policy %s slot %s fired: %d backup(s) started (servers %s)%s (run %s)", policy_id, slot,
+                 len(servers), ", ".join(servers), f"; refused: {refused}" if refused else "", run_id)
     apply_retention(runtime, policy_id, now, run_id=run_id)
+
+
+def _retention_facts(runtime: Runtime, policy_id: str):
+    """``(project_id, rule, {server id: [BackupInfo]}, {item id: (name, created_at)})`` of ``policy_id``'s
+    automatic backups (not deleted), or ``None`` for an unknown policy or one without a scheduled operation."""
+    with runtime.sessions() as session:
+        policy = session.get(Policy, policy_id)
+        if policy is None:
+            return None
+        op = session.scalars(select(ScheduledOperation).where(ScheduledOperation.policy_id == policy_id)).first()
+        if op is None:
+            return None
+        rule = RetentionRule.from_definition(op.operation_definition or {})
+        project_id = policy.project_id
+        rows = session.execute(
+            select(CheckpointItem.id, CheckpointItem.resource_id, CheckpointItem.created_at, CheckpointItem.status,
+                   CheckpointItem.name)
+            .where(CheckpointItem.policy_id == policy_id, CheckpointItem.auto_trigger.is_(True),
+                   CheckpointItem.project_id == project_id, CheckpointItem.status != ItemStatus.DELETED)
+        ).all()
+    per_server: dict[str, list[BackupInfo]] = defaultdict(list)
+    names: dict[str, tuple[str, datetime]] = {}
+    for item_id, resource_id, created_at, status, name in rows:
+        per_server[resource_id].append(BackupInfo(item_id, created_at, status))
+        names[item_id] = (name, created_at)
+    return project_id, rule, per_server, names
+
+
+def retention_preview(runtime: Runtime, project_id: str, policy_id: str, now: datetime | None = None,
+                      include_kept: bool = False) -> dict[str, Any]:
+    """What the retention of ``policy_id`` would do at ``now`` (naive UTC, default the real time), without doing
+    it: ``{"policy_id", "now", "rule": {retention fields given}, "backups": [{"checkpoint_item_id", "name",
+    "server_id", "created_at", "status", "action": "delete"|"keep"|"kept_by_lock", "reason", "error_code"}]}``,
+    newest first per server. ``delete``: the next retention pass deletes it (``reason``: the rule);
+    ``kept_by_lock``: the rule would delete it but a legal hold or retention lock keeps it (``reason``: the
+    rule, then the lock's or hold's refusal, ``error_code`` CSBS.81xx); ``keep`` (only with ``include_kept``):
+    why it stays. Manual backups are never touched and not listed. The same rules as :func:`apply_retention`
+    (``core.retention.decide``, ``service.locks.kept_backups``). Raises CSBS.3000 (404) for a policy not in
+    ``project_id``."""
+    now = now or utcnow()
+    with runtime.sessions() as session:
+        find_policy(session, project_id, policy_id)
+    facts = _retention_facts(runtime, policy_id)
+    body: dict[str, Any] = {"policy_id": policy_id, "now": wire_ts(now), "rule": {}, "backups": []}
+    if facts is None:
+        return body
+    _project, rule, per_server, names = facts
+    body["rule"] = {k: v for k, v in vars(rule).items() if v is not None}
+    verdicts = {server: decide(infos, rule, now) for server, infos in per_server.items()}
+    doomed = sorted(i for v in verdicts.values() for i, (verdict, _why) in v.items() if verdict == DELETE)
+    kept = locks.kept_backups(runtime, project_id, doomed, now)
+    for server, infos in sorted(per_server.items()):
+        for info in sorted(infos, key=lambda b: (b.created_at, b.id), reverse=True):
+            verdict, why = verdicts[server][info.id]
+            error = kept.get(info.id)
+            if verdict == DELETE and error is not None:
+                action, why, code = "kept_by_lock", f"{why}; kept: {error.error_msg}", error.error_code
+            elif verdict == DELETE:
+                action, code = "delete", None
+            elif include_kept:
+                action, code = "keep", None
+            else:
+                continue
+            body["backups"].append({"checkpoint_item_id": info.id, "name": names[info.id][0], "server_id": server,
+                                    "created_at": wire_ts(info.created_at), "status": info.status,
+                                    "action": action, "reason": why, "error_code": code})
+    return body
 
 
 def apply_retention(runtime: Runtime, policy_id: str, now: datetime | None = None,
@@ -189,27 +269,17 @@ def apply_retention(runtime: Runtime, policy_id: str, now: datetime | None = Non
     ``core.retention``); returns the checkpoint_item ids whose delete was started. Manual backups and other
     policies' backups are never touched. A policy without a scheduled operation keeps everything. Backups a
     legal hold or a retention lock keeps are skipped: logged, and named in the ``message`` of policy run
-    ``run_id`` (when given) as ``retention kept N backup(s) under lock or hold: <id> (CSBS.8101), ...``."""
+    ``run_id`` (when given) as ``retention kept N backup(s) under lock or hold: <id> (CSBS.8101), ...``.
+    Each deletion is logged at INFO with the rule that decided it (:func:`retention_preview` shows the same
+    ahead of time)."""
     now = now or utcnow()
-    with runtime.sessions() as session:
-        policy = session.get(Policy, policy_id)
-        if policy is None:
-            return []
-        op = session.scalars(select(ScheduledOperation).where(ScheduledOperation.policy_id == policy_id)).first()
-        if op is None:
-            return []
-        rule = RetentionRule.from_definition(op.operation_definition or {})
-        project_id = policy.project_id
-        rows = session.execute(
-            select(CheckpointItem.id, CheckpointItem.resource_id, CheckpointItem.created_at, CheckpointItem.status)
-            .where(CheckpointItem.policy_id == policy_id, CheckpointItem.auto_trigger.is_(True),
-                   CheckpointItem.project_id == project_id, CheckpointItem.status != ItemStatus.DELETED)
-        ).all()
-    per_server: dict[str, list[BackupInfo]] = defaultdict(list)
-    for item_id, resource_id, created_at, status in rows:
-        per_server[resource_id].append(BackupInfo(item_id, created_at, status))
+    facts = _retention_facts(runtime, policy_id)
+    if facts is None:
+        return []
+    project_id, rule, per_server, _names = facts
+    verdicts = {server: decide(infos, rule, now) for server, infos in per_server.items()}
     deleted: list[str] = []
-    doomed_all = sorted(i for infos in per_server.values() for i in plan(infos, rule, now)[1])
+    doomed_all = sorted(i for v in verdicts.values() for i, (verdict, _why) in v.items() if verdict == DELETE)
     kept = locks.kept_backups(runtime, project_id, doomed_all, now)
     for item_id, why in sorted(kept.items()):
         log.info("retention of policy %s: backup %s kept: %s", policy_id, item_id, why)
@@ -220,14 +290,15 @@ def apply_retention(runtime: Runtime, policy_id: str, now: datetime | None = Non
             row = session.get(PolicyRun, run_id)
             if row is not None:
                 row.message = ("; ".join(m for m in (row.message, note) if m))[:4000]
-    for infos in per_server.values():
-        _keep, doomed = plan(infos, rule, now)
-        for item_id in sorted(doomed):
-            if item_id in kept:
+    for server, server_verdicts in verdicts.items():
+        for item_id, (verdict, why) in sorted(server_verdicts.items()):
+            if verdict != DELETE or item_id in kept:
                 continue
             try:
                 backups.delete_backup(runtime, project_id, item_id)
                 deleted.append(item_id)
+                log.info("retention of policy %s: deleting backup %s of server %s: %s", policy_id, item_id,
+                         server, why)
             except CSBSError as exc:  # already going, or being restored: the next pass retries
                 log.info("retention of policy %s: backup %s not deleted: %s", policy_id, item_id, exc)
     return deleted

@@ -21,13 +21,14 @@ from opencsbs.auth.base import Principal
 from opencsbs.clouds.base import CloudContext
 from opencsbs.core import codes
 from opencsbs.core.errors import CSBSError, invalid
-from opencsbs.core.facts import SERVER, ProtectionState
+from opencsbs.core.facts import SERVER, ProtectionState, ServerFacts
 from opencsbs.core.lifecycle import ItemStatus, RestoreStatus
 from opencsbs.core.restorable import BackupFacts, DiskBackupFacts, RestoreVerdict, check_restorable as rule
 from opencsbs.core.timeutil import wire_ts
 from opencsbs.db.base import dialect_of, in_ids, new_id, transaction
 from opencsbs.db.models import Checkpoint, CheckpointItem, ResourceLock, Restore
 from opencsbs.engine.jobs import enqueue
+from opencsbs.engine.placement import server_needs
 from opencsbs.runtime import Runtime
 from opencsbs.service.checkpoint_items import ItemState
 from opencsbs.service.protectable import protection_states
@@ -63,12 +64,16 @@ def _backups(runtime: Runtime, project_id: str, item_ids: Sequence[str]) -> dict
 
 
 def check_restorable(runtime: Runtime, principal: Principal, project_id: str,
-                     requests: Sequence[RestorePlan]) -> list[RestoreVerdict]:
-    """Verdicts for ``requests`` in order. Raises ``CloudUnavailable`` (503) when the cloud cannot be asked."""
+                     requests: Sequence[RestorePlan], seen: dict[str, ServerFacts] | None = None
+                     ) -> list[RestoreVerdict]:
+    """Verdicts for ``requests`` in order; ``seen`` (when given) receives the target servers' facts. Raises
+    ``CloudUnavailable`` (503) when the cloud cannot be asked."""
     backups = _backups(runtime, project_id, [r.checkpoint_item_id for r in requests])
     ctx = CloudContext(project_id=project_id, auth_token=principal.cloud_token(project_id))
     targets = runtime.driver.get_servers(ctx, [r.target_id for r in requests])
     targets = {sid: s for sid, s in targets.items() if s.project_id == project_id}
+    if seen is not None:
+        seen.update(targets)
     states = protection_states(runtime, [r.target_id for r in requests])
     idle = ProtectionState()
     types = runtime.driver.protectable_types
@@ -120,7 +125,8 @@ def create_restore(runtime: Runtime, principal: Principal, project_id: str, *, c
         ).first()
         if in_checkpoint is None:
             raise CSBSError(codes.CHECKPOINT_ITEM_NOT_FOUND, request.checkpoint_item_id)
-    verdict = check_restorable(runtime, principal, project_id, [request])[0]
+    targets: dict[str, ServerFacts] = {}
+    verdict = check_restorable(runtime, principal, project_id, [request], seen=targets)[0]
     if not verdict.result:
         raise CSBSError(codes.lookup(verdict.error_code), message=verdict.error_msg)
     parameters = {
@@ -142,7 +148,8 @@ def create_restore(runtime: Runtime, principal: Principal, project_id: str, *, c
             if res.rowcount != 1:
                 raise CSBSError(codes.CHECKPOINT_ITEM_NOT_AVAILABLE)
             restore_id = new_id()
-            job = enqueue(session, "restore", project_id, restore_id, resource_id=request.target_id)
+            job = enqueue(session, "restore", project_id, restore_id, resource_id=request.target_id,
+                          needs=server_needs(runtime, targets[request.target_id]))
             session.add(ResourceLock(resource_id=request.target_id, project_id=project_id, operation="restore",
                                      job_id=job.id))
             session.flush()
