@@ -18,7 +18,9 @@ one call issued:
 
 - ``items first`` ``GET /v1/{p}/checkpoint_items?limit=100``; ``items deep``: the same with ``marker`` set to the
   backup 90 % down the default order (created_at desc); ``items filter first/deep``: with ``status=available``
-  and ``policy_id``; ``items count`` and ``items count filter``; ``items get`` one by id;
+  and ``policy_id``; ``items count``, ``items count filter`` and ``items count status`` (``status=available``
+  alone: from the tallies, as the unfiltered count); ``items get`` one by id; ``quotas`` ``GET /v1/{p}/quotas``
+  (the count and stored bytes every new backup's quota check reads);
 - ``policies first`` ``GET /v1/{p}/policies?limit=10``, ``policies deep`` (marker 90 % down), ``policies get``;
 - layout ``many`` also ``all items first/deep`` and ``all policies first/deep`` with ``all_tenants=true``.
 
@@ -47,12 +49,14 @@ from pathlib import Path
 
 import httpx
 from sqlalchemy import JSON, create_engine, event, func, select, text
+from sqlalchemy.orm import Session
 
 from opencsbs.auth.local import create_token
 from opencsbs.bootstrap import build_runtime
 from opencsbs.config import Settings
 from opencsbs.db.base import transaction
 from opencsbs.db.models import CheckpointItem, Policy, PolicyResource, ScheduledOperation, Tag
+from opencsbs.db.tallies import compact
 
 PROVIDER = "fc4d5750-22e7-4798-8a46-f48f62c4c1da"
 BASE_TIME = datetime(2025, 1, 1)
@@ -255,6 +259,10 @@ class Layout:
                 for sql in statements:
                     conn.execute(text(sql), {"lo": lo, "hi": min(size, lo + BATCH)})
         self.items = size
+        # what housekeeping does between two of its passes: fold the tally rows the triggers wrote (db/tallies.py)
+        with Session(self.filler.engine) as session:
+            compact(session)
+            session.commit()
         if self.filler.pg:
             with self.filler.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.execute(text("VACUUM ANALYZE"))
@@ -312,6 +320,8 @@ def calls_for(runtime, layout: Layout, member: str, admin: str) -> list[tuple[st
         ("items filter deep", f"{items}?limit={PAGE}&{filt}&marker={fdeep}", member),
         ("items count", f"{items}/count", member),
         ("items count filter", f"{items}/count?{filt}", member),
+        ("items count status", f"{items}/count?status=available", member),
+        ("quotas", f"/v1/{project}/quotas", member),
         ("items get", f"{items}/{deep}", member),
         ("policies first", f"/v1/{project}/policies?limit=10", member),
         ("policies deep", f"/v1/{project}/policies?limit=10&marker={pdeep}", member),

@@ -139,7 +139,8 @@ def _plan(runtime, sql: str, parameters) -> str:
 def test_the_marker_walk_and_the_count_read_an_index(demo, runtime):
     """The deep page of a project among others reads ix_checkpoint_items_project_id_created_at_id from the marker
     on (PostgreSQL: an index scan with the row comparison as its condition; SQLite: a search of that index), with
-    no sort of the project's backups; the count reads that index only."""
+    no sort of the project's backups; a count filtered by time reads that index only, an unfiltered one only the
+    project's tally rows."""
     client, headers = demo
     _fill(runtime, "demo", 1500)
     _fill(runtime, "other", 4500, start=1500)
@@ -150,10 +151,14 @@ def test_the_marker_walk_and_the_count_read_an_index(demo, runtime):
     marker = _get(client, headers, url, limit=1, offset=1200)["checkpoint_items"][0]["id"]
     with _statements(runtime) as seen:
         page = _get(client, headers, url, limit=20, marker=marker)["checkpoint_items"]
-        count = _get(client, headers, url + "/count")["count"]
+        count = _get(client, headers, url + "/count", start_time="2026-01-01T00:00:00.000000")["count"]
     assert len(page) == 20 and count == 1500
     (page_sql, page_params), = [(s, p) for s, p in seen if "FROM checkpoint_items" in s and "ORDER BY" in s]
     (count_sql, count_params), = [(s, p) for s, p in seen if "count(" in s and "FROM checkpoint_items" in s]
+    with _statements(runtime) as seen:  # unfiltered: summed from the project's tally rows (db/tallies.py)
+        assert _get(client, headers, url + "/count")["count"] == 1500
+    assert not [s for s, _ in seen if "FROM checkpoint_items" in s], seen
+    assert [s for s, _ in seen if "FROM checkpoint_item_tallies" in s], seen
     page_plan, count_plan = _plan(runtime, page_sql, page_params), _plan(runtime, count_sql, count_params)
     index = "ix_checkpoint_items_project_id_created_at_id"
     if runtime.engine.dialect.name == "postgresql":
@@ -166,4 +171,4 @@ def test_the_marker_walk_and_the_count_read_an_index(demo, runtime):
         assert f"SEARCH checkpoint_items USING INDEX {index} (project_id=? AND (created_at,id)<(?,?))" in page_plan, \
             page_plan
         assert "TEMP B-TREE" not in page_plan, page_plan
-        assert f"USING COVERING INDEX {index} (project_id=?)" in count_plan, count_plan
+        assert f"USING COVERING INDEX {index} (project_id=? AND created_at>?)" in count_plan, count_plan

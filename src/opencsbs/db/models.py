@@ -254,6 +254,28 @@ class CheckpointItem(Base):
         order_by="BackupCopy.created_at", lazy="selectin")
 
 
+class CheckpointItemTally(Base):
+    """A change to a project's checkpoint_items in one status: ``n`` items (+k or -k) and ``stored_bytes`` bytes.
+    Summed over a ``(project_id, status)``, the rows give how many items of that project have that status and what
+    they store, so a count or a quota check reads a few rows instead of one index entry per backup
+    (docs/performance.md "The cost curve").
+
+    Rows are written by database triggers on ``checkpoint_items`` (insert, delete, and an update that changes
+    ``status``, ``project_id`` or ``stored_bytes``: migration 0011), never by the application, so no code path can
+    forget one; housekeeping folds a project's rows into one per status (:func:`opencsbs.db.tallies.compact`).
+    """
+
+    __tablename__ = "checkpoint_item_tallies"
+    __table_args__ = (Index("ix_checkpoint_item_tallies_project_id_status", "project_id", "status"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    project_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    n: Mapped[int] = mapped_column(BigInteger)
+    stored_bytes: Mapped[int] = mapped_column(BigInteger)
+
+
 class VolumeBackup(Base):
     """One disk of a checkpoint_item: its snapshot and the bank index holding its data (``index_name``).
 

@@ -12,6 +12,8 @@ several schedulers sharing a database may run it at once.
   backups still kept (not deleted, not failed) and those recorded by unfinished backup jobs; the cloud driver
   drops the rest (:meth:`opencsbs.clouds.base.CloudDriver.prune_change_tracking`; the sandbox removes its
   older change-log generations).
+- **Backup tallies** (:func:`opencsbs.db.tallies.compact`): the per-project count rows the database triggers
+  add on every backup change are folded into one row per status, so counts and quota checks stay a few rows.
 - **Workers gone** (``db.models.WorkerSeen``): the heartbeat rows of workers silent for more than
   :data:`FORGET_WORKERS_AFTER` (a day: killed, never stopped cleanly) are deleted; until then ``opencsbs workers``
   lists them as ``silent``.
@@ -39,6 +41,7 @@ from opencsbs.clouds.base import DataPath
 from opencsbs.core.timeutil import utcnow
 from opencsbs.db.base import transaction
 from opencsbs.db.models import CheckpointItem, Job, ResourceLock, Restore, VolumeBackup, WorkerSeen
+from opencsbs.db.tallies import compact
 from opencsbs.engine.backup import change_tokens_of
 from opencsbs.engine.jobs import RUNNABLE
 from opencsbs.engine.retain import RetainReport, catch_up
@@ -151,9 +154,13 @@ def housekeep(runtime: Runtime, now: datetime | None = None) -> HousekeepingRepo
     with transaction(runtime.sessions) as session:
         gone = session.execute(delete(WorkerSeen).where(
             WorkerSeen.seen_at < now - timedelta(seconds=FORGET_WORKERS_AFTER))).rowcount
+    with transaction(runtime.sessions) as session:
+        folded = compact(session)
     if jobs or logs or gone:
         log.info("housekeeping: %d finished jobs, %d change logs and %d workers silent for a day removed", jobs,
                  logs, gone)
+    if folded:
+        log.debug("housekeeping: %d backup tally rows folded", folded)
     engine = runtime.settings.engine
     gc = None
     if engine.gc_interval_seconds > 0 and not engine.gc_schedule:  # a gc_schedule: engine/bank_checks.py

@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -34,6 +34,7 @@ from opencsbs.core.quotas import QuotaUsage, check_new_backup
 from opencsbs.core.timeutil import utcnow, wire_ts
 from opencsbs.db.base import lock_project, new_id, transaction
 from opencsbs.db.models import Checkpoint, CheckpointItem, Policy, ResourceLock, VolumeBackup
+from opencsbs.db.tallies import tally
 from opencsbs.engine.jobs import enqueue
 from opencsbs.engine.placement import server_needs
 from opencsbs.runtime import Runtime
@@ -92,11 +93,9 @@ def validate_backup_params(name: str | None, description: str | None, tags: Sequ
 
 
 def quota_usage(session: Session, runtime: Runtime, project_id: str) -> QuotaUsage:
-    """The project's quotas and what its retained backups use."""
-    count, used = session.execute(
-        select(func.count(CheckpointItem.id), func.coalesce(func.sum(CheckpointItem.stored_bytes), 0))
-        .where(CheckpointItem.project_id == project_id, CheckpointItem.status != ItemStatus.DELETED)
-    ).one()
+    """The project's quotas and what its retained backups (every status but ``deleted``) use, from the project's
+    tally rows (``db/tallies.py``: exact, a few rows whatever the number of backups)."""
+    count, used = tally(session, project_id, exclude_status=ItemStatus.DELETED)
     backups, capacity = runtime.settings.quotas.for_project(project_id)
     return QuotaUsage(backups, capacity, int(count), int(used))
 

@@ -31,6 +31,7 @@ from opencsbs.core.lifecycle import ItemStatus
 from opencsbs.core.listing import parse_sort
 from opencsbs.core.timeutil import parse_wire_ts, wire_ts
 from opencsbs.db.base import dialect_of, in_ids
+from opencsbs.db.tallies import tally
 from opencsbs.db.models import BackupCopy, CheckpointItem, VolumeBackup
 from opencsbs.core.figures import saving_ratio
 from opencsbs.service.replication import copy_status, replication_records
@@ -279,11 +280,21 @@ def attach_children(session: Session, items: Sequence[CheckpointItem]) -> None:
         set_committed_value(item, "copies", copies[item.id])
 
 
+#: the ItemQuery fields a count can take from the tallies (db/tallies.py); any other filter counts the items
+TALLIED = frozenset({"status", "all_tenants"})
+
+
 def count_items(runtime: Runtime, project_id: str, q: ItemQuery) -> int:
     """Number of checkpoint_items matching ``q``: the same filters as :func:`list_items` (``ip`` matches the
-    server's private IP or EIP in both)."""
+    server's private IP or EIP in both). Filtered by status alone (or not at all), the count is summed from the
+    project's tally rows (``db/tallies.py``: a few rows whatever the number of backups); any other filter counts
+    the matching items through the list's indexes."""
     conds = _filters(project_id, q)
     with runtime.sessions() as session:
+        if all(not value for key, value in vars(q).items() if key not in TALLIED):
+            n, _ = tally(session, None if q.all_tenants else project_id, status=q.status,
+                         exclude_status=ItemStatus.DELETED if q.status is None else None)
+            return n
         return int(session.scalar(select(func.count(CheckpointItem.id)).where(*conds)))
 
 
