@@ -189,7 +189,8 @@ def test_ctrl_c_during_backup_wait_says_the_backup_goes_on_and_exits_130(tmp_pat
     payload = tmp_path / "data.bin"
     payload.write_bytes(random_bytes(160 * MIB, 4) + random_bytes(160 * MIB, 5))
     assert cli("sandbox", "write", WEB1_DATA, "--offset", "0", "--from", str(payload)).exit_code == 0
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # reads paced to 32 MiB/s (engine.read_limit_mib_s): the 320 MiB take 10 s, whatever the machine's speed
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OPENCSBS_ENGINE__READ_LIMIT_MIB_S="32")
     proc = subprocess.Popen([sys.executable, "-m", "opencsbs", "--data-dir", str(cli.data_dir), "--database-url",
                              database_url, "backup", WEB1, "--wait"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env, text=True)
@@ -197,7 +198,7 @@ def test_ctrl_c_during_backup_wait_says_the_backup_goes_on_and_exits_130(tmp_pat
     assert "checkpoint_item" in first, first
     item_id = first.strip().rsplit(" ", 1)[-1]
     assert proc.stderr.readline().startswith("backing up")  # following it now
-    proc.send_signal(signal.SIGINT)  # the 320 MiB of the disk take longer than this to copy
+    proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, (out, err)
     assert f"interrupted: the backup goes on in the service (checkpoint_item {item_id})" in err

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import require_component
+from opencsbs.bank.layout import EXTENT_ALIGN, PACK_SIZE
 from opencsbs.core.errors import CSBSError
 
 MIB = 1024 * 1024
@@ -158,7 +159,7 @@ def test_protected_snapshot_is_unprotected_then_removed(cluster, images):
     assert cluster.remove_snapshot(POOL, "no-such-image", "kept") is False
 
 
-def test_bank_full_then_incremental_reads_only_changed_chunks_and_restores_exactly(cluster, images, bank):
+def test_bank_full_then_incremental_reads_only_changed_extents_and_restores_exactly(cluster, images, bank):
     size = 96 * MIB
     img = images(size)
     rnd = random.Random(7)
@@ -191,9 +192,12 @@ def test_bank_full_then_incremental_reads_only_changed_chunks_and_restores_exact
         inc_requested = reader.bytes_read
     finally:
         reader.close()
-    assert inc.read_bytes == len(changed_chunks) * 4 * MIB
-    assert inc_requested == len(changed_chunks) * 4 * MIB
-    assert inc.new_chunks == len(changed_chunks)
+    # each 4 KiB write lies in its own 64 KiB extent (the bank's piece granularity): 8 extents per chunk are read,
+    # and stored as pieces in packs of at most 1 MiB (docs/bank.md, "Pieces")
+    assert inc.read_bytes == len(changed_chunks) * 8 * EXTENT_ALIGN
+    assert inc_requested == len(changed_chunks) * 8 * EXTENT_ALIGN
+    assert inc.patched_regions == len(changed_chunks)
+    assert inc.new_chunks == -(-len(changed_chunks) * 8 * EXTENT_ALIGN // PACK_SIZE)
 
     # restore each backup into a fresh image: byte for byte
     for index, model in (("v/full", full_model), ("v/inc", bytes(img.model))):
