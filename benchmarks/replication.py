@@ -113,8 +113,8 @@ def new_chunk_bytes(spec: dict, full: str, incr: str) -> tuple[int, int]:
 
     bank = _bank(spec, 1)
     try:
-        old = {c for c in bank.read_index(full).chunks if c}
-        new = {c for c in bank.read_index(incr).chunks if c} - old
+        # addresses(): whole chunks and the packs an incremental's pieces point into (bank format 2)
+        new = bank.read_index(incr).addresses() - bank.read_index(full).addresses()
         return len(new), sum(bank.store.head(chunk_key(c)).size for c in new)
     finally:
         bank.close()
