@@ -8,6 +8,11 @@
 # A RADOS Gateway (radosgw, S3 with Object Lock enforced) on 127.0.0.1:$OPENCSBS_RGW_PORT (default 7481), its
 # pools pre-created with 8 PGs each, an S3 user "opencsbs" whose keys go to env/ceph.env as OPENCSBS_TEST_RGW_*.
 #
+# Ports: OPENCSBS_CEPH_MON_PORT (v1, default 6789), OPENCSBS_CEPH_MON_PORT2 (v2, default 3300) and OPENCSBS_RGW_PORT
+# each take a number or "auto" (a free port), so that two checkouts (two OPENCSBS_WORK) run their own clusters side
+# by side; the other daemons take free ports of 6800-6899, which two clusters share. The choice is kept in
+# $OPENCSBS_WORK/ceph/ports and holds for the cluster's life (stop deletes both).
+#
 #   scripts/services/ceph.sh start   # apt-get install (once), cluster from nothing (~15 s), RGW, writes env/ceph.env
 #   scripts/services/ceph.sh rgw     # only the RGW part, on a running cluster (which it leaves alone)
 #   scripts/services/ceph.sh stop    # stops the daemons (by their pid files) and deletes the cluster
@@ -22,8 +27,18 @@ WORK=${OPENCSBS_WORK:-$ROOT/.work}
 W=$WORK/ceph
 CONF=$W/ceph.conf
 ENV_FILE=$WORK/env/ceph.env
-MON_PORT=6789 MON_PORT2=3300 PORT_MIN=6800 PORT_MAX=6899 PG_NUM=16 OSD_SIZE=10G
-RGW_PORT=${OPENCSBS_RGW_PORT:-7481} RGW_PG_NUM=8 RGW_USER=opencsbs
+PORT_MIN=6800 PORT_MAX=6899 PG_NUM=16 OSD_SIZE=10G
+RGW_PG_NUM=8 RGW_USER=opencsbs
+PORTS_FILE=$W/ports
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+choose_ports() {  # MON_PORT, MON_PORT2, RGW_PORT: this cluster's (made with them), else from the variables
+  if [ -f "$PORTS_FILE" ]; then . "$PORTS_FILE"; return 0; fi
+  read -r MON_PORT MON_PORT2 RGW_PORT <<<"${OPENCSBS_CEPH_MON_PORT:-6789} ${OPENCSBS_CEPH_MON_PORT2:-3300} ${OPENCSBS_RGW_PORT:-7481}"
+  [ "$MON_PORT" = auto ] && MON_PORT=$(free_port)
+  [ "$MON_PORT2" = auto ] && MON_PORT2=$(free_port)
+  [ "$RGW_PORT" = auto ] && RGW_PORT=$(free_port)
+  mkdir -p "$W"; printf 'MON_PORT=%s\nMON_PORT2=%s\nRGW_PORT=%s\n' "$MON_PORT" "$MON_PORT2" "$RGW_PORT" > "$PORTS_FILE"
+}
 RGW_POOLS=".rgw.root default.rgw.control default.rgw.meta default.rgw.log default.rgw.buckets.index default.rgw.buckets.data default.rgw.buckets.non-ec"
 PKGS="ceph-mon ceph-osd ceph-mgr ceph-common python3-rbd python3-rados qemu-block-extra uuid-runtime radosgw"
 export CEPH_CONF=$CONF
@@ -140,6 +155,7 @@ user() {  # name caps...
 # client.rgw.a, the daemon (options on its command line: ceph.conf is left as it is), the S3 user
 rgw() {
   if [ "$(id -u)" != 0 ]; then echo "ceph.sh: needs root (apt-get, radosgw)" >&2; exit 1; fi
+  choose_ports
   alive mon.a && alive osd.0 || { echo "ceph.sh rgw: the cluster under $W is not running (ceph.sh start)" >&2; exit 1; }
   install_packages
   mkdir -p "$W/rgw"
@@ -198,6 +214,7 @@ ENV
 
 start() {
   if [ "$(id -u)" != 0 ]; then echo "ceph.sh: needs root (apt-get, ceph daemons)" >&2; exit 1; fi
+  choose_ports
   # already running: only the probe (the ceph CLI costs ~1 s a call)
   if alive mon.a && alive mgr.x && alive osd.0 && [ -s "$W/ceph.client.opencsbs.keyring" ] && [ -s "$W/ceph.client.cinder.keyring" ] \
       && echo probe | timeout 10 rados --id opencsbs -p rbd put ceph-sh-probe - 2>/dev/null; then

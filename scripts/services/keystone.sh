@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # A real Keystone (PyPI keystone 30.0.0, SQLite, fernet tokens) for the identity tests, on 127.0.0.1:35357.
 #
+# OPENCSBS_KEYSTONE_PORT=N|auto and OPENCSBS_TEST_KEYSTONE_CSBS_PORT=N|auto: Keystone on port N (or a free port), and
+# the catalog's data-protect endpoint on port N (or a free one) for the opencsbs test server the tests start under
+# it; so two checkouts (two OPENCSBS_WORK) run their own Keystones side by side. The ports chosen are kept in
+# $OPENCSBS_WORK/keystone/ports (a restart reuses them) and go into keystone.env. Unset: 35357 and 35399.
+#
 #   scripts/services/keystone.sh start   # install (first time, ~1 min), bootstrap, start; fast when already done
 #   scripts/services/keystone.sh stop
 #
@@ -14,10 +19,21 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 WORK=${OPENCSBS_WORK:-$ROOT/.work}
 D=$WORK/keystone
-PORT=${OPENCSBS_KEYSTONE_PORT:-35357}
-CSBS_PORT=${OPENCSBS_TEST_KEYSTONE_CSBS_PORT:-35399}
+PORTS_FILE=$D/ports
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+choose_ports() {  # PORT, CSBS_PORT and URL, from the variables or this checkout's earlier choice
+  local want="${OPENCSBS_KEYSTONE_PORT:-35357} ${OPENCSBS_TEST_KEYSTONE_CSBS_PORT:-35399}"
+  if [ -f "$PORTS_FILE" ] && [ "$(head -1 "$PORTS_FILE")" = "want=$want" ]; then
+    . <(tail -n +2 "$PORTS_FILE")
+  else
+    read -r PORT CSBS_PORT <<<"$want"
+    [ "$PORT" = auto ] && PORT=$(free_port)
+    [ "$CSBS_PORT" = auto ] && CSBS_PORT=$(free_port)
+    mkdir -p "$D"; printf 'want=%s\nPORT=%s\nCSBS_PORT=%s\n' "$want" "$PORT" "$CSBS_PORT" > "$PORTS_FILE"
+  fi
+  URL=http://127.0.0.1:$PORT/v3
+}
 PW=csbs-test-pw
-URL=http://127.0.0.1:$PORT/v3
 export PYTHONWARNINGS=ignore
 
 running() { [ -f "$D/gunicorn.pid" ] && kill -0 "$(cat "$D/gunicorn.pid")" 2>/dev/null; }
@@ -61,7 +77,9 @@ CONF
 }
 
 bootstrap() {
-  [ -f "$D/bootstrapped" ] && return 0
+  # the identity endpoints of the catalog carry the port: a Keystone bootstrapped on another port starts over
+  [ -f "$D/bootstrapped" ] && [ "$(cat "$D/bootstrapped")" = "$URL" ] && return 0
+  stop   # a Keystone still serving the database about to be made again
   rm -f "$D/keystone.db"
   local km="$D/venv/bin/keystone-manage --config-file $D/keystone.conf"
   $km db_sync
@@ -70,10 +88,11 @@ bootstrap() {
   $km bootstrap --bootstrap-password "$PW" --bootstrap-username admin --bootstrap-project-name admin \
     --bootstrap-role-name admin --bootstrap-service-name keystone --bootstrap-region-id RegionOne \
     --bootstrap-admin-url "$URL/" --bootstrap-internal-url "$URL/" --bootstrap-public-url "$URL/"
-  touch "$D/bootstrapped"
+  echo "$URL" > "$D/bootstrapped"
 }
 
 start() {
+  choose_ports
   install
   bootstrap
   if ! running; then
