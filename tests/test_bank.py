@@ -204,3 +204,40 @@ def test_a_backend_missing_a_method_is_refused_when_built():
 
     with pytest.raises(TypeError, match="touch"):
         NoTouch()
+
+
+#: run in a child process: a deadlocked pool thread would otherwise keep the test session from ever exiting
+_CLOSE_WHILE_FAILING_OVER = """
+import sys, threading, time
+from opencsbs.bank import Bank, Codec, LocalStore
+bank = Bank(LocalStore(sys.argv[1]), Codec(None, level=1), threads=2)
+started, go = threading.Event(), threading.Event()
+def read_failing_over():
+    started.set()
+    go.wait(10)
+    return bank._from_fallback("00" * 32, 10)  # no replica holds it: None
+future = bank.executor().submit(read_failing_over)
+assert started.wait(10)
+closer = threading.Thread(target=bank.close, daemon=True)
+closer.start()
+time.sleep(0.2)  # close() is now waiting for the pool
+go.set()
+closer.join(10)
+if closer.is_alive():
+    print("close() deadlocked with a read failing over to a replica", flush=True)
+    import os; os._exit(3)
+assert future.result(timeout=1) is None
+print("closed", flush=True)
+"""
+
+
+def test_close_does_not_deadlock_with_a_read_failing_over_to_a_replica(tmp_path):
+    """A chunk read still running in the bank's pool when the bank is closed (a restore pre-check that raised
+    on a missing chunk while its other reads were in flight) may fail over to a replica, which takes the bank's
+    pool lock: close() must not hold that lock while it waits for the pool (it once did, and hung)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _CLOSE_WHILE_FAILING_OVER, str(tmp_path / "bank")],
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "closed"), done.stdout + done.stderr[-2000:]

@@ -273,11 +273,13 @@ class Bank:
             return self._pool
 
     def close(self) -> None:
-        """Stop the worker threads and release the backend."""
+        """Stop the worker threads and release the backend. The pool is waited for outside ``_pool_lock``: a task
+        still running (e.g. a chunk read that failed over to :meth:`_from_fallback`) may need that lock to end."""
         with self._pool_lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._pool = None
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        with self._pool_lock:
             fallbacks, self._fallbacks = self._fallbacks or [], None
         for other in fallbacks:
             other.close()
