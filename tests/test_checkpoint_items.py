@@ -127,6 +127,27 @@ def test_bad_query_parameters_are_400(demo, params):
     assert r.json()["error_code"] == "CSBS.9001"
 
 
+@pytest.mark.parametrize("path", ["/v1/demo/checkpoint_items", "/v1/demo/policies", "/v1/demo/providers",
+                                  "/opencsbs/v1/demo/servers", "/opencsbs/v1/demo/lock_audit"])
+def test_every_marker_paged_list_refuses_an_unknown_marker_alike(demo, path):
+    """One answer on every list that pages with ``marker`` (core.listing.page_anchor): an id the list does not
+    have is 400 CSBS.9001 naming the marker, not a 200 with an empty page."""
+    client, headers = demo
+    r = client.get(path, params={"marker": "99999"}, headers=headers)
+    assert r.status_code == 400, r.text
+    assert r.json() == {"error_code": "CSBS.9001", "error_msg": "Invalid request parameters: marker 99999 not found"}
+
+
+def test_a_marker_of_another_projects_backup_is_unknown(five, make_token):
+    client, headers, _ = five
+    other = {"X-Auth-Token": make_token("other-project", "member")}
+    theirs = client.get("/v1/other-project/checkpoint_items", headers=other).json()["checkpoint_items"]
+    assert [i["name"] for i in theirs] == ["theirs"]
+    r = client.get("/v1/demo/checkpoint_items", params={"marker": theirs[0]["id"]}, headers=headers)
+    assert r.status_code == 400
+    assert r.json()["error_msg"] == f"Invalid request parameters: marker {theirs[0]['id']} not found"
+
+
 def test_all_tenants_is_for_cloud_admins(five, make_token):
     client, headers, _ = five
     r = client.get("/v1/demo/checkpoint_items", params={"all_tenants": "true"}, headers=headers)

@@ -289,3 +289,30 @@ def test_a_lock_or_hold_set_after_the_delete_was_accepted_still_stops_it(tokens,
     assert runtime.bank.read_index(name).addresses()  # nothing was removed
     # the lock covers the other backup too (a project lock): it stays; a hold by id lets it go
     assert _status(client, member, other) == ("available" if keeper == "lock" else "404")
+
+
+def test_an_unknown_lock_audit_marker_is_refused_as_on_every_list(tokens, make_token):
+    """``lock_audit?marker=`` must name a record of the URL's project: an unknown id, or another project's record,
+    is 400 CSBS.9001 (as ``checkpoint_items?marker=nope``), never an empty page a client would take for the end."""
+    client, member, admin, _cloud = tokens
+    _lock(client, admin, mode="governance", min_retention_days=3)
+    _lock(client, admin, mode="governance", min_retention_days=4)
+    intruder = {"X-Auth-Token": make_token("intruder", "admin")}
+    r = client.post("/opencsbs/v1/intruder/locks", json={"lock": {"mode": "governance", "min_retention_days": 3}},
+                    headers=intruder)
+    assert r.status_code == 200, r.text
+    foreign = client.get("/opencsbs/v1/intruder/lock_audit", headers=intruder).json()["records"][0]["id"]
+    own = client.get("/opencsbs/v1/demo/lock_audit", headers=member).json()["records"]
+    assert len(own) == 2 and foreign not in {r["id"] for r in own}
+    for marker in (99999, 0, foreign):
+        r = client.get("/opencsbs/v1/demo/lock_audit", params={"marker": marker}, headers=member)
+        assert r.status_code == 400, (marker, r.text)
+        assert r.json() == {"error_code": "CSBS.9001",
+                            "error_msg": f"Invalid request parameters: marker {marker} not found"}
+    r = client.get("/opencsbs/v1/demo/lock_audit", params={"marker": "nope"}, headers=member)
+    assert r.status_code == 400 and r.json()["error_code"] == "CSBS.9001", r.text
+    # a known marker still pages, the last record's giving the empty last page
+    r = client.get("/opencsbs/v1/demo/lock_audit", params={"marker": own[0]["id"]}, headers=member)
+    assert [x["id"] for x in r.json()["records"]] == [own[1]["id"]]
+    r = client.get("/opencsbs/v1/demo/lock_audit", params={"marker": own[1]["id"]}, headers=member)
+    assert r.status_code == 200 and r.json() == {"records": []}

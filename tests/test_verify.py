@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import pytest
 
-from engine_helpers import DB1, DB1_SYS, MIB, WEB1, WEB1_SYS, item_of, protect, random_bytes, restore, run_jobs, write
+from engine_helpers import (BMS1, DB1, DB1_SYS, MIB, WEB1, WEB1_SYS, item_of, protect, random_bytes, restore,
+                            run_jobs, write)
 from opencsbs.bank.layout import chunk_key
 
 V = "/opencsbs/v1/demo"
+#: a server of project other-project in examples/sandbox.yaml
+OTHERS_SERVER = "c3d4e5f6-a7b8-4c9d-8e0f-2a3b4c5d0013"
+NO_SERVER = {"error_code": "CSBS.6000", "error_msg": "server do not exist"}
 DAILY = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nRRULE:FREQ=DAILY;BYHOUR=3;BYMINUTE=0\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
 
 
@@ -168,7 +172,7 @@ def test_drill_passes_with_its_rto_and_catches_a_corrupted_backup(three, runtime
     r = client.post(f"{V}/drills", json={"drill": {"choice": "id"}}, headers=adm)
     assert r.status_code == 400 and r.json()["error_code"] == "CSBS.9001"
     r = client.post(f"{V}/drills", json={"drill": {"choice": "latest", "server_id": "nope"}}, headers=adm)
-    assert r.status_code == 409 and r.json()["error_code"] == "CSBS.8204"
+    assert r.status_code == 400 and r.json()["error_code"] == "CSBS.6000"
     assert client.get(f"{V}/drills/nope", headers=member).json()["error_code"] == "CSBS.8202"
 
 
@@ -243,3 +247,56 @@ def test_the_command_line_names_the_affected_backups(three, runtime):
     assert drill["status"] == "passed" and drill["checkpoint_item_id"] == other["id"] and drill["rto_seconds"] > 0
     res = runner.invoke(main, [*base, "drill", "list", "--project", "demo"])
     assert [d["id"] for d in json.loads(res.output)] == [drill["id"]]
+
+
+def test_a_drill_of_a_server_the_project_does_not_have_is_refused_as_check_protectable_does(three, runtime):
+    """An unknown ``server_id`` (a typo, another project's server) is 400 CSBS.6000 "server do not exist", the code
+    check_protectable gives it, not 409 CSBS.8204 "no available backup" (which sends the user looking for backups
+    of a server that is not there); a server of the project without an available backup stays 409 CSBS.8204."""
+    client, member, adm, _f, (second, _b), _o = three
+    for server in ("nope", OTHERS_SERVER):
+        for choice in ("latest", "random"):
+            r = client.post(f"{V}/drills", json={"drill": {"choice": choice, "server_id": server}}, headers=adm)
+            assert (r.status_code, r.json()) == (400, NO_SERVER), (server, choice, r.text)
+    r = client.post(f"{V}/drills", json={"drill": {"server_id": BMS1}}, headers=adm)
+    assert r.status_code == 409 and r.json() == {
+        "error_code": "CSBS.8204", "error_msg": f"No backup to drill: server {BMS1} has no available backup"}
+    r = client.post(f"{V}/drills", json={"drill": {"server_id": DB1}}, headers=adm)
+    assert r.status_code == 200 and r.json()["drill"]["resource_id"] == DB1, r.text
+    # a server gone from the cloud whose backups the project keeps can still be drilled
+    from opencsbs.clouds.sandbox.models import SandboxServer
+    from opencsbs.db.base import transaction
+
+    with transaction(runtime.sessions) as session:
+        session.delete(session.get(SandboxServer, DB1))
+    r = client.post(f"{V}/drills", json={"drill": {"server_id": DB1}}, headers=adm)
+    assert r.status_code == 200 and r.json()["drill"]["checkpoint_item_id"] == second["id"], r.text
+    assert client.get(f"{V}/drills", headers=member).json()["drills"][0]["resource_id"] == DB1
+
+
+def test_a_drill_schedule_checks_its_server_and_a_bad_pattern_names_its_own_field(three):
+    client, member, adm, *_ = three
+
+    def schedule(**body):
+        return client.post(f"{V}/check_schedules", json={"check_schedule": {"pattern": DAILY, **body}}, headers=adm)
+
+    for server in ("nope", OTHERS_SERVER):
+        r = schedule(kind="drill", parameters={"server_id": server})
+        assert (r.status_code, r.json()) == (400, NO_SERVER), (server, r.text)
+    # a server of the project is accepted whether or not it has a backup yet
+    for server in (BMS1, DB1):
+        r = schedule(kind="drill", parameters={"server_id": server})
+        assert r.status_code == 200 and r.json()["check_schedule"]["parameters"]["server_id"] == server, r.text
+    assert len(client.get(f"{V}/check_schedules", headers=member).json()["check_schedules"]) == 2
+    # the pattern's error names this body's field, not a policy's trigger.properties.pattern
+    for kind in ("verify", "drill"):
+        r = schedule(kind=kind, pattern="garbage")
+        assert r.status_code == 400, r.text
+        body = r.json()
+        assert body["error_code"] == "CSBS.9001"
+        assert body["error_msg"].startswith("Invalid request parameters: check_schedule.pattern is not an iCalendar "
+                                            "event"), body
+        assert "trigger" not in body["error_msg"]
+    r = schedule(kind="verify", pattern=DAILY.replace("BYHOUR=3", "BYHOUR=3,3"))
+    assert r.json()["error_msg"] == ("Invalid request parameters: check_schedule.pattern RRULE BYHOUR values must "
+                                     "not repeat"), r.text

@@ -1,4 +1,5 @@
-"""The ``sort`` query parameter of the list calls (checkpoint_items, policies): ``key1[:asc|desc],key2...``.
+"""The ``sort`` query parameter of the list calls (checkpoint_items, policies): ``key1[:asc|desc],key2...``; and
+the ``marker`` of every marker-paged list (:func:`page_anchor`).
 
 Source: ``backup_management/querying_all_backups.rst`` and
 ``backup_policy_management/querying_the_backup_policy_list.rst``
@@ -9,8 +10,11 @@ default ``desc``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
 from opencsbs.core.errors import invalid
+
+T = TypeVar("T")
 
 SORT_MAX = 255
 
@@ -44,3 +48,13 @@ def parse_sort(text: str | None, keys: Sequence[str], default: Sequence[tuple[st
                 raise invalid(f"sort key {key!r} given twice")
         out.append((key, direction == "desc"))
     return out
+
+
+def page_anchor(row: T | None, marker: object) -> T:
+    """The row (or entry) ``marker`` names, found by the caller in the list's own scope (the URL's project, the
+    list's filters); ``None`` there is an unknown marker: 400 CSBS.9001 ``Invalid request parameters: marker <m>
+    not found``. Every marker-paged list (checkpoint_items, policies, providers, servers, lock_audit) refuses an
+    unknown marker through this one function (docs/errors.md), rather than answering an empty or a first page."""
+    if row is None:
+        raise invalid(f"marker {marker} not found")
+    return row

@@ -1,4 +1,5 @@
-"""Backup schedules: the ``trigger.properties.pattern`` of a scheduled operation.
+"""Backup schedules: the ``trigger.properties.pattern`` of a scheduled operation (and the ``pattern`` of a verify
+or drill schedule, which takes the same text: :func:`parse_pattern` names the caller's field in its errors).
 
 Source: ``backup_policy_management/creating_a_backup_policy.rst`` (Table 9, ``pattern``): an iCalendar
 (RFC 2445/5545) event whose RRULE may use only ``FREQ`` (``DAILY`` or ``WEEKLY``), ``BYDAY`` (``MO``..``SU``),
@@ -25,7 +26,7 @@ from datetime import datetime, timedelta
 
 from dateutil import rrule as du_rrule
 
-from opencsbs.core.errors import CSBSError, invalid
+from opencsbs.core.errors import invalid
 
 MAX_PATTERN_CHARS = 10240
 MAX_POINTS_PER_DAY = 24
@@ -39,8 +40,21 @@ _WEEK_MINUTES = 7 * 24 * 60
 _RECUR_NUMBER = re.compile(r"[0-9]{1,2}")
 
 
-def _bad(why: str) -> CSBSError:
-    return invalid(f"trigger.properties.pattern {why}")
+#: the field :func:`parse_pattern` names unless told otherwise: a policy's scheduled operation
+POLICY_FIELD = "trigger.properties.pattern"
+
+
+class _Bad(Exception):
+    """What is wrong with a pattern (``why``), raised by the checks below; :func:`parse_pattern` turns it into the
+    CSBS.9001 naming the caller's field."""
+
+    def __init__(self, why: str):
+        super().__init__(why)
+        self.why = why
+
+
+def _bad(why: str) -> _Bad:
+    return _Bad(why)
 
 
 @dataclass(frozen=True)
@@ -160,12 +174,21 @@ def _ints(values, name: str, low: int, high: int) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
-def parse_pattern(pattern: str, start_time: datetime) -> Schedule:
+def parse_pattern(pattern: str, start_time: datetime, *, field: str = POLICY_FIELD) -> Schedule:
     """Validate ``pattern`` and return its :class:`Schedule`; ``start_time`` (naive UTC) supplies the parts the
     RRULE leaves out.
 
-    Raises ``CSBSError`` CSBS.9001 (400) saying what is wrong for anything the reference does not allow.
+    Raises ``CSBSError`` CSBS.9001 (400) saying what is wrong for anything the reference does not allow; its
+    message names ``field``, the request's field that holds the pattern (``Invalid request parameters:
+    check_schedule.pattern is not an iCalendar event ...``), by default a policy's ``trigger.properties.pattern``.
     """
+    try:
+        return _parse(pattern, start_time)
+    except _Bad as exc:
+        raise invalid(f"{field} {exc.why}") from None
+
+
+def _parse(pattern: str, start_time: datetime) -> Schedule:
     if not isinstance(pattern, str) or not pattern.strip():
         raise _bad("must be a non-empty string")
     if len(pattern) > MAX_PATTERN_CHARS:

@@ -28,7 +28,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from opencsbs.core import codes
 from opencsbs.core.errors import CSBSError, invalid
 from opencsbs.core.lifecycle import ItemStatus
-from opencsbs.core.listing import parse_sort
+from opencsbs.core.listing import page_anchor, parse_sort
 from opencsbs.core.timeutil import parse_wire_ts, wire_ts
 from opencsbs.db.base import dialect_of, in_ids
 from opencsbs.db.tallies import tally
@@ -221,9 +221,8 @@ def list_items(runtime: Runtime, project_id: str, q: ItemQuery, *, sort: str | N
             scope = [CheckpointItem.id == marker]
             if not q.all_tenants:
                 scope.append(CheckpointItem.project_id == project_id)
-            anchor = session.scalars(select(CheckpointItem).where(*scope).options(*NO_CHILDREN)).first()
-            if anchor is None:
-                raise invalid(f"marker {marker} not found")
+            anchor = page_anchor(session.scalars(select(CheckpointItem).where(*scope).options(*NO_CHILDREN)).first(),
+                                 marker)
             conds.append(after(order, anchor))
         query = (
             select(CheckpointItem)

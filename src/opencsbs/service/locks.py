@@ -27,6 +27,7 @@ from opencsbs.auth.base import Principal
 from opencsbs.core import codes
 from opencsbs.core import locks as rules
 from opencsbs.core.errors import CSBSError, invalid
+from opencsbs.core.listing import page_anchor
 from opencsbs.core.timeutil import parse_wire_ts, utcnow, wire_ts
 from opencsbs.db.base import transaction
 from opencsbs.db.locks import lock_facts, refusal, rule_backup, rule_hold, rule_lock
@@ -400,9 +401,13 @@ def release_hold(runtime: Runtime, principal: Principal, project_id: str, hold_i
 
 def list_audit(runtime: Runtime, project_id: str, marker: int | None = None,
                limit: int | None = None) -> list[dict[str, Any]]:
-    """The project's audit records, oldest first, after record id ``marker``, at most ``limit`` (default 1000)."""
+    """The project's audit records, oldest first, after record id ``marker``, at most ``limit`` (default 1000).
+    400 CSBS.9001 for a marker that is not one of the project's records."""
     with runtime.sessions() as session:
         stmt = select(LockAudit).where(LockAudit.project_id == project_id)
         if marker is not None:
+            page_anchor(session.scalars(select(LockAudit.id).where(LockAudit.id == marker,
+                                                                   LockAudit.project_id == project_id)).first(),
+                        marker)
             stmt = stmt.where(LockAudit.id > marker)
         return [audit_to_wire(r) for r in session.scalars(stmt.order_by(LockAudit.id).limit(limit or DEFAULT_LIMIT))]

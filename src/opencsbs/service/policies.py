@@ -30,7 +30,7 @@ from opencsbs.auth.base import Principal
 from opencsbs.core import codes
 from opencsbs.core import tags as tag_rules
 from opencsbs.core.errors import CSBSError, invalid
-from opencsbs.core.listing import parse_sort
+from opencsbs.core.listing import page_anchor, parse_sort
 from opencsbs.core.retention import RetentionRule, validate_rule
 from opencsbs.core.schedule import parse_pattern
 from opencsbs.core.timeutil import utcnow, wire_ts
@@ -303,9 +303,8 @@ def list_policies(
             scope.append(Policy.status == query.status)
         conds = list(scope)
         if query.marker is not None:
-            anchor = session.scalars(select(Policy).where(Policy.id == query.marker, *scope)).first()
-            if anchor is None:
-                raise invalid(f"marker {query.marker} not found")
+            anchor = page_anchor(session.scalars(select(Policy).where(Policy.id == query.marker, *scope)).first(),
+                                 query.marker)
             conds.append(_after(order, anchor))
         limit = query.limit if query.limit is not None else 1000
         stmt = (select(Policy).where(*conds)

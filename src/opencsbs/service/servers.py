@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from opencsbs.auth.base import Principal
 from opencsbs.clouds.base import CloudContext
-from opencsbs.core.errors import invalid
+from opencsbs.core.listing import page_anchor
 from opencsbs.core.facts import ServerFacts
 from opencsbs.runtime import Runtime
 
@@ -30,9 +30,7 @@ def list_servers(runtime: Runtime, principal: Principal, project_id: str, marker
     facts = runtime.driver.get_servers(ctx, ids) if ids else {}
     servers = sorted((s for s in facts.values() if s.project_id == project_id), key=lambda s: (s.name, s.id))
     if marker is not None:
-        position = next((i for i, s in enumerate(servers) if s.id == marker), None)
-        if position is None:
-            raise invalid(f"marker {marker} is not a server of the project")
+        position = page_anchor(next((i for i, s in enumerate(servers) if s.id == marker), None), marker)
         servers = servers[position + 1:]
     servers = servers[:DEFAULT_LIMIT if limit is None else limit]
     return [
@@ -50,3 +48,14 @@ def find_server(runtime: Runtime, server_id: str) -> ServerFacts | None:
     """Server ``server_id`` of any project as the cloud driver sees it (asked with the service's own
     credentials, every project), or ``None`` when the cloud has no such server."""
     return runtime.driver.get_servers(CloudContext(project_id="", all_tenants=True), [server_id]).get(server_id)
+
+
+def project_server(runtime: Runtime, project_id: str, server_id: str,
+                   auth_token: str | None = None) -> ServerFacts | None:
+    """Server ``server_id`` if it is one of ``project_id``'s as the cloud driver sees it (asked with the caller's
+    ``auth_token`` when it is scoped to the project, else with the service's credentials filtered to the
+    project, as check_protectable asks), or ``None``: no such server, or another project's (never revealed).
+    Raises ``CloudUnavailable`` (503) when the driver cannot ask its cloud."""
+    ctx = CloudContext(project_id=project_id, auth_token=auth_token)
+    found = runtime.driver.get_servers(ctx, [server_id]).get(server_id)
+    return found if found is not None and found.project_id == project_id else None

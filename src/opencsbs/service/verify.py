@@ -6,7 +6,8 @@ Jobs: ``engine.verify`` (kind ``verify``), ``engine.drill`` (kind ``drill``); ta
 ``opencsbs verify`` / ``opencsbs drill``.
 
 Errors (CSBSError): CSBS.8201 / 8202 / 8205 (404, unknown verify run / drill / schedule), CSBS.8204 (409, no
-backup to drill), CSBS.3001 (404, unknown backup), CSBS.3000 (404, unknown policy), CSBS.9001 (bad parameters).
+backup to drill), CSBS.3001 (404, unknown backup), CSBS.3000 (404, unknown policy), CSBS.6000 (400, a
+``server_id`` the project neither has nor has backups of), CSBS.9001 (bad parameters).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from opencsbs.db.models import BackupCheck, CheckpointItem, CheckSchedule, Drill
 from opencsbs.engine.jobs import enqueue
 from opencsbs.engine.verify import checkable
 from opencsbs.runtime import Runtime
+from opencsbs.service.servers import project_server
 
 log = logging.getLogger("opencsbs.verify")
 
@@ -118,6 +120,18 @@ def _item(session: Session, project_id: str, item_id: str) -> CheckpointItem:
     if item is None or item.project_id != project_id or item.status == ItemStatus.DELETED:
         raise CSBSError(codes.CHECKPOINT_ITEM_NOT_FOUND, item_id)
     return item
+
+
+def _check_server(runtime: Runtime, session: Session, project_id: str, server_id: str,
+                  auth_token: str | None = None) -> None:
+    """400 CSBS.6000 "server do not exist" (check_protectable's answer for an unknown server) unless the project
+    has backups of ``server_id`` (any status: a deleted server's backups can still be drilled) or the cloud shows
+    the server in the project. Another project's server is unknown (never revealed)."""
+    has_backups = session.scalars(select(CheckpointItem.id).where(CheckpointItem.project_id == project_id,
+                                                                  CheckpointItem.resource_id == server_id)
+                                  .limit(1)).first()
+    if has_backups is None and project_server(runtime, project_id, server_id, auth_token) is None:
+        raise CSBSError(codes.SERVER_NOT_FOUND)
 
 
 def _days(value: int | None) -> int | None:
@@ -213,10 +227,12 @@ def list_verifications(runtime: Runtime, project_id: str, result: str | None = N
 # --- drills -------------------------------------------------------------------------------------------------
 
 
-def choose_backup(session: Session, project_id: str, choice: str, item_id: str | None = None,
-                  server_id: str | None = None) -> CheckpointItem:
+def choose_backup(runtime: Runtime, session: Session, project_id: str, choice: str, item_id: str | None = None,
+                  server_id: str | None = None, auth_token: str | None = None) -> CheckpointItem:
     """The backup a drill restores: ``id`` (``item_id``), ``latest`` (newest settled backup, of ``server_id`` when
-    given) or ``random`` (any of them). 404 CSBS.3001, 409 CSBS.8204, 400 CSBS.9001."""
+    given) or ``random`` (any of them). 404 CSBS.3001, 400 CSBS.6000 (a ``server_id`` the project does not have,
+    :func:`_check_server`), 409 CSBS.8204 (a server of the project without an available backup), 400
+    CSBS.9001."""
     if choice not in DRILL_CHOICES:
         raise invalid(f"choice {choice!r} is not one of {', '.join(DRILL_CHOICES)}")
     if choice == "id":
@@ -234,16 +250,19 @@ def choose_backup(session: Session, project_id: str, choice: str, item_id: str |
         query = query.where(CheckpointItem.resource_id == server_id)
     items = list(session.scalars(query.order_by(CheckpointItem.created_at.desc(), CheckpointItem.id)))
     if not items:
+        if server_id:
+            _check_server(runtime, session, project_id, server_id, auth_token)
         raise CSBSError(codes.NOTHING_TO_DRILL,
                         f"server {server_id} has no available backup" if server_id else
                         "the project has no available backup")
     return items[0] if choice == "latest" else random.SystemRandom().choice(items)
 
 
-def new_drill(session: Session, created_by: str, project_id: str, choice: str, item_id: str | None = None,
-              server_id: str | None = None, schedule_id: str | None = None) -> Drill:
+def new_drill(runtime: Runtime, session: Session, created_by: str, project_id: str, choice: str,
+              item_id: str | None = None, server_id: str | None = None, schedule_id: str | None = None,
+              auth_token: str | None = None) -> Drill:
     """Choose the backup and add a pending drill and its job in the caller's transaction."""
-    item = choose_backup(session, project_id, choice, item_id, server_id)
+    item = choose_backup(runtime, session, project_id, choice, item_id, server_id, auth_token)
     drill = Drill(project_id=project_id, checkpoint_item_id=item.id, resource_id=item.resource_id,
                   resource_name=item.resource_name or "", choice=choice, status="pending", bytes_restored=0,
                   volumes=[], message="", schedule_id=schedule_id, created_by=created_by, created_at=utcnow())
@@ -257,7 +276,8 @@ def start_drill(runtime: Runtime, principal: Principal, project_id: str, choice:
                 checkpoint_item_id: str | None = None, server_id: str | None = None) -> dict[str, Any]:
     """Queue a restore drill of one backup (:func:`choose_backup`). Returns the drill (``pending``)."""
     with transaction(runtime.sessions) as session:
-        drill = new_drill(session, principal.user_id or "", project_id, choice, checkpoint_item_id, server_id)
+        drill = new_drill(runtime, session, principal.user_id or "", project_id, choice, checkpoint_item_id,
+                          server_id, auth_token=principal.cloud_token(project_id))
         out = drill_to_wire(drill)
     log.info("project %s: drill %s of backup %s queued by %s", project_id, out["id"], out["checkpoint_item_id"],
              principal.user_id)
@@ -289,7 +309,8 @@ def get_drill(runtime: Runtime, project_id: str, drill_id: str) -> dict[str, Any
 # --- schedules ----------------------------------------------------------------------------------------------
 
 
-def _schedule_parameters(session: Session, project_id: str, kind: str, parameters: dict[str, Any]) -> dict:
+def _schedule_parameters(runtime: Runtime, session: Session, project_id: str, kind: str,
+                         parameters: dict[str, Any], auth_token: str | None = None) -> dict:
     if kind == "verify":
         allowed = {"policy_id", "outdated_after_days"}
     elif kind == "drill":
@@ -311,23 +332,27 @@ def _schedule_parameters(session: Session, project_id: str, kind: str, parameter
         parameters["choice"] = choice
         if choice not in ("latest", "random"):
             raise invalid(f"a scheduled drill's choice is latest or random, not {choice!r}")
+        if parameters.get("server_id"):
+            _check_server(runtime, session, project_id, parameters["server_id"], auth_token)
     return parameters
 
 
 def create_schedule(runtime: Runtime, principal: Principal, project_id: str, kind: str, pattern: str,
                     start_time: str | None = None, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
     """A schedule of verify runs or drills on an RRULE (as a policy's ``pattern``), from ``start_time`` (UTC,
-    default now). 400 CSBS.9001 (bad pattern, kind or parameters), 404 CSBS.3000."""
+    default now). 400 CSBS.9001 (bad pattern, kind or parameters), 404 CSBS.3000, 400 CSBS.6000 (a drill
+    schedule's ``server_id`` the project does not have)."""
     try:
         start = parse_wire_ts(start_time) if start_time else utcnow()
     except ValueError:
         start = None
     if start is None:
         raise invalid(f"start_time {start_time!r} is not a time like 2026-12-05T07:00:00")
-    schedule = parse_pattern(pattern, start)
+    schedule = parse_pattern(pattern, start, field="check_schedule.pattern")
     now = utcnow()
     with transaction(runtime.sessions) as session:
-        params = _schedule_parameters(session, project_id, kind, dict(parameters or {}))
+        params = _schedule_parameters(runtime, session, project_id, kind, dict(parameters or {}),
+                                      principal.cloud_token(project_id))
         row = CheckSchedule(project_id=project_id, kind=kind, pattern=pattern, start_time=start,
                             next_run_at=schedule.next_after(now),
                             parameters=params, created_by=principal.user_id or "", created_at=now)
@@ -373,7 +398,7 @@ def start_due(runtime: Runtime, now: datetime | None = None) -> int:
                     new_verify_run(session, "opencsbs-scheduler", row.project_id, policy_id=p.get("policy_id"),
                                    outdated_after_days=p.get("outdated_after_days"), schedule_id=row.id)
                 else:
-                    new_drill(session, "opencsbs-scheduler", row.project_id, p.get("choice", "latest"),
+                    new_drill(runtime, session, "opencsbs-scheduler", row.project_id, p.get("choice", "latest"),
                               server_id=p.get("server_id"), schedule_id=row.id)
             started += 1
         except CSBSError as exc:

@@ -10,6 +10,7 @@ from opencsbs.api.schemas.common import ERRORS, MAX_QUERY_INT
 from opencsbs.core import codes
 from opencsbs.core.errors import CSBSError
 from opencsbs.core.facts import SERVER_TYPES
+from opencsbs.core.listing import page_anchor
 from opencsbs.runtime import Runtime
 
 router = APIRouter(tags=["providers"], responses=ERRORS)
@@ -55,9 +56,8 @@ def list_providers(
     providers = [describe(caller.runtime)]
     if marker is not None:
         ids = [p["id"] for p in providers]
-        if marker not in ids:
-            raise CSBSError(codes.INVALID_PARAMETER, message=f"marker {marker} not found")
-        providers = providers[ids.index(marker) + 1 :]
+        position = page_anchor(ids.index(marker) if marker in ids else None, marker)
+        providers = providers[position + 1 :]
     if limit is not None:
         providers = providers[:limit]
     return {"providers": providers}

@@ -224,7 +224,8 @@ def list_drills(server_id: str | None = Query(None, max_length=64),
 def start_drill(body: DrillCreateRequest | None = None,
                 caller: Caller = Depends(require("csbs:verify:write"))) -> dict:
     """Restore one backup (``latest``, ``random``, or by ``id``) onto scratch space, compare every byte with its
-    recorded hashes, time it, delete the copy. 404 CSBS.3001, 409 CSBS.8204 (no backup to drill)."""
+    recorded hashes, time it, delete the copy. 404 CSBS.3001 (unknown backup), 400 CSBS.6000 (a ``server_id``
+    the project does not have), 409 CSBS.8204 (no available backup to drill)."""
     b = body.drill if body else DrillCreate()
     return {"drill": verify.start_drill(caller.runtime, caller.principal, caller.project_id, b.choice,
                                         b.checkpoint_item_id, b.server_id)}
@@ -272,7 +273,8 @@ def list_schedules(caller: Caller = Depends(require("csbs:verify:read"))) -> dic
              summary="Schedule verify runs or drills (extension)")
 def create_schedule(body: ScheduleCreateRequest, caller: Caller = Depends(require("csbs:verify:write"))) -> dict:
     """Start a verify run or a drill at every time point of ``pattern`` (checked at each housekeeping pass).
-    400 CSBS.9001 (bad pattern or parameters), 404 CSBS.3000 (unknown policy)."""
+    400 CSBS.9001 (bad pattern, named ``check_schedule.pattern``, or parameters), 404 CSBS.3000
+    (unknown policy), 400 CSBS.6000 (a drill schedule's ``server_id`` the project does not have)."""
     b = body.check_schedule
     return {"check_schedule": verify.create_schedule(caller.runtime, caller.principal, caller.project_id, b.kind,
                                                      b.pattern, b.start_time, b.parameters)}
