@@ -142,3 +142,116 @@ def test_policy_messages_speak_of_fields_not_internals(tmp_path, database_url):
                                    "--pattern", "FREQ=HOURLY"])
     assert pattern.exit_code == 1
     assert "(ValueError)" not in pattern.output and "RRULE:FREQ=DAILY" in pattern.output
+
+
+# --- what a new user's trial found ------------------------------------------------------------------------------
+
+WEB_1 = "6507cb66-90dc-4a12-a573-c9f3398f899d"
+BROKEN_1 = "2b8f3c2a-6e0a-4b7e-9a51-3c6b4b2c0003"  # status ERROR in the example inventory
+
+
+@pytest.fixture
+def local(tmp_path, database_url):
+    """``local(*args) -> Result``: the CLI (CliRunner) on a sandbox with the example inventory; ``local.state``:
+    the ``--data-dir``/``--database-url`` options."""
+    from conftest import EXAMPLE_INVENTORY
+
+    state = ["--data-dir", str(tmp_path / "d"), "--database-url", database_url]
+
+    def invoke(*args):
+        return CliRunner().invoke(main, [*state, *args], prog_name="opencsbs")
+
+    assert invoke("sandbox", "load", str(EXAMPLE_INVENTORY)).exit_code == 0
+    invoke.state = state
+    return invoke
+
+
+def closed_pipe_run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The CLI as a process whose stdout is a pipe nobody reads any more (``| head -1`` that has already read its
+    line): its first write fails with EPIPE, every time."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENCSBS_", "OS_"))}
+    clean.update(env or {})
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([sys.executable, "-m", "opencsbs", *args], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=120, env=clean)
+    finally:
+        os.close(write_end)
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(local):
+    """``opencsbs backup list -f value -c id | head -1`` printed ``Error: BrokenPipeError: [Errno 32] Broken pipe``
+    and exited 1."""
+    assert local("backup", WEB_1, "--wait").exit_code == 0
+    for args in (["backup", "list", "-f", "value", "-c", "id"], ["backup", "list"], ["--debug", "backup", "list"],
+                 ["backup", "-h"], ["-h"]):
+        result = closed_pipe_run(*local.state, *args)
+        assert (result.returncode, result.stderr) == (0, ""), (args, result.stderr)
+
+
+def test_bank_retain_without_object_lock_is_an_error_on_stderr(tmp_path, database_url):
+    """It printed ``error: the bank ... does not enforce retention`` on stdout."""
+    result = run(tmp_path, "--database-url", database_url, "bank", "retain")
+    line = one_line(result, 2)
+    assert line.startswith("Error: the bank ") and line.endswith("does not enforce retention "
+                                                                   "(bank.s3_object_lock is off)")
+    assert result.stdout == ""
+
+
+def test_refusals_about_servers_are_one_line(local):
+    """The CSBS refusal was followed by an indented line per server repeating it."""
+    failed = local("backup", BROKEN_1, "--wait")
+    assert failed.exit_code == 1
+    assert failed.stderr == f"Error: CSBS.6006: Server ({BROKEN_1}) status (ERROR) is not allowed to protect.\n"
+    first = local("policy", "create", "--project", "demo", "--name", "p1", "--server", WEB_1, "-f", "value", "-c",
+                  "id")
+    assert first.exit_code == 0, first.output
+    bound = local("policy", "create", "--project", "demo", "--name", "p3", "--server", WEB_1)
+    assert bound.exit_code == 1 and len(bound.stderr.splitlines()) == 1, bound.stderr
+    assert bound.stderr.startswith(f"Error: CSBS.6004: Server ({WEB_1}) is already in service. It is bound to "
+                                   f"backup policy p1 ({first.stdout.strip()}) and cannot join another.")
+
+
+def test_bad_values_are_usage_errors(local, tmp_path):
+    """``--tag novalue`` made a hold of tag {"key": "novalue", "value": ""}; ``--param noequals``, a ``--file`` that
+    is not JSON and ``--max-backups -5`` exited 1."""
+    tag = local("holds", "create", "--project", "demo", "--name", "x", "--tag", "novalue")
+    assert tag.exit_code == 2 and "Invalid value for '--tag': 'novalue' is not KEY=VALUE" in tag.stderr
+    assert local("holds", "list", "--project", "demo").stdout.strip() == "[]"
+    param = local("verify", "schedule", "--project", "demo", "--kind", "verify", "--param", "noequals",
+                  "--pattern", "BEGIN:VEVENT\r\nRRULE:FREQ=DAILY;BYHOUR=2;BYMINUTE=0\r\nEND:VEVENT")
+    assert param.exit_code == 2 and "Invalid value for '--param': 'noequals' is not KEY=VALUE" in param.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text("{bad")
+    for args in (["create", "--project", "demo"], ["update", "--project", "demo", "some-policy"]):
+        not_json = local("policy", *args, "--file", str(bad))
+        assert not_json.exit_code == 2, not_json.output
+        assert not_json.stderr.startswith(f"Error: --file {bad}: not JSON (")
+        assert len(not_json.stderr.splitlines()) == 1
+    for option in ("--max-backups", "--retention-days"):
+        negative = local("policy", "create", "--project", "demo", "--name", "p", option, "-5")
+        assert negative.exit_code == 2 and f"Invalid value for '{option}': -5 is not in the range" in negative.stderr
+    assert local("policy", "list", "--project", "demo", "-f", "value").stdout == ""
+
+
+def test_backup_and_restore_help_name_the_command_as_it_is_typed():
+    """``opencsbs restore ITEM -h`` read ``Usage: opencsbs restore now ...`` and ``opencsbs restore -h`` did not
+    show --target, --no-wait, --power-on."""
+    runner = CliRunner()
+    direct = runner.invoke(main, ["restore", "some-item", "-h"], prog_name="opencsbs")
+    assert direct.exit_code == 0 and direct.output.startswith(
+        "Usage: opencsbs restore [OPTIONS] CHECKPOINT_ITEM_ID\n")
+    bogus = runner.invoke(main, ["backup", "some-server", "--bogus"], prog_name="opencsbs")
+    assert bogus.exit_code == 2 and bogus.output.startswith("Usage: opencsbs backup [OPTIONS] SERVER_ID\n")
+    assert "Try 'opencsbs backup -h' for help." in bogus.output or "Try 'opencsbs backup --help'" in bogus.output
+    group = runner.invoke(main, ["restore", "-h"], prog_name="opencsbs")
+    assert group.exit_code == 0
+    assert group.output.startswith("Usage: opencsbs restore [OPTIONS] CHECKPOINT_ITEM_ID\n"
+                                   "   or: opencsbs restore COMMAND [ARGS]...\n")
+    for words in ("--target", "--power-on / --no-power-on", "--wait / --no-wait", "cancel", "list", "show"):
+        assert words in group.output, words
+    assert " now " not in group.output and "restore now" not in group.output
+    backup_help = runner.invoke(main, ["backup", "-h"], prog_name="opencsbs").output
+    assert backup_help.startswith("Usage: opencsbs backup [OPTIONS] SERVER_ID\n")
+    assert "--wait" in backup_help and "--full" in backup_help and "delete" in backup_help

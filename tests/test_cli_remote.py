@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from opencsbs.cli import main
 
 from conftest import EXAMPLE_INVENTORY, free_port
+from test_cli_errors import closed_pipe_run
 
 WEB_1 = "6507cb66-90dc-4a12-a573-c9f3398f899d"
 DB_1 = "1d4b4e0e-5d1f-4c4b-8d57-2f5a3a1b0002"
@@ -193,8 +194,10 @@ def test_policies_locks_and_verify_through_the_api(served):
     assert updated.stdout.split() == ["nights", "disabled"]
     run = json.loads(ok(remote(url, token, "policy", "run", pid, "--project", "demo", "--json")).stdout)
     assert run["protection_plan"]["id"] == pid
-    again = remote(url, token, "policy", "run", pid, "--project", "demo")
-    assert again.exit_code == 1 and "CSBS.1001" in again.output
+    # the API's refusal, in one line (a second run while the first one goes is CSBS.1001, but the first one's tiny
+    # backup may already be over: that rule is tested on the API, tests/test_policy_runs.py)
+    unknown = remote(url, token, "policy", "run", "00000000-0000-4000-8000-000000000000", "--project", "demo")
+    assert unknown.exit_code == 1 and "CSBS.3000" in unknown.output
     duplicate = remote(url, token, "policy", "create", "--project", "demo", "--name", "nights")
     assert duplicate.exit_code == 1 and "CSBS.9007" in duplicate.output
 
@@ -216,3 +219,108 @@ def test_policies_locks_and_verify_through_the_api(served):
     assert len(runs) == 1 and runs[0]["status"] == "ok"
     assert "deleted" in ok(remote(url, token, "policy", "delete", pid, "--project", "demo")).stdout
     assert remote(url, token, "policy", "show", pid, "--project", "demo").exit_code == 1
+
+
+def _minimal_args(command) -> list[str]:
+    """Arguments that get ``command`` past click's parsing: a value for each required argument and option (an
+    existing file where a path must exist, the first choice of a choice)."""
+    import click
+
+    args: list[str] = []
+    for param in command.params:
+        if not param.required:
+            continue
+        if isinstance(param.type, click.Choice):
+            value = str(param.type.choices[0])
+        elif isinstance(param.type, click.Path):
+            value = str(EXAMPLE_INVENTORY)
+        elif isinstance(param.type, (click.types.IntParamType, click.types.FloatParamType)):
+            value = "1"
+        else:
+            value = "x"
+        args += [param.opts[0], value] if isinstance(param, click.Option) else [value]
+    return args
+
+
+def _local_only_commands() -> list[tuple[str, list[str]]]:
+    """``(name, argv)`` of every command of ``remote.LOCAL_ONLY`` (a group: each command in it)."""
+    import click
+
+    from opencsbs.cli.remote import LOCAL_ONLY
+
+    out = []
+
+    def walk(command, path):
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                walk(sub, [*path, name])
+        else:
+            out.append((" ".join(path), [*path, *_minimal_args(command)]))
+
+    for entry in LOCAL_ONLY:
+        command = main
+        for name in entry.split():
+            command = command.commands[name]
+        walk(command, entry.split())
+    return out
+
+
+@pytest.mark.parametrize("name, argv", _local_only_commands(), ids=lambda v: v if isinstance(v, str) else "")
+def test_commands_without_an_api_refuse_client_mode(tmp_path, name, argv):
+    """``opencsbs --url ... --token T bank verify`` (or with OPENCSBS_URL/OPENCSBS_TOKEN) exited 0 and created a
+    local data dir and database: every command without an API refuses client mode in one line, exit 2."""
+    data = tmp_path / "data"
+    for prefix, env in ((["--url", "http://127.0.0.1:8911", "--token", "T"], {}),
+                        ([], {"OPENCSBS_URL": "http://127.0.0.1:8911", "OPENCSBS_TOKEN": "T"})):
+        args = ["--data-dir", str(data), *prefix, *argv]
+        if name in ("serve", "worker", "scheduler"):  # a process, so that running instead of refusing fails, not hangs
+            clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENCSBS_", "OS_"))}
+            done = subprocess.run([sys.executable, "-m", "opencsbs", *args], capture_output=True, text=True,
+                                  timeout=60, env={**clean, **env})
+            code, stdout, stderr = done.returncode, done.stdout, done.stderr
+        else:
+            result = CliRunner(env=env).invoke(main, args, prog_name="opencsbs")
+            code, stdout, stderr = result.exit_code, result.stdout, result.stderr
+        assert code == 2, (argv, stdout, stderr)
+        assert stderr == (f"Error: {name} has no API: it works on the service's own database and bank only; run it "
+                          "on the service's machine without --url/--os-cloud (OPENCSBS_URL, OS_CLOUD)\n")
+        assert stdout == "" and not data.exists()
+
+
+def test_docs_list_the_commands_without_an_api():
+    """docs/cli.md's list of the commands that refuse client mode is the code's (``remote.LOCAL_ONLY``)."""
+    import re
+    from pathlib import Path
+
+    from opencsbs.cli.remote import LOCAL_ONLY
+
+    text = " ".join((Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text().split())
+    listed = re.search(r"Commands without an API \((.*?)\) refuse client mode", text).group(1)
+    names = set()
+    for item in re.findall(r"`([^`]+)`", listed):
+        words = item.removesuffix(" ...").split()
+        names.update(" ".join([*words[:-1], last]) for last in words[-1].split("|"))
+    assert names == set(LOCAL_ONLY)
+
+
+def test_check_and_backup_show_through_the_api_say_what_local_mode_says(served):
+    """In client mode ``check nope`` exited 0 and ``backup show`` read ``project -``; a closed stdout printed
+    ``Error: BrokenPipeError``."""
+    url, token, local = served
+    item = ok(remote(url, token, "backup", WEB_1, "--project", "demo", "--wait")).stdout.strip().splitlines()[-1]
+
+    checked = remote(url, token, "check", WEB_1, "nope", "--project", "demo", "-f", "value", "-c", "server", "-c",
+                     "protectable")
+    assert checked.exit_code == 1
+    assert checked.stdout.splitlines() == [f"{WEB_1} yes", "nope no"]
+    assert checked.stderr == "Error: no such server: nope\n"
+    assert ok(remote(url, token, "check", WEB_1, "--project", "demo")).stderr == ""
+
+    shown = ok(remote(url, token, "backup", "show", item, "--project", "demo", "-f", "value", "-c", "project"))
+    assert shown.stdout == "demo\n"
+
+    env = {"OPENCSBS_URL": url, "OPENCSBS_TOKEN": token}
+    for args in (["backup", "list", "--project", "demo", "-f", "value", "-c", "id"],
+                 ["backup", "list", "--project", "demo"]):
+        result = closed_pipe_run(*args, env=env)
+        assert (result.returncode, result.stderr) == (0, ""), (args, result.stderr)

@@ -46,7 +46,7 @@ def test_lock_and_hold_commands(demo, runtime, settings):
     hold = json.loads(run("holds", "create", "--project", "demo", "--name", "case 7", "--tag", "case=c7"))
     assert hold["status"] == "active" and hold["tag"] == {"key": "case", "value": "c7"}
     assert "CSBS.9001" in run("holds", "create", "--project", "demo", "--name", "empty", ok=False)
-    assert "CSBS.9001" in run("holds", "create", "--project", "demo", "--name", "t", "--tag", "bad key", ok=False)
+    assert "CSBS.9001" in run("holds", "create", "--project", "demo", "--name", "t", "--tag", "bad key=x", ok=False)
     assert json.loads(run("locks", "check", "--project", "demo", item["id"]))["reason"] == "legal_hold"
     assert json.loads(run("holds", "release", "--project", "demo", hold["id"]))["status"] == "released"
     assert "CSBS.8107" in run("holds", "release", "--project", "demo", hold["id"], ok=False)

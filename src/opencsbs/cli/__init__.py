@@ -7,8 +7,8 @@ Every command takes ``--config FILE``, ``--data-dir DIR`` and ``--database-url U
 (also ``OPENCSBS_CONFIG``/``OPENCSBS_DATA_DIR``/``OPENCSBS_DATABASE_URL``).
 
 With ``--url``/``--token`` or ``--os-cloud`` the commands that have an API ask a running opencsbs over HTTP
-(:mod:`opencsbs.cli.remote`); the administration commands (``serve``, ``worker``, ``db``, ``bank``, ``token``,
-``sandbox``, ...) stay local.
+(:mod:`opencsbs.cli.remote`); the commands without an API (``remote.LOCAL_ONLY``: ``serve``, ``worker``, ``db``,
+``bank``, ``token create``, ``sandbox``, ...) refuse client mode in one line (exit 2).
 
 Errors are one line (``Error: ...``) with exit code 2 for usage and configuration mistakes and 1 for failures;
 ``--debug`` (or ``OPENCSBS_DEBUG=1``) shows the traceback instead. ``-h`` is ``--help`` everywhere.
@@ -23,6 +23,7 @@ from opencsbs.cli import verify as verify_cli
 from opencsbs.cli import workers as workers_cli
 from opencsbs.cli._common import Ctx, add_state_options
 from opencsbs.cli.errors import OneLineErrors, tidy_help
+from opencsbs.cli.remote import refuse_client_mode
 
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
@@ -50,14 +51,15 @@ def main(ctx: click.Context, config: str | None, data_dir: str | None, database_
 
 
 for _command in (serve.serve, serve.worker, serve.scheduler,
-                 records.with_subcommands(backup.backup, "create", records.backup_list, records.backup_show,
+                 records.with_subcommands(backup.backup, records.backup_list, records.backup_show,
                                           records.backup_delete),
-                 records.with_subcommands(restore.restore, "start", records.restore_list, records.restore_show),
+                 records.with_subcommands(restore.restore, records.restore_list, records.restore_show),
                  records.check, token.token, rules.rules, db.db, sandbox.sandbox, policy.policy, bank.bank,
                  locks.locks, locks.holds, replication.replication, verify_cli.verify, verify_cli.drill,
                  workers_cli.workers):
     main.add_command(_command)
 bank.bank.add_command(replication.rebuild_catalog)
+refuse_client_mode(main)
 add_state_options(main)
 tidy_help(main)
 

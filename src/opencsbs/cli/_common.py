@@ -22,6 +22,28 @@ class ConfigExit(click.ClickException):
     exit_code = 2
 
 
+class BadValue(ConfigExit):
+    """A bad value given to a command (e.g. a ``--file`` that is not JSON): one line, exit code 2."""
+
+
+class KeyValue(click.ParamType):
+    """An option's ``KEY=VALUE`` (``--tag case=c-42``, ``--param policy_id=...``) as the pair ``(KEY, VALUE)``; a
+    value without ``=`` or with an empty KEY is a usage error (exit 2) showing ``example``."""
+
+    name = "KEY=VALUE"
+
+    def __init__(self, example: str):
+        self.example = example
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        key, sep, rest = str(value).partition("=")
+        if not sep or not key:
+            self.fail(f"{value!r} is not KEY=VALUE (e.g. {self.example})", param, ctx)
+        return key, rest
+
+
 class Ctx:
     """Carries the options common to every command."""
 
@@ -90,14 +112,28 @@ pass_ctx = click.make_pass_decorator(Ctx)
 
 @contextlib.contextmanager
 def csbs_errors(explain: Callable[[CSBSError], list[str]] | None = None) -> Iterator[None]:
-    """Turn a use case's ``CSBSError`` into ``Error: CSBS.xxxx: message`` (exit 1), followed by one indented line
-    per fact ``explain(error)`` gives (what the wire text leaves out: the policy a server is bound to, why a server
-    is refused, ...)."""
+    """Turn a use case's ``CSBSError`` into the one line ``Error: CSBS.xxxx: message`` (exit 1) with the facts
+    ``explain(error)`` gives (what the wire text leaves out: the policy a server is bound to, why a server is
+    refused, ...) added to it by :func:`refusal_line`."""
     try:
         yield
     except CSBSError as exc:
-        lines = [f"{exc.error_code}: {exc.error_msg}"] + [f"  {line}" for line in (explain(exc) if explain else ())]
-        raise click.ClickException("\n".join(lines)) from exc
+        raise click.ClickException(refusal_line(exc, explain(exc) if explain else ())) from exc
+
+
+def refusal_line(exc: CSBSError, facts) -> str:
+    """``CSBS.xxxx: message`` and ``facts`` in one line: a fact that repeats the message (a server's own
+    refusal, ``"<id>: CSBS.xxxx: message ..."``) adds only what it says beyond it, other facts follow after
+    ``; ``."""
+    line = f"{exc.error_code}: {exc.error_msg}"
+    others = []
+    for fact in facts:
+        if line in fact:
+            beyond = fact.split(line, 1)[1].strip()
+            line = f"{line} {beyond}" if beyond else line
+        else:
+            others.append(fact)
+    return "; ".join([line, *others])
 
 
 def server_refusals(runtime, principal, project_id: str, server_ids) -> list[str]:
@@ -157,16 +193,47 @@ CLI_USER = "opencsbs-cli"
 RUNNING = (RestoreStatus.IN_PROGRESS, ItemStatus.PROTECTING, ItemStatus.WAITING_RESTORE, ItemStatus.RESTORING)
 
 
+class _DirectContext(click.Context):
+    """The context of a :class:`DefaultGroup`'s default subcommand: its command path is the group's
+    (``opencsbs backup``, not ``opencsbs backup now``), so its usage and errors name the command as it is typed."""
+
+    @property
+    def command_path(self) -> str:
+        return self.parent.command_path if self.parent is not None else super().command_path
+
+
 class DefaultGroup(click.Group):
-    """A command group whose first argument, when it names none of its subcommands, goes to the subcommand
-    ``default`` (``opencsbs backup SERVER`` and ``opencsbs backup cancel ITEM``)."""
+    """A command group whose first argument, when it names none of its subcommands, goes to the hidden subcommand
+    ``default`` (``opencsbs backup SERVER`` and ``opencsbs backup cancel ITEM``). Its help shows that direct form
+    first: its usage line and options, then the subcommands."""
 
     default = ""
 
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if (name or cmd.name) == self.default:
+            cmd.context_class = _DirectContext
+        super().add_command(cmd, name)
+
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
             args = [self.default, *args]
         return super().parse_args(ctx, args)
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """``opencsbs backup [OPTIONS] SERVER_ID`` and ``or: opencsbs backup COMMAND [ARGS]...``."""
+        direct = self.commands[self.default]
+        formatter.write_usage(ctx.command_path, " ".join(direct.collect_usage_pieces(ctx)))
+        formatter.write_usage(ctx.command_path, "COMMAND [ARGS]...", prefix="   or: ")
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The direct form's options (what ``opencsbs backup SERVER`` takes), then the subcommands."""
+        direct = self.commands[self.default]
+        rows = [row for param in direct.get_params(ctx)
+                if isinstance(param, click.Option) and (row := param.get_help_record(ctx))]
+        if rows:
+            with formatter.section("Options"):
+                formatter.write_dl(rows)
+        self.format_commands(ctx, formatter)
 
 
 class Interrupted(click.ClickException):

@@ -32,8 +32,8 @@ class BackupGroup(DefaultGroup):
 
 @click.group(cls=BackupGroup)
 def backup() -> None:
-    """Back up a server now (``opencsbs backup SERVER [--wait]``), or cancel a running backup
-    (``opencsbs backup cancel CHECKPOINT_ITEM``)."""
+    """Back up a server now (``opencsbs backup SERVER [--wait]``: the options below), or list, show, delete and
+    cancel backups (the commands below)."""
 
 
 @backup.command("now", hidden=True)

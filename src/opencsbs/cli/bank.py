@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from opencsbs.cli._common import Ctx, pass_ctx
+from opencsbs.cli._common import ConfigExit, Ctx, pass_ctx
 from opencsbs.cli.output import Column, chosen_format, emit, human_bytes, human_duration, human_time, output_options
 
 
@@ -18,14 +18,14 @@ def bank() -> None:
 
 
 def _open_bank_or_exit(ctx: Ctx):
+    """The bank of the settings; one that cannot be opened exits 1 with its reason (``Error: ...`` on stderr)."""
     from opencsbs.bank import BankError, open_bank
 
     settings = ctx.settings()
     try:
         return open_bank(settings)
     except BankError as exc:
-        click.echo(f"error: {exc}", err=False)
-        sys.exit(1)
+        raise click.ClickException(str(exc)) from exc
 
 
 def _affected_backups(ctx: Ctx, index_names: list[str]) -> list[dict]:
@@ -146,8 +146,7 @@ def bank_retain(ctx: Ctx, project_id: str | None, as_json: bool) -> None:
     finally:
         runtime.close()
     if not report.enforced:
-        click.echo(f"error: the bank {location} does not enforce retention (bank.s3_object_lock is off)")
-        sys.exit(2)
+        raise ConfigExit(f"the bank {location} does not enforce retention (bank.s3_object_lock is off)")
     if as_json:
         click.echo(json.dumps(asdict(report), indent=2))
     else:

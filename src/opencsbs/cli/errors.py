@@ -1,7 +1,8 @@
 """Every error of the ``opencsbs`` command in one line: the root group (:class:`OneLineErrors`) turns what a
 command lets escape (a database it cannot reach, an invalid inventory, any other exception) into
 ``Error: <what>: <why>`` with exit code 2 for configuration mistakes and 1 for failures; ``--debug`` re-raises it
-so Python prints the traceback. :func:`tidy_help` keeps reStructuredText markup out of ``--help``."""
+so Python prints the traceback; a reader that stops reading (``| head -1``) ends the command quietly (exit 0).
+:func:`tidy_help` keeps reStructuredText markup out of ``--help``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,16 @@ from opencsbs.cli._common import ConfigExit
 
 
 class OneLineErrors(click.Group):
-    """A click group whose commands never print a traceback unless ``--debug`` (``ctx.obj.debug``) is on."""
+    """A click group whose commands never print a traceback unless ``--debug`` (``ctx.obj.debug``) is on, and
+    end quietly with exit code 0 when the reader of their output goes away (``opencsbs backup list | head -1``)."""
+
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except BrokenPipeError as exc:  # the reader of ``opencsbs -h`` went away
+            if not output_closed(exc):
+                raise
+            raise reader_gone() from None
 
     def invoke(self, ctx: click.Context):
         try:
@@ -19,9 +29,39 @@ class OneLineErrors(click.Group):
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:  # noqa: BLE001 - the one place where every other error becomes one line
+            if isinstance(exc, BrokenPipeError) and output_closed(exc):
+                raise reader_gone() from None
             if getattr(ctx.obj, "debug", False):
                 raise
             raise one_line(exc, ctx.obj) from exc
+
+
+def output_closed(exc: BrokenPipeError) -> bool:
+    """Whether ``exc`` came from printing (``click.echo``: the reader of stdout or stderr went away) rather than
+    from a pipe or socket the command itself writes to (a failure to report)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is click.utils.echo.__code__:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def reader_gone() -> click.exceptions.Exit:
+    """The quiet end (exit code 0, no message) of a command whose reader stopped reading: stdout now goes to
+    ``/dev/null``, so that the interpreter's final flush of what is still buffered does not fail (the Python
+    docs' advice on SIGPIPE)."""
+    import os
+    import sys
+
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (e.g. click's test runner): nothing to flush
+        return click.exceptions.Exit(0)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+    return click.exceptions.Exit(0)
 
 
 def one_line(exc: Exception, state) -> click.ClickException:

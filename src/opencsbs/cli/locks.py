@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import click
 
-from opencsbs.cli._common import CLI_USER, Ctx, csbs_errors, echo_json
+from opencsbs.cli._common import CLI_USER, Ctx, KeyValue, csbs_errors, echo_json
 from opencsbs.cli.remote import remote_of
 
 
@@ -186,7 +186,8 @@ def holds_show(project, hold_id) -> None:
 @click.option("--name", required=True)
 @click.option("--reason", default="")
 @click.option("--backup", "item_ids", multiple=True, help="checkpoint_item id (repeatable)")
-@click.option("--tag", default=None, help="KEY=VALUE: backups carrying this tag")
+@click.option("--tag", type=KeyValue("case=c-42"), default=None,
+              help="KEY=VALUE: backups carrying this tag (--tag case=c-42)")
 @click.option("--policy", "policy_id", default=None, help="backups of this policy")
 @click.option("--created-after", default=None, help="backups created at or after (UTC, ISO 8601)")
 @click.option("--created-before", default=None, help="backups created at or before (UTC, ISO 8601)")
@@ -194,9 +195,7 @@ def holds_create(project, name, reason, item_ids, tag, policy_id, created_after,
     """Place a hold on the backups matching every given criterion; prints it."""
     from opencsbs.service import locks as svc
 
-    key = value = None
-    if tag is not None:
-        key, _, value = tag.partition("=")
+    key, value = tag if tag is not None else (None, None)
     sel = svc.HoldSelector(checkpoint_item_ids=list(item_ids) or None, tag_key=key, tag_value=value,
                            policy_id=policy_id, created_after=created_after, created_before=created_before)
     body = _given(name=name, reason=reason, checkpoint_item_ids=list(item_ids) or None,

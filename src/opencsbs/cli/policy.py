@@ -6,7 +6,7 @@ import json
 
 import click
 
-from opencsbs.cli._common import CLI_USER, Ctx, csbs_errors, pass_ctx, server_refusals
+from opencsbs.cli._common import CLI_USER, BadValue, Ctx, csbs_errors, pass_ctx, server_refusals
 from opencsbs.cli.output import Column, chosen_format, emit, human_time, output_options
 from opencsbs.cli.remote import remote_of
 
@@ -121,15 +121,22 @@ def _body_servers(raw: dict) -> list[str]:
 
 
 def _load_body(file) -> dict:
+    """The ``{"policy": {...}}`` body of ``--file`` (the file may hold the policy itself). A file that is not JSON is
+    a bad value (one line naming it, exit 2); JSON that is no object is refused as the API refuses a body (exit
+    1)."""
     try:
         data = json.load(file)
     except ValueError as exc:
-        raise click.ClickException(f"{file.name}: not JSON ({exc})") from exc
+        raise BadValue(f"--file {file.name}: not JSON ({exc})") from exc
     body = data if isinstance(data, dict) and "policy" in data else {"policy": data}
     if not isinstance(body["policy"], dict):
-        raise click.ClickException(f'{file.name}: must be a JSON object ({{"policy": {{...}}}} or the policy itself)')
+        raise click.ClickException(f'--file {file.name}: must be a JSON object ({{"policy": {{...}}}} or the policy '
+                                   'itself)')
     return body
 
+
+#: ``max_backups``/``retention_duration_days``: -1 (no limit) or 0..99999, as the API takes them (wire ``Limit``)
+RETENTION_LIMIT = click.IntRange(-1, 99999)
 
 DAILY_2AM = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nRRULE:FREQ=DAILY;BYHOUR=2;BYMINUTE=0\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
 
@@ -142,8 +149,10 @@ DAILY_2AM = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nRRULE:FREQ=DAILY;BYHOUR=2;BYMINU
 @click.option("--description", default="")
 @click.option("--server", "servers", multiple=True, help="server id to bind (repeatable)")
 @click.option("--pattern", default=DAILY_2AM, show_default="daily at 02:00 UTC", help="iCalendar VEVENT with RRULE")
-@click.option("--max-backups", type=int, default=None)
-@click.option("--retention-days", type=int, default=None)
+@click.option("--max-backups", type=RETENTION_LIMIT, default=None,
+              help="keep the N newest automatic backups (-1: no limit)")
+@click.option("--retention-days", type=RETENTION_LIMIT, default=None,
+              help="keep automatic backups D days (-1: no limit)")
 @click.option("--disabled", is_flag=True, help="create with automatic scheduling off")
 @output_options
 @pass_ctx

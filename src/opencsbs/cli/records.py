@@ -2,10 +2,11 @@
 ``check SERVER...`` (the API's check_protectable), with ``-f table|json|value`` (:mod:`opencsbs.cli.output`).
 
 ``backup`` and ``restore`` stay the commands they were (``opencsbs backup SERVER``, ``opencsbs restore ITEM``):
-:func:`with_subcommands` makes each a group whose first argument, when it names no subcommand, goes to the
-original command. The command line acts as the machine's operator, across projects unless ``--project`` says
-which (the same use cases as the API's ``GET /v1/{project_id}/checkpoint_items``, ``DELETE .../checkpoints/{id}``
-and ``POST .../providers/{provider_id}/resources/action``).
+each is a group whose first argument, when it names no subcommand, goes to that direct form
+(:class:`~opencsbs.cli._common.DefaultGroup`); :func:`with_subcommands` adds these subcommands to it. The command
+line acts as the machine's operator, across projects unless ``--project`` says which (the same use cases as the
+API's ``GET /v1/{project_id}/checkpoint_items``, ``DELETE .../checkpoints/{id}`` and
+``POST .../providers/{provider_id}/resources/action``).
 """
 
 from __future__ import annotations
@@ -13,54 +14,16 @@ from __future__ import annotations
 import click
 
 from opencsbs.cli._common import CLI_USER, Ctx, csbs_errors, pass_ctx
-from opencsbs.cli.remote import local_only, remote_of
+from opencsbs.cli.remote import remote_of
 from opencsbs.cli.output import Column, chosen_format, emit, human_bytes, human_rate, human_time, output_options
 
 MIB = 1024 * 1024
 GIB = 1024**3
 
 
-class _FirstArgumentGroup(click.Group):
-    """A group whose first argument, when it names none of its subcommands (or is an option), goes to the
-    subcommand ``default_name``: ``opencsbs backup SERVER --wait`` keeps meaning ``opencsbs backup run ...``."""
-
-    default_name = ""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
-            args = [self.default_name, *args]
-        return super().parse_args(ctx, args)
-
-    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        default = self.commands[self.default_name]
-        pieces = default.collect_usage_pieces(ctx)
-        formatter.write_usage(ctx.command_path, " ".join(pieces))
-        formatter.write_usage(ctx.command_path, "COMMAND [ARGS]...", prefix="   or: ")
-
-    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        """The default command's options (what ``opencsbs backup SERVER`` takes), then the subcommands."""
-        default = self.commands[self.default_name]
-        rows = [row for param in default.get_params(ctx)
-                if isinstance(param, click.Option) and (row := param.get_help_record(ctx))]
-        if rows:
-            with formatter.section("Options"):
-                formatter.write_dl(rows)
-        self.format_commands(ctx, formatter)
-
-
-def with_subcommands(command: click.Command, default_name: str, *subcommands: click.Command) -> click.Group:
-    """``command`` as a group: its own behaviour under ``default_name`` (and for a first argument naming no
-    subcommand), plus ``subcommands``. A command that is already a group gets the subcommands added."""
-    if isinstance(command, click.Group):
-        for sub in subcommands:
-            command.add_command(sub)
-        return command
-    group = _FirstArgumentGroup(name=command.name, help=command.help, short_help=command.short_help,
-                                context_settings=command.context_settings)
-    group.default_name = default_name
-    command.name = default_name
-    command.hidden = True
-    group.add_command(command)
+def with_subcommands(group: click.Group, *subcommands: click.Command) -> click.Group:
+    """``group`` (``backup`` or ``restore``: a :class:`~opencsbs.cli._common.DefaultGroup` whose first argument,
+    when it names no subcommand, goes to its direct form) with ``subcommands`` added."""
     for sub in subcommands:
         group.add_command(sub)
     return group
@@ -281,7 +244,6 @@ def restore_list(ctx: Ctx, project, checkpoint_item_id, server, status, limit, f
     """List restores, newest first (local mode only: the CSBS API has no list of restores)."""
     from opencsbs.service import restores
 
-    local_only(ctx, "restore list")
     runtime = _runtime(ctx)
     try:
         with csbs_errors():
@@ -348,6 +310,7 @@ def check(ctx: Ctx, server_ids, project, fmt, as_json, columns) -> None:
     """Whether each server can be backed up now (the API's check_protectable), with the reason when not and the
     policy it is bound to. Exits 1 when a server does not exist."""
     from opencsbs.auth.base import Principal
+    from opencsbs.core import codes
     from opencsbs.service import protectable
     from opencsbs.service.servers import find_server
 
@@ -355,9 +318,11 @@ def check(ctx: Ctx, server_ids, project, fmt, as_json, columns) -> None:
     if remote is not None:
         with remote:
             verdicts = remote.check(list(dict.fromkeys(server_ids)))
+        # check_protectable answers neither the servers' names nor their policy's: those cells read "-"
         rows = [{**v, "name": None, "project_id": remote.project, "policy_id": None, "policy_name": None,
                  "error_code": v.get("error_code"), "error_msg": v.get("error_msg")} for v in verdicts]
-        return emit(rows, CHECK_COLUMNS, chosen_format(fmt, as_json), columns)
+        missing = [v["resource_id"] for v in verdicts if v.get("error_code") == codes.SERVER_NOT_FOUND.code]
+        return _emit_checks(rows, missing, fmt, as_json, columns)
     runtime = _runtime(ctx)
     rows: list[dict] = []
     missing = []
@@ -390,6 +355,11 @@ def check(ctx: Ctx, server_ids, project, fmt, as_json, columns) -> None:
                          "policy_name": state.policy_name if state else None})
     finally:
         runtime.close()
+    _emit_checks(rows, missing, fmt, as_json, columns)
+
+
+def _emit_checks(rows: list[dict], missing: list[str], fmt, as_json, columns) -> None:
+    """Print the verdicts ``rows``; exit 1 naming the ``missing`` servers (those that do not exist), if any."""
     emit(rows, CHECK_COLUMNS, chosen_format(fmt, as_json), columns)
     if missing:
         raise click.ClickException(f"no such server: {', '.join(missing)}")

@@ -17,12 +17,13 @@ with ``cannot log in with cloud '<name>': <why>``; a missing token, project or c
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
 import click
 
-from opencsbs.cli._common import ConfigExit
+from opencsbs.cli._common import ConfigExit, Ctx
 
 #: the default CSBS provider id (``settings.provider_id``): asked for only when the service does not list one
 DEFAULT_PROVIDER = "fc4d5750-22e7-4798-8a46-f48f62c4c1da"
@@ -130,10 +131,15 @@ class Remote:
     # --- the calls the commands make --------------------------------------------------------------------
 
     def backups(self, params: dict[str, Any]) -> list[dict]:
-        return [with_sizes(b) for b in self.v1("GET", "/checkpoint_items", params=params)["checkpoint_items"]]
+        return [self._backup_body(b) for b in self.v1("GET", "/checkpoint_items", params=params)["checkpoint_items"]]
 
     def backup(self, item_id: str) -> dict:
-        return with_sizes(self.v1("GET", f"/checkpoint_items/{item_id}")["checkpoint_item"])
+        return self._backup_body(self.v1("GET", f"/checkpoint_items/{item_id}")["checkpoint_item"])
+
+    def _backup_body(self, body: dict) -> dict:
+        """A backup the API answered (:func:`with_sizes`) with the ``project_id`` the local commands show: the
+        project of the route that answered it."""
+        return {"project_id": self.project, **with_sizes(body)}
 
     def protect(self, server_id: str, protect: dict) -> dict:
         """Start a backup of ``server_id``; returns its checkpoint_item (the checkpoint holds one)."""
@@ -240,5 +246,41 @@ def remote_of(ctx, project: str | None) -> Remote | None:
 def local_only(ctx, what: str) -> None:
     """Refuse a command that has no API (``what``) in client mode: exit 2 naming it."""
     if getattr(ctx, "url", None) or getattr(ctx, "os_cloud", None):
-        raise ConfigExit(f"{what} works on the service's own database only (no API): run it without "
-                         "--url/--os-cloud on the service's machine")
+        raise ConfigExit(f"{what} has no API: it works on the service's own database and bank only; run it on "
+                         "the service's machine without --url/--os-cloud (OPENCSBS_URL, OS_CLOUD)")
+
+
+#: the commands without an API (a group: every command in it), as docs/cli.md lists them: in client mode they
+#: refuse in one line (exit 2) rather than open a local database or bank (:func:`refuse_client_mode`)
+LOCAL_ONLY = ("serve", "worker", "scheduler", "workers", "db", "bank", "sandbox", "rules", "token create",
+              "token list", "token revoke", "replication rule", "replication run", "restore list")
+
+
+def refuse_client_mode(root: click.Group, paths=LOCAL_ONLY) -> None:
+    """Make each command of ``paths`` under ``root`` (``"bank"``: every command of the group) call
+    :func:`local_only` before it runs, so that with ``--url``/``--os-cloud`` it exits 2 naming itself."""
+    for path in paths:
+        command: click.Command = root
+        for name in path.split():
+            command = command.commands[name]  # type: ignore[attr-defined]
+        for leaf_path, leaf in _leaves(command, path):
+            leaf.callback = _refusing(leaf.callback, leaf_path)
+
+
+def _leaves(command: click.Command, path: str):
+    """``(path, command)`` of ``command`` and, for a group, of every command below it."""
+    if not isinstance(command, click.Group):
+        yield path, command
+        return
+    for name, sub in command.commands.items():
+        yield from _leaves(sub, f"{path} {name}")
+
+
+def _refusing(callback, what: str):
+    """``callback`` preceded by :func:`local_only` on the command line's state (``what``: the command's name)."""
+    @functools.wraps(callback)
+    def refusing(*args, **kwargs):
+        local_only(click.get_current_context().find_object(Ctx), what)
+        return callback(*args, **kwargs)
+
+    return refusing

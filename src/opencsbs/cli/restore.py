@@ -26,8 +26,8 @@ class RestoreGroup(DefaultGroup):
 
 @click.group(cls=RestoreGroup)
 def restore() -> None:
-    """Restore a backup (``opencsbs restore CHECKPOINT_ITEM [--target SERVER]``), or cancel a running restore
-    (``opencsbs restore cancel RESTORE``)."""
+    """Restore a backup (``opencsbs restore CHECKPOINT_ITEM [--target SERVER] [--no-wait] [--no-power-on]``: the
+    options below), or list, show and cancel restores (the commands below)."""
 
 
 def _reason(reasons: dict | None) -> str:

@@ -11,7 +11,6 @@ import click
 
 from opencsbs.cli._common import Ctx, config_option, database_location, pass_ctx
 from opencsbs.cli.output import Column, chosen_format, emit, human_time, output_options
-from opencsbs.cli.remote import local_only
 
 
 def parse_expiry(value: str | None, now: datetime) -> datetime | None:
@@ -82,7 +81,6 @@ def token_create(ctx: Ctx, project: str | None, role: str, cloud_admin: bool, us
     from opencsbs.core.timeutil import utcnow
     from opencsbs.service.tokens import create_local_token
 
-    local_only(ctx, "token create")
     expires_at = parse_expiry(expires, utcnow())
     if not cloud_admin and not project:
         raise click.UsageError("--project is required (or --cloud-admin for a token of every project)")
@@ -122,7 +120,6 @@ def token_list(ctx: Ctx, project, include_inactive, fmt, as_json, columns) -> No
     """List local tokens (their ids, never their values: only digests are stored)."""
     from opencsbs.service.tokens import list_local_tokens
 
-    local_only(ctx, "token list")
     runtime = ctx.runtime()
     try:
         rows = list_local_tokens(runtime, project, include_inactive=include_inactive)
@@ -138,7 +135,6 @@ def token_revoke(ctx: Ctx, token_ids) -> None:
     """Revoke tokens by id (opencsbs token list shows them): the API refuses them from the next request on."""
     from opencsbs.service.tokens import revoke_local_token
 
-    local_only(ctx, "token revoke")
     runtime = ctx.runtime()
     try:
         for token_id in token_ids:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import click
 
-from opencsbs.cli._common import CLI_USER, Ctx, csbs_errors, echo_json, follow
+from opencsbs.cli._common import CLI_USER, Ctx, KeyValue, csbs_errors, echo_json, follow
 from opencsbs.cli.remote import remote_of
 
 PROJECT = click.option("--project", required=True, help="project id")
@@ -145,15 +145,14 @@ def verify_backups(project, result, server_id) -> None:
 @click.option("--kind", type=click.Choice(["verify", "drill"]), required=True)
 @click.option("--pattern", required=True, help="an RRULE, as a policy's (BEGIN:VCALENDAR...)")
 @click.option("--start-time", default=None, help="UTC, default now")
-@click.option("--param", "params", multiple=True,
+@click.option("--param", "params", type=KeyValue("outdated_after_days=7"), multiple=True,
               help="NAME=VALUE: verify policy_id, outdated_after_days; drill choice (latest|random), server_id")
 def verify_schedule(project, kind, pattern, start_time, params) -> None:
     """Schedule verify runs or drills of the project."""
     from opencsbs.service import verify as svc
 
     parameters: dict[str, Any] = {}
-    for p in params:
-        name, _, value = p.partition("=")
+    for name, value in params:
         parameters[name] = int(value) if name == "outdated_after_days" and value.isdigit() else value
     echo_json(_call(project, lambda rt, pr: svc.create_schedule(rt, pr, project, kind, pattern, start_time,
                                                                 parameters),
