@@ -95,13 +95,15 @@ def verify_run(project, item_ids, policy_id, outdated_after_days, wait) -> None:
 
 @verify.command("list")
 @PROJECT
+@click.option("--marker", default=None, help="runs after this run id (the previous page's last)")
 @click.option("--limit", type=click.IntRange(1, 1000), default=None)
-def verify_list(project, limit) -> None:
+def verify_list(project, marker, limit) -> None:
     """The project's verify runs, newest first."""
     from opencsbs.service import verify as svc
 
-    echo_json(_call(project, lambda rt, p: svc.list_verify_runs(rt, project, limit),
-                     api=lambda r: r.ext("GET", "/verify_runs", params={"limit": limit})["verify_runs"]))
+    echo_json(_call(project, lambda rt, p: svc.list_verify_runs(rt, project, limit, marker),
+                     api=lambda r: r.ext("GET", "/verify_runs",
+                                         params={"marker": marker, "limit": limit})["verify_runs"]))
 
 
 @verify.command("show")
@@ -217,14 +219,16 @@ def drill_run(project, choice, item_id, server_id, wait) -> None:
 @PROJECT
 @click.option("--server", "server_id", default=None)
 @click.option("--backup", "item_id", default=None)
+@click.option("--marker", default=None, help="drills after this drill id (the previous page's last)")
 @click.option("--limit", type=click.IntRange(1, 1000), default=None)
-def drill_list(project, server_id, item_id, limit) -> None:
+def drill_list(project, server_id, item_id, marker, limit) -> None:
     """The project's drills, newest first."""
     from opencsbs.service import verify as svc
 
-    echo_json(_call(project, lambda rt, p: svc.list_drills(rt, project, server_id, item_id, limit),
+    echo_json(_call(project, lambda rt, p: svc.list_drills(rt, project, server_id, item_id, limit, marker),
                      api=lambda r: r.ext("GET", "/drills", params={
-                         "server_id": server_id, "checkpoint_item_id": item_id, "limit": limit})["drills"]))
+                         "server_id": server_id, "checkpoint_item_id": item_id, "marker": marker,
+                         "limit": limit})["drills"]))
 
 
 @drill.command("show")

@@ -53,8 +53,9 @@ def parse_sort(text: str | None, keys: Sequence[str], default: Sequence[tuple[st
 def page_anchor(row: T | None, marker: object) -> T:
     """The row (or entry) ``marker`` names, found by the caller in the list's own scope (the URL's project, the
     list's filters); ``None`` there is an unknown marker: 400 CSBS.9001 ``Invalid request parameters: marker <m>
-    not found``. Every marker-paged list (checkpoint_items, policies, providers, servers, lock_audit) refuses an
-    unknown marker through this one function (docs/errors.md), rather than answering an empty or a first page."""
+    not found``. Every marker-paged list (checkpoint_items, policies, providers, servers, lock_audit, verify_runs,
+    drills) refuses an unknown marker through this one function (docs/errors.md), rather than answering an empty
+    or a first page."""
     if row is None:
         raise invalid(f"marker {marker} not found")
     return row

@@ -18,13 +18,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import literal, select, tuple_
 from sqlalchemy.orm import Session
 
 from opencsbs.auth.base import Principal
 from opencsbs.core import codes
 from opencsbs.core.errors import CSBSError, invalid
 from opencsbs.core.lifecycle import ItemStatus
+from opencsbs.core.listing import page_anchor
 from opencsbs.core.schedule import parse_pattern
 from opencsbs.core.timeutil import parse_wire_ts, utcnow, wire_ts
 from opencsbs.db.base import transaction
@@ -180,11 +181,28 @@ def start_verify(runtime: Runtime, principal: Principal, project_id: str, *,
     return out
 
 
-def list_verify_runs(runtime: Runtime, project_id: str, limit: int | None = None) -> list[dict[str, Any]]:
-    """The project's verify runs, newest first, at most ``limit`` (default 100)."""
+def _before(model: type[VerifyRun] | type[Drill], anchor: VerifyRun | Drill):
+    """"Sorts after ``anchor``" in the lists' order ``created_at, id`` both descending: one row-value comparison
+    ``(created_at, id) < (:created_at, :id)`` (the keyset, as for checkpoint_items; no OFFSET)."""
+    return (tuple_(model.created_at, model.id)
+            < tuple_(literal(anchor.created_at, model.created_at.type), literal(anchor.id, model.id.type)))
+
+
+def list_verify_runs(runtime: Runtime, project_id: str, limit: int | None = None,
+                     marker: str | None = None) -> list[dict[str, Any]]:
+    """The project's verify runs, newest first (``created_at``, then ``id``, both descending), after run id
+    ``marker``, at most ``limit`` (default 100). 400 CSBS.9001 for a marker that is not one of the project's
+    runs (:func:`~opencsbs.core.listing.page_anchor`)."""
     with runtime.sessions() as session:
-        rows = session.scalars(select(VerifyRun).where(VerifyRun.project_id == project_id)
-                               .order_by(VerifyRun.created_at.desc(), VerifyRun.id).limit(limit or DEFAULT_LIMIT))
+        scope = [VerifyRun.project_id == project_id]
+        conds = list(scope)
+        if marker is not None:
+            anchor = page_anchor(session.scalars(select(VerifyRun).where(VerifyRun.id == marker, *scope)).first(),
+                                 marker)
+            conds.append(_before(VerifyRun, anchor))
+        rows = session.scalars(select(VerifyRun).where(*conds)
+                               .order_by(VerifyRun.created_at.desc(), VerifyRun.id.desc())
+                               .limit(limit or DEFAULT_LIMIT))
         return [run_to_wire(r) for r in rows]
 
 
@@ -285,15 +303,23 @@ def start_drill(runtime: Runtime, principal: Principal, project_id: str, choice:
 
 
 def list_drills(runtime: Runtime, project_id: str, server_id: str | None = None,
-                checkpoint_item_id: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-    """The project's drills, newest first (filters: server, backup), at most ``limit`` (default 100)."""
+                checkpoint_item_id: str | None = None, limit: int | None = None,
+                marker: str | None = None) -> list[dict[str, Any]]:
+    """The project's drills, newest first (``created_at``, then ``id``, both descending; filters: server,
+    backup), after drill id ``marker``, at most ``limit`` (default 100). 400 CSBS.9001 for a marker that is not
+    one of the drills the list's project and filters select (:func:`~opencsbs.core.listing.page_anchor`)."""
     with runtime.sessions() as session:
-        query = select(Drill).where(Drill.project_id == project_id)
+        scope = [Drill.project_id == project_id]
         if server_id:
-            query = query.where(Drill.resource_id == server_id)
+            scope.append(Drill.resource_id == server_id)
         if checkpoint_item_id:
-            query = query.where(Drill.checkpoint_item_id == checkpoint_item_id)
-        rows = session.scalars(query.order_by(Drill.created_at.desc(), Drill.id).limit(limit or DEFAULT_LIMIT))
+            scope.append(Drill.checkpoint_item_id == checkpoint_item_id)
+        conds = list(scope)
+        if marker is not None:
+            anchor = page_anchor(session.scalars(select(Drill).where(Drill.id == marker, *scope)).first(), marker)
+            conds.append(_before(Drill, anchor))
+        rows = session.scalars(select(Drill).where(*conds).order_by(Drill.created_at.desc(), Drill.id.desc())
+                               .limit(limit or DEFAULT_LIMIT))
         return [drill_to_wire(r) for r in rows]
 
 

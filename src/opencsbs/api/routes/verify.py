@@ -2,7 +2,7 @@
 (no CSBS route or body changes; a damaged backup's CSBS status reads ``error``; docs/verify.md).
 
 - ``GET|POST /verify_runs``, ``GET /verify_runs/{run_id}``: rules ``csbs:verify:read`` / ``csbs:verify:write``;
-- ``GET|POST /drills``, ``GET /drills/{drill_id}``: same rules;
+- ``GET|POST /drills``, ``GET /drills/{drill_id}``: same rules; both lists ``marker``/``limit`` paged;
 - ``GET /verifications``, ``GET /checkpoint_items/{checkpoint_item_id}/verification``: per-backup records;
 - ``GET|POST /check_schedules``, ``DELETE /check_schedules/{schedule_id}``: verify and drill schedules.
 """
@@ -180,10 +180,13 @@ class ScheduleList(BaseModel):
 
 @router.get("/opencsbs/v1/{project_id}/verify_runs", response_model=VerifyRunList,
             summary="List verify runs (extension)")
-def list_verify_runs(limit: int | None = Query(None, ge=1, le=1000),
+def list_verify_runs(marker: str | None = Query(None, max_length=64,
+                                                description="the id of the previous page's last run"),
+                     limit: int | None = Query(None, ge=1, le=1000),
                      caller: Caller = Depends(require("csbs:verify:read"))) -> dict:
-    """The project's verify runs, newest first (at most ``limit``, default 100)."""
-    return {"verify_runs": verify.list_verify_runs(caller.runtime, caller.project_id, limit)}
+    """The project's verify runs, newest first, after run id ``marker``, at most ``limit`` (default 100); 400
+    CSBS.9001 for a marker that is not one of the project's runs."""
+    return {"verify_runs": verify.list_verify_runs(caller.runtime, caller.project_id, limit, marker)}
 
 
 @router.post("/opencsbs/v1/{project_id}/verify_runs", response_model=VerifyRunEnvelope,
@@ -213,10 +216,15 @@ def show_verify_run(run_id: str = Path(..., max_length=64),
 @router.get("/opencsbs/v1/{project_id}/drills", response_model=DrillList, summary="List restore drills (extension)")
 def list_drills(server_id: str | None = Query(None, max_length=64),
                 checkpoint_item_id: str | None = Query(None, max_length=64),
+                marker: str | None = Query(None, max_length=64,
+                                           description="the id of the previous page's last drill"),
                 limit: int | None = Query(None, ge=1, le=1000),
                 caller: Caller = Depends(require("csbs:verify:read"))) -> dict:
-    """The project's drills, newest first (filters: ``server_id``, ``checkpoint_item_id``)."""
-    return {"drills": verify.list_drills(caller.runtime, caller.project_id, server_id, checkpoint_item_id, limit)}
+    """The project's drills, newest first (filters: ``server_id``, ``checkpoint_item_id``), after drill id
+    ``marker``, at most ``limit`` (default 100); 400 CSBS.9001 for a marker that is not one of the drills the
+    project and the filters select."""
+    return {"drills": verify.list_drills(caller.runtime, caller.project_id, server_id, checkpoint_item_id, limit,
+                                         marker)}
 
 
 @router.post("/opencsbs/v1/{project_id}/drills", response_model=DrillEnvelope,
