@@ -7,6 +7,12 @@
 #   scripts/test.sh -k protectable  # extra arguments go to pytest
 #   OPENCSBS_TEST_SERVICES="s3" scripts/test.sh   # start only some components (others' tests skip, outside CI)
 #   OPENCSBS_TEST_DBS="sqlite" scripts/test.sh    # one database only
+#   OPENCSBS_TEST_PORTS=fixed scripts/test.sh     # the components' fixed ports (S3 :8333, Keystone :35357, ...)
+#
+# Every component this command starts listens on free ports, chosen once per checkout and kept under
+# $OPENCSBS_WORK (OPENCSBS_TEST_PORTS=auto, the default; a component's own variable, such as
+# OPENCSBS_KEYSTONE_PORT=35357, still wins), and libvirt and OpenStack's libvirtd are this checkout's own: two
+# checkouts (two OPENCSBS_WORK, the default being each checkout's .work) run their suites at once.
 #
 # Under CI (CI set) a component that fails to start fails the run; elsewhere its tests skip with the reason.
 set -euo pipefail
@@ -15,6 +21,16 @@ ROOT=$PWD
 export OPENCSBS_WORK=${OPENCSBS_WORK:-$ROOT/.work}
 mkdir -p "$OPENCSBS_WORK/env" "$OPENCSBS_WORK/logs"
 rm -f "$OPENCSBS_WORK"/env/*.env
+
+case "${OPENCSBS_TEST_PORTS:-auto}" in
+  auto)
+    for v in OPENCSBS_TEST_S3_PORT OPENCSBS_KEYSTONE_PORT OPENCSBS_TEST_KEYSTONE_CSBS_PORT OPENCSBS_CEPH_MON_PORT \
+             OPENCSBS_CEPH_MON_PORT2 OPENCSBS_RGW_PORT OPENCSBS_OPENSTACK_PORTS; do
+      export "$v=${!v:-auto}"
+    done ;;
+  fixed) ;;
+  *) echo "OPENCSBS_TEST_PORTS: '$OPENCSBS_TEST_PORTS' is neither auto nor fixed" >&2; exit 2 ;;
+esac
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

@@ -30,7 +30,8 @@ ENV_FILE=$WORK/env/ceph.env
 PORT_MIN=6800 PORT_MAX=6899 PG_NUM=16 OSD_SIZE=10G
 RGW_PG_NUM=8 RGW_USER=opencsbs
 PORTS_FILE=$W/ports
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# shellcheck source=scripts/services/lib/ports.sh
+. "$HERE/lib/ports.sh"
 choose_ports() {  # MON_PORT, MON_PORT2, RGW_PORT: this cluster's (made with them), else from the variables
   if [ -f "$PORTS_FILE" ]; then . "$PORTS_FILE"; return 0; fi
   read -r MON_PORT MON_PORT2 RGW_PORT <<<"${OPENCSBS_CEPH_MON_PORT:-6789} ${OPENCSBS_CEPH_MON_PORT2:-3300} ${OPENCSBS_RGW_PORT:-7481}"

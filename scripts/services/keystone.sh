@@ -20,7 +20,8 @@ ROOT=$(cd "$HERE/../.." && pwd)
 WORK=${OPENCSBS_WORK:-$ROOT/.work}
 D=$WORK/keystone
 PORTS_FILE=$D/ports
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# shellcheck source=scripts/services/lib/ports.sh
+. "$HERE/lib/ports.sh"
 choose_ports() {  # PORT, CSBS_PORT and URL, from the variables or this checkout's earlier choice
   local want="${OPENCSBS_KEYSTONE_PORT:-35357} ${OPENCSBS_TEST_KEYSTONE_CSBS_PORT:-35399}"
   if [ -f "$PORTS_FILE" ] && [ "$(head -1 "$PORTS_FILE")" = "want=$want" ]; then

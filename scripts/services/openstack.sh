@@ -4,7 +4,13 @@
 #   (ci-host in AZ "az1", ci-host-2 in AZ "az-nobackup"), Cinder 29 (:8776) with Cinder's fake volume driver,
 #   read-only Neutron and Glance stand-ins (:9696, :9292) and Ironic (:6385, fake-hardware) when its venv installed.
 #   Databases: a throw-away PostgreSQL cluster on :55432 (fsync off). Messaging: the machine's RabbitMQ on :5672
-#   (guest/guest) when it answers, else one started here.
+#   (guest/guest) when it answers, in a virtual host of this checkout's own (opencsbs-<hash of $OPENCSBS_WORK>, made
+#   with rabbitmqctl and deleted by stop), else one started here.
+#
+#   OPENCSBS_OPENSTACK_PORTS=auto|N: the eight ports above (Keystone, Nova, Cinder, Placement, Neutron, Glance,
+#   Ironic, PostgreSQL) are free ports (auto) or N, N+1, ..., N+7, in that order, so that two checkouts (two
+#   OPENCSBS_WORK) run their own stacks side by side. The choice is kept in $OPENCSBS_WORK/openstack/ports (a
+#   running stack keeps its ports) and reaches the tests through clouds.yaml and openstack.env.
 #   With Ceph (scripts/services/ceph.sh started first, $OPENCSBS_WORK/env/ceph.env): Cinder gets a second backend
 #   "ceph" (the real RBD driver on pool "volumes", volume type "rbd"; every other type stays on the fake backend) and
 #   Nova a third compute host "kvm-host" (AZ az-kvm) with the real libvirt driver on a private libvirtd in its own
@@ -24,13 +30,38 @@ OSW=$WORK/openstack
 S=$OSW/stack
 VENVS=$OSW/venvs
 CONF=$HERE/openstack
-PGPORT=55432
+PORTS_FILE=$OSW/ports
+# shellcheck source=scripts/services/lib/ports.sh
+. "$HERE/lib/ports.sh"
+# KS_PORT NOVA_PORT CINDER_PORT PLACEMENT_PORT NEUTRON_PORT GLANCE_PORT IRONIC_PORT PGPORT, from this checkout's
+# earlier choice (fresh=1: choose again unless fixed) or from OPENCSBS_OPENSTACK_PORTS
+choose_ports() {
+  local want=${OPENCSBS_OPENSTACK_PORTS:-fixed} fresh=${1:-0} ports i
+  if [ "$fresh" = 0 ] && [ -f "$PORTS_FILE" ] && [ "$(head -1 "$PORTS_FILE")" = "want=$want" ]; then
+    ports=$(sed -n 2p "$PORTS_FILE")
+  else
+    case "$want" in
+      fixed) ports="5000 8774 8776 8778 9696 9292 6385 55432" ;;
+      auto) ports=""; for i in 1 2 3 4 5 6 7 8; do ports="$ports $(free_port)"; done ;;
+      *[!0-9]*|"") echo "OPENCSBS_OPENSTACK_PORTS: '$want' is neither auto nor a port number" >&2; exit 2 ;;
+      *) ports=""; for i in 0 1 2 3 4 5 6 7; do ports="$ports $((want + i))"; done ;;
+    esac
+    mkdir -p "$OSW"; printf 'want=%s\n%s\n' "$want" "$ports" > "$PORTS_FILE"
+  fi
+  read -r KS_PORT NOVA_PORT CINDER_PORT PLACEMENT_PORT NEUTRON_PORT GLANCE_PORT IRONIC_PORT PGPORT <<<"$ports"
+  AUTH_URL=http://127.0.0.1:$KS_PORT/v3
+  export KS_PORT NOVA_PORT CINDER_PORT PLACEMENT_PORT NEUTRON_PORT GLANCE_PORT IRONIC_PORT AUTH_URL
+}
+choose_ports
+VHOST=opencsbs-$(printf %s "$WORK" | sha1sum | cut -c1-10)
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 ENV_FILE=$WORK/env/openstack.env
 KV=$VENVS/keystone/bin NV=$VENVS/nova/bin CV=$VENVS/cinder/bin IV=$VENVS/ironic/bin
 CEPH_ENV=$WORK/env/ceph.env
 LV=$S/libvirt
-LIBVIRT_URI="qemu:///system?socket=$LV/sock/libvirt-sock"
+# shellcheck source=scripts/services/lib/libvirtd.sh
+. "$HERE/lib/libvirtd.sh"
+LIBVIRT_URI=$(private_libvirtd_uri "$LV")
 LIBVIRT_PKGS="libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config gcc qemu-system-x86 qemu-utils qemu-block-extra"
 export PYTHONWARNINGS=ignore
 T0=$(date +%s)
@@ -55,7 +86,7 @@ healthy() {
   if ceph_up; then [ -f "$S/rbd" ] || return 1; else [ ! -f "$S/rbd" ] || return 1; fi
   if [ -f "$S/rbd" ]; then virsh -c "$LIBVIRT_URI" version >/dev/null 2>&1 || return 1; fi
   for f in "$S"/run/*.pid; do kill -0 "$(cat "$f")" 2>/dev/null || return 1; done
-  for p in 5000 8774 8776 8778 9696 9292; do curl -s -m 2 -o /dev/null "http://127.0.0.1:$p/" || return 1; done
+  for p in $KS_PORT $NOVA_PORT $CINDER_PORT $PLACEMENT_PORT $NEUTRON_PORT $GLANCE_PORT; do curl -s -m 2 -o /dev/null "http://127.0.0.1:$p/" || return 1; done
 }
 
 write_env() {
@@ -63,25 +94,25 @@ write_env() {
   cat > "$OSW/clouds.yaml" <<YAML
 clouds:
   opencsbs-admin:
-    auth: {auth_url: "http://127.0.0.1:5000/v3", username: admin, password: s3cret, project_name: admin,
+    auth: {auth_url: "$AUTH_URL", username: admin, password: s3cret, project_name: admin,
            user_domain_id: default, project_domain_id: default}
     region_name: RegionOne
   opencsbs-service:
-    auth: {auth_url: "http://127.0.0.1:5000/v3", username: opencsbs, password: s3cret, project_name: service,
+    auth: {auth_url: "$AUTH_URL", username: opencsbs, password: s3cret, project_name: service,
            user_domain_id: default, project_domain_id: default}
     region_name: RegionOne
   opencsbs-demo:
-    auth: {auth_url: "http://127.0.0.1:5000/v3", username: csbs-demo, password: s3cret, project_name: csbs-demo,
+    auth: {auth_url: "$AUTH_URL", username: csbs-demo, password: s3cret, project_name: csbs-demo,
            user_domain_id: default, project_domain_id: default}
     region_name: RegionOne
   opencsbs-bench:
-    auth: {auth_url: "http://127.0.0.1:5000/v3", username: csbs-demo, password: s3cret, project_name: csbs-bench,
+    auth: {auth_url: "$AUTH_URL", username: csbs-demo, password: s3cret, project_name: csbs-bench,
            user_domain_id: default, project_domain_id: default}
     region_name: RegionOne
 YAML
   cat > "$ENV_FILE" <<ENV
 export OPENCSBS_TEST_OS_CLOUDS_YAML=$OSW/clouds.yaml
-export OPENCSBS_TEST_OS_AUTH_URL=http://127.0.0.1:5000/v3
+export OPENCSBS_TEST_OS_AUTH_URL=$AUTH_URL
 export OPENCSBS_TEST_OS_STACK_DIR=$S
 export OPENCSBS_TEST_OS_IRONIC=$( [ -f "$S/run/ironic.pid" ] && echo 1 || echo 0 )
 ENV
@@ -93,59 +124,11 @@ export OPENCSBS_TEST_OS_RBD_HOST=kvm-host
 export OPENCSBS_TEST_OS_RBD_VOLUME_TYPE=rbd
 export OPENCSBS_TEST_OS_RBD_BACKEND=ceph
 export OPENCSBS_TEST_OS_RBD_SECRET_UUID=$(cat "$S/rbd")
-export OPENCSBS_TEST_OS_LIBVIRT_URI=$LIBVIRT_URI
+export OPENCSBS_TEST_OS_LIBVIRT_URI='$LIBVIRT_URI'
 ENV
   else
     echo "export OPENCSBS_TEST_OS_RBD=0" >> "$ENV_FILE"
   fi
-}
-
-# A private libvirtd + virtlogd for the kvm-host compute service, in their own mount namespace: /run/libvirt,
-# /var/lib/libvirt, /etc/libvirt, /var/log/libvirt and /var/cache/libvirt are bind mounts of $LV/* there only, so
-# it never meets the machine's libvirtd (scripts/services/libvirt.sh); clients use the socket $LV/sock/libvirt-sock.
-libvirt_up() {
-  getent group libvirt-qemu >/dev/null || groupadd -r libvirt-qemu
-  getent passwd libvirt-qemu >/dev/null || useradd -r -g libvirt-qemu -d /var/lib/libvirt -M -s /usr/sbin/nologin libvirt-qemu
-  mkdir -p "$LV"/{run,lib,etc,log/qemu,cache,sock} /run/libvirt /var/lib/libvirt /etc/libvirt /var/log/libvirt /var/cache/libvirt
-  cat > "$LV/etc/libvirtd.conf" <<CONF
-unix_sock_dir = "$LV/sock"
-unix_sock_rw_perms = "0700"
-auth_unix_ro = "none"
-auth_unix_rw = "none"
-log_outputs = "3:file:$LV/libvirtd.log"
-CONF
-  # QEMU as root, no security driver: test domains only
-  printf 'user = "root"\ngroup = "root"\nsecurity_driver = "none"\n' > "$LV/etc/qemu.conf"
-  unshare --mount --propagation private -- /bin/sh -ec "
-    for d in run:/run/libvirt lib:/var/lib/libvirt etc:/etc/libvirt log:/var/log/libvirt cache:/var/cache/libvirt; do
-      mount --bind \"$LV/\${d%%:*}\" \"\${d#*:}\"
-    done
-    /usr/sbin/virtlogd -d --pid-file '$LV/virtlogd.pid'
-    for i in \$(seq 1 40); do [ -S /run/libvirt/virtlogd-sock ] && break; sleep 0.25; done
-    /usr/sbin/libvirtd -d -f '$LV/etc/libvirtd.conf' --pid-file '$LV/libvirtd.pid'
-  "
-  for _ in $(seq 1 120); do virsh -c "$LIBVIRT_URI" version >/dev/null 2>&1 && return 0; sleep 0.25; done
-  echo "the private libvirtd did not answer on $LIBVIRT_URI" >&2; tail -20 "$LV/libvirtd.log" >&2; return 1
-}
-
-libvirt_down() {
-  [ -f "$LV/libvirtd.pid" ] || [ -f "$LV/virtlogd.pid" ] || return 0
-  if virsh -c "$LIBVIRT_URI" version >/dev/null 2>&1; then
-    for d in $(virsh -c "$LIBVIRT_URI" list --all --name 2>/dev/null); do
-      virsh -c "$LIBVIRT_URI" destroy "$d" >/dev/null 2>&1 || true
-      virsh -c "$LIBVIRT_URI" undefine --nvram "$d" >/dev/null 2>&1 || virsh -c "$LIBVIRT_URI" undefine "$d" >/dev/null 2>&1 || true
-    done
-  fi
-  local n p
-  for n in libvirtd virtlogd; do
-    [ -f "$LV/$n.pid" ] || continue
-    p=$(cat "$LV/$n.pid")
-    if kill -TERM "$p" 2>/dev/null; then
-      for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
-      kill -KILL "$p" 2>/dev/null || true
-    fi
-    rm -f "$LV/$n.pid"
-  done
 }
 
 # The Ceph side of the stack: packages, bindings, libvirt-python, the private libvirtd and its ceph secret,
@@ -163,7 +146,7 @@ rbd_setup() {
   local secret virt_type=kvm
   secret=$(uuidgen)
   [ -w /dev/kvm ] || { virt_type=qemu; echo "no /dev/kvm: kvm-host runs its guests under TCG (virt_type = qemu)"; }
-  libvirt_up
+  private_libvirtd_up "$LV"
   cat > "$S/etc/ceph-secret.xml" <<XML
 <secret ephemeral='no' private='no'><uuid>$secret</uuid><usage type='ceph'><name>client.cinder secret</name></usage></secret>
 XML
@@ -182,7 +165,15 @@ XML
 
 start_rabbit() {  # sets TRANSPORT_URL
   if (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
-    TRANSPORT_URL="rabbit://guest:guest@127.0.0.1:5672/"
+    # this checkout's own virtual host: another stack's queues (conductor, scheduler, compute.HOST) never mix in
+    if timeout 60 rabbitmqctl add_vhost "$VHOST" >/dev/null 2>&1 || timeout 30 rabbitmqctl list_vhosts 2>/dev/null | grep -qx "$VHOST"; then
+      timeout 60 rabbitmqctl set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
+      echo "$VHOST" > "$S/etc/rabbitmq-vhost"
+      TRANSPORT_URL="rabbit://guest:guest@127.0.0.1:5672/$VHOST"
+    else
+      echo "rabbitmqctl cannot add a virtual host: the stack uses the machine's RabbitMQ's default one (/)"
+      TRANSPORT_URL="rabbit://guest:guest@127.0.0.1:5672/"
+    fi
     return
   fi
   command -v rabbitmq-server >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q rabbitmq-server >/dev/null; }
@@ -211,6 +202,7 @@ start() {
   if healthy; then write_env; ts "already running"; return 0; fi
   if [ "$(id -u)" != 0 ]; then echo "openstack.sh: needs root (su postgres for its PostgreSQL cluster)" >&2; exit 1; fi
   [ -e "$S" ] && stop
+  choose_ports 1  # auto: ports free now (an earlier choice may have been taken since)
   if [ -z "$PGBIN" ] || ! command -v psql >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null \
       || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null; }
@@ -227,6 +219,7 @@ start() {
   for f in keystone placement nova nova-compute2 cinder ironic; do
     [ -f "$CONF/conf/$f.conf" ] || continue
     sed -e "s#@S@#$S#g; s#@VENVS@#$VENVS#g; s#@PGPORT@#$PGPORT#g; s#@TRANSPORT_URL@#$TRANSPORT_URL#g" \
+      -e "s#@AUTH_URL@#$AUTH_URL#g; s#@CINDER_PORT@#$CINDER_PORT#g; s#@IRONIC_PORT@#$IRONIC_PORT#g" \
       "$CONF/conf/$f.conf" > "$S/etc/$f.conf"
   done
   if ceph_up; then rbd_setup; ts "ceph backend + private libvirtd ($LIBVIRT_URI)"; fi
@@ -252,9 +245,9 @@ start() {
   $KM credential_setup --keystone-user root --keystone-group root
   $KM bootstrap --bootstrap-password s3cret --bootstrap-username admin --bootstrap-project-name admin \
     --bootstrap-role-name admin --bootstrap-service-name keystone --bootstrap-region-id RegionOne \
-    --bootstrap-admin-url http://127.0.0.1:5000/v3/ --bootstrap-internal-url http://127.0.0.1:5000/v3/ \
-    --bootstrap-public-url http://127.0.0.1:5000/v3/ >/dev/null 2>&1
-  OS_KEYSTONE_CONFIG_FILES=$S/etc/keystone.conf PYTHONPATH=$S/etc svc keystone $KV/gunicorn -b 127.0.0.1:5000 \
+    --bootstrap-admin-url "$AUTH_URL/" --bootstrap-internal-url "$AUTH_URL/" \
+    --bootstrap-public-url "$AUTH_URL/" >/dev/null 2>&1
+  OS_KEYSTONE_CONFIG_FILES=$S/etc/keystone.conf PYTHONPATH=$S/etc svc keystone $KV/gunicorn -b 127.0.0.1:$KS_PORT \
     -w 1 --threads 4 --timeout 60 --no-control-socket ks_wsgi:application
   # schemas in parallel while Keystone starts
   local NM="$NV/nova-manage --config-file $S/etc/nova.conf" pids=()
@@ -265,20 +258,20 @@ start() {
   if [ -f "$S/etc/ironic.conf" ] && [ -f "$VENVS/ironic/.ok" ]; then
     ( $IV/ironic-dbsync --config-file "$S/etc/ironic.conf" create_schema ) > "$S/log/ironic-dbsync.log" 2>&1 & pids+=($!)
   fi
-  waitport 5000
+  waitport $KS_PORT
   ts "keystone up"
   # the catalog must exist before the nova services start (they read it once per process)
   $NV/python "$CONF/bootstrap.py" identity
-  svc stubs $NV/python "$CONF/stubs.py" 127.0.0.1 9696 9292
+  svc stubs $NV/python "$CONF/stubs.py" 127.0.0.1 $NEUTRON_PORT $GLANCE_PORT
   ts "identity + catalog"
   for p in "${pids[@]}"; do wait "$p" || { tail -n 20 "$S"/log/*dbsync.log; exit 1; }; done
   ts "db schemas"
 
-  OS_PLACEMENT_CONFIG_DIR=$S/etc svc placement $NV/gunicorn -b 127.0.0.1:8778 -w 1 --threads 4 --timeout 120 \
+  OS_PLACEMENT_CONFIG_DIR=$S/etc svc placement $NV/gunicorn -b 127.0.0.1:$PLACEMENT_PORT -w 1 --threads 4 --timeout 120 \
     --no-control-socket placement.wsgi.api:application
   # nova-api: the FIRST file in OS_NOVA_CONFIG_FILES is the paste config
   OS_NOVA_CONFIG_DIR=$S/nova OS_NOVA_CONFIG_FILES="$S/nova/api-paste.ini;$S/etc/nova.conf" PYTHONPATH=$S/etc \
-    svc nova-api $NV/gunicorn -b 127.0.0.1:8774 -w 1 --threads 4 --timeout 120 --no-control-socket nova_wsgi:application
+    svc nova-api $NV/gunicorn -b 127.0.0.1:$NOVA_PORT -w 1 --threads 4 --timeout 120 --no-control-socket nova_wsgi:application
   svc nova-conductor $NV/nova-conductor --config-file "$S/etc/nova.conf"
   svc nova-scheduler $NV/nova-scheduler --config-file "$S/etc/nova.conf"
   svc nova-compute $NV/nova-compute --config-file "$S/etc/nova.conf"
@@ -292,7 +285,7 @@ start() {
   if [ -f "$S/etc/ironic.conf" ] && [ -f "$VENVS/ironic/.ok" ]; then
     svc ironic $IV/ironic --config-file "$S/etc/ironic.conf"
   fi
-  waitport 8778; waitport 8774; waitport 8776
+  waitport $PLACEMENT_PORT; waitport $NOVA_PORT; waitport $CINDER_PORT
   ts "APIs answer"
   # map the compute hosts into cell1 now (the scheduler's periodic discovery lags ~20 s)
   local cn hm hosts=$((2 + RBD))
@@ -306,7 +299,7 @@ start() {
   ts "compute hosts mapped"
   RBD=$RBD $NV/python - <<'PY'
 import os, time, warnings, openstack; warnings.filterwarnings("ignore")
-c = openstack.connect(auth_url="http://127.0.0.1:5000/v3", username="admin", password="s3cret", project_name="admin",
+c = openstack.connect(auth_url=os.environ["AUTH_URL"], username="admin", password="s3cret", project_name="admin",
                       user_domain_id="default", project_domain_id="default", region_name="RegionOne")
 rbd = os.environ["RBD"] == "1"
 backends = {"fake", "ceph"} if rbd else {"fake"}
@@ -331,14 +324,14 @@ else:
 PY
   ts "services up, cinder backends reported"
   RBD=$RBD $NV/python "$CONF/bootstrap.py" fixtures
-  if [ -f "$S/run/ironic.pid" ]; then waitport 6385; ts "ironic answers"; fi
+  if [ -f "$S/run/ironic.pid" ]; then waitport $IRONIC_PORT; ts "ironic answers"; fi
   touch "$S/ready"
   write_env
   ts "READY"
 }
 
 stop() {
-  libvirt_down
+  private_libvirtd_down "$LV"
   if [ -d "$S/run" ]; then
     for f in "$S"/run/*.pid; do [ -f "$f" ] && kill -TERM -- "-$(cat "$f")" 2>/dev/null || true; done
     for _ in $(seq 1 50); do
@@ -351,6 +344,9 @@ stop() {
   if [ -f "$S/etc/rabbitmq-env.sh" ]; then  # only a RabbitMQ this script started
     # shellcheck disable=SC1091
     . "$S/etc/rabbitmq-env.sh"; rabbitmqctl -n rabbit@localhost stop >/dev/null 2>&1 || true
+  fi
+  if [ -f "$S/etc/rabbitmq-vhost" ]; then  # this checkout's virtual host on the machine's RabbitMQ
+    timeout 60 rabbitmqctl delete_vhost "$(cat "$S/etc/rabbitmq-vhost")" >/dev/null 2>&1 || true
   fi
   if [ -f "$S/pg/data/postmaster.pid" ]; then
     su postgres -c "$PGBIN/pg_ctl -D $S/pg/data -m immediate -w -t 30 stop" >/dev/null 2>&1 || true

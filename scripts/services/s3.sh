@@ -16,7 +16,8 @@ WORK=${OPENCSBS_WORK:-$PWD/.work}
 DIR=$WORK/s3
 VENV=$DIR/venv
 PORTS_FILE=$DIR/ports
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# shellcheck source=scripts/services/lib/ports.sh
+. "$PWD/scripts/services/lib/ports.sh"
 EXTRA=()
 if [ -n "${OPENCSBS_TEST_S3_PORT:-}" ] && [ -f "$PORTS_FILE" ] && [ "$(head -1 "$PORTS_FILE")" = "want=$OPENCSBS_TEST_S3_PORT" ]; then
   . <(tail -n +2 "$PORTS_FILE")   # this checkout's earlier choice

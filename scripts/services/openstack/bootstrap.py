@@ -26,8 +26,14 @@ warnings.filterwarnings("ignore")
 PW = "s3cret"
 
 
+def port(service, default):
+    """The stack's port of ``service`` (openstack.sh exports KS_PORT, NOVA_PORT, ...; the fixed ports otherwise)."""
+    return int(os.environ.get(f"{service}_PORT", default))
+
+
 def admin():
-    return openstack.connect(auth_url="http://127.0.0.1:5000/v3", username="admin", password=PW,
+    return openstack.connect(auth_url=os.environ.get("AUTH_URL", "http://127.0.0.1:5000/v3"), username="admin",
+                             password=PW,
                              project_name="admin", user_domain_id="default", project_domain_id="default",
                              region_name="RegionOne")
 
@@ -55,13 +61,13 @@ def identity(conn):
     member = user("csbs-demo", demo)
     idn.assign_project_role_to_user(demo, member, member_role)
     idn.assign_project_role_to_user(bench, member, member_role)
-    for name, typ, url in (("cinderv3", "volumev3", "http://127.0.0.1:8776/v3/$(project_id)s"),
-                           ("cinder", "block-storage", "http://127.0.0.1:8776/v3/$(project_id)s"),
-                           ("nova", "compute", "http://127.0.0.1:8774/v2.1"),
-                           ("placement", "placement", "http://127.0.0.1:8778"),
-                           ("neutron", "network", "http://127.0.0.1:9696"),
-                           ("glance", "image", "http://127.0.0.1:9292"),
-                           ("ironic", "baremetal", "http://127.0.0.1:6385")):
+    for name, typ, url in (("cinderv3", "volumev3", f"http://127.0.0.1:{port('CINDER', 8776)}/v3/$(project_id)s"),
+                           ("cinder", "block-storage", f"http://127.0.0.1:{port('CINDER', 8776)}/v3/$(project_id)s"),
+                           ("nova", "compute", f"http://127.0.0.1:{port('NOVA', 8774)}/v2.1"),
+                           ("placement", "placement", f"http://127.0.0.1:{port('PLACEMENT', 8778)}"),
+                           ("neutron", "network", f"http://127.0.0.1:{port('NEUTRON', 9696)}"),
+                           ("glance", "image", f"http://127.0.0.1:{port('GLANCE', 9292)}"),
+                           ("ironic", "baremetal", f"http://127.0.0.1:{port('IRONIC', 6385)}")):
         if idn.find_service(name):
             continue
         svc = idn.create_service(name=name, type=typ)

@@ -46,8 +46,9 @@ def _unhandled(env, start, who):
 def network_app(env, start):
     path, method = env.get("PATH_INFO", "/"), env["REQUEST_METHOD"]
     if method == "GET" and path in ("/", "/v2.0", "/v2.0/"):
+        port = env.get("SERVER_PORT", "9696")
         return _reply(start, "200 OK", {"versions": [{"id": "v2.0", "status": "CURRENT", "links": [
-            {"rel": "self", "href": "http://127.0.0.1:9696/v2.0/"}]}]})
+            {"rel": "self", "href": f"http://127.0.0.1:{port}/v2.0/"}]}]})
     m = NETWORK_LISTS.match(path)
     if method == "GET" and m:
         return _reply(start, "200 OK", {m.group(2).replace("-", "_").split("/")[-1]: []})
