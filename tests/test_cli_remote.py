@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import click
 import httpx
 import pytest
 from click.testing import CliRunner
@@ -107,6 +108,14 @@ def test_list_show_and_check_through_the_api(served):
     assert checked.exit_code == 0, checked.output
     verdicts = {v["resource_id"]: v for v in json.loads(checked.stdout)}
     assert verdicts[WEB_1]["result"] is True and verdicts[DB_1]["error_code"] == "CSBS.6004"
+    # NAME as local mode shows it: the project's server list fills what check_protectable does not answer
+    assert {sid: v["name"] for sid, v in verdicts.items()} == {WEB_1: "web-1", DB_1: "db-1"}
+    table = remote(url, token, "check", WEB_1, DB_1, "nope", "--project", "demo")
+    assert table.exit_code == 1, table.output
+    rows = {line.split()[0]: line.split()[1] for line in table.stdout.splitlines()[1:]}
+    assert rows == {WEB_1: "web-1", DB_1: "db-1", "nope": "-"}
+    assert remote(url, token, "check", WEB_1, DB_1, "--project", "demo", "-f", "value", "-c", "name").stdout.split() \
+        == ["web-1", "db-1"]
 
     policies = remote(url, token, "policy", "list", "--project", "demo", "-f", "value", "-c", "id", "-c", "name")
     assert policies.stdout.split() == [pid, "nightly"]
@@ -324,3 +333,87 @@ def test_check_and_backup_show_through_the_api_say_what_local_mode_says(served):
                  ["backup", "list", "--project", "demo"]):
         result = closed_pipe_run(*args, env=env)
         assert (result.returncode, result.stderr) == (0, ""), (args, result.stderr)
+
+
+def _mocked_remote(monkeypatch, handler):
+    """``httpx.Client`` answering through ``handler(request) -> httpx.Response`` (no service), and the requests
+    it saw."""
+    seen: list[httpx.Request] = []
+    real = httpx.Client
+
+    def handle(request):
+        seen.append(request)
+        return handler(request)
+
+    monkeypatch.setattr(httpx, "Client", lambda **kw: real(**kw, transport=httpx.MockTransport(handle)))
+    return seen
+
+
+def test_server_names_page_through_the_server_list_and_stop_when_all_are_found(monkeypatch):
+    from opencsbs.cli.remote import Remote
+
+    servers = [{"id": f"s{i}", "name": f"vm-{i}"} for i in range(5)]
+
+    def handler(request):
+        marker, limit = request.url.params.get("marker"), int(request.url.params["limit"])
+        start = 0 if marker is None else [s["id"] for s in servers].index(marker) + 1
+        return httpx.Response(200, json={"servers": servers[start:start + limit]})
+
+    seen = _mocked_remote(monkeypatch, handler)
+    with Remote("http://csbs.test", "t", "demo") as api:
+        assert api.server_names(["s1", "s3"], page_size=2) == {"s1": "vm-1", "s3": "vm-3"}
+        assert [(r.url.path, r.url.params.get("marker")) for r in seen] == [
+            ("/opencsbs/v1/demo/servers", None), ("/opencsbs/v1/demo/servers", "s1")]
+        seen.clear()
+        assert api.server_names(["s4", "gone"], page_size=2) == {"s4": "vm-4"}
+        assert len(seen) == 3  # the list's three pages, the last one short
+
+
+def test_server_volumes_finds_a_server_on_a_later_page(monkeypatch):
+    """``restore --target`` reads the target's volumes from every page of the server list, not the first only."""
+    from opencsbs.cli.remote import Remote
+
+    servers = [{"id": f"s{i}", "name": f"vm-{i}", "volumes": [{"id": f"v{i}b", "device": "/dev/vdb"},
+                                                             {"id": f"v{i}a", "device": "/dev/vda"}]}
+               for i in range(5)]
+
+    def handler(request):
+        marker, limit = request.url.params.get("marker"), int(request.url.params["limit"])
+        start = 0 if marker is None else [s["id"] for s in servers].index(marker) + 1
+        return httpx.Response(200, json={"servers": servers[start:start + limit]})
+
+    _mocked_remote(monkeypatch, handler)
+    monkeypatch.setattr("opencsbs.cli.remote.NAMES_PAGE", 2)
+    with Remote("http://csbs.test", "t", "demo") as api:
+        assert api.server_volumes("s4") == ["v4a", "v4b"]
+        with pytest.raises(click.ClickException, match="server 'gone' not found in project demo"):
+            api.server_volumes("gone")
+
+
+def _unreachable():
+    raise httpx.ConnectError("refused")
+
+
+@pytest.mark.parametrize("failure", [
+    lambda: httpx.Response(403, json={"error_code": "APIGW.0302", "error_msg": "forbidden"}),
+    lambda: httpx.Response(404, text="not found"),
+    lambda: httpx.Response(200, json={"unexpected": True}),
+    _unreachable,
+], ids=["refused", "no-route", "not-a-list", "unreachable"])
+def test_check_keeps_a_dash_when_the_names_cannot_be_had(monkeypatch, failure):
+    from opencsbs.cli.remote import DEFAULT_PROVIDER
+
+    def handler(request):
+        if request.url.path == "/v1/demo/providers":
+            return httpx.Response(200, json={"providers": [{"id": DEFAULT_PROVIDER}]})
+        if request.url.path == f"/v1/demo/providers/{DEFAULT_PROVIDER}/resources/action":
+            return httpx.Response(200, json={"protectable": [
+                {"resource_id": WEB_1, "resource_type": "OS::Nova::Server", "result": True}]})
+        return failure()
+
+    seen = _mocked_remote(monkeypatch, handler)
+    checked = remote("http://csbs.test", "t", "check", WEB_1, "--project", "demo", "-f", "value", "-c", "server",
+                     "-c", "name", "-c", "protectable")
+    assert checked.exit_code == 0, checked.output
+    assert checked.stdout == f"{WEB_1} - yes\n"
+    assert [r.url.path for r in seen][-1] == "/opencsbs/v1/demo/servers"

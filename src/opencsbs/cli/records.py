@@ -318,10 +318,14 @@ def check(ctx: Ctx, server_ids, project, fmt, as_json, columns) -> None:
     if remote is not None:
         with remote:
             verdicts = remote.check(list(dict.fromkeys(server_ids)))
-        # check_protectable answers neither the servers' names nor their policy's: those cells read "-"
-        rows = [{**v, "name": None, "project_id": remote.project, "policy_id": None, "policy_name": None,
-                 "error_code": v.get("error_code"), "error_msg": v.get("error_msg")} for v in verdicts]
-        missing = [v["resource_id"] for v in verdicts if v.get("error_code") == codes.SERVER_NOT_FOUND.code]
+            missing = [v["resource_id"] for v in verdicts if v.get("error_code") == codes.SERVER_NOT_FOUND.code]
+            # check_protectable answers neither the servers' names nor their policy's: the names come from the
+            # project's server list (its cells read "-" when it cannot be had), the policy cells read "-"
+            found = [v["resource_id"] for v in verdicts if v["resource_id"] not in missing]
+            names = remote.server_names(found) if found else {}
+        rows = [{**v, "name": names.get(v["resource_id"]), "project_id": remote.project, "policy_id": None,
+                 "policy_name": None, "error_code": v.get("error_code"), "error_msg": v.get("error_msg")}
+                for v in verdicts]
         return _emit_checks(rows, missing, fmt, as_json, columns)
     runtime = _runtime(ctx)
     rows: list[dict] = []

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -31,6 +32,8 @@ DEFAULT_PROVIDER = "fc4d5750-22e7-4798-8a46-f48f62c4c1da"
 SERVICE_TYPE = "data-protect"
 #: ``.../v1`` or ``.../v1/<project>`` at the end of a catalog endpoint (the API's roots are above it)
 _VERSIONED = re.compile(r"/v1(?:/[^/]*)?/?$")
+#: the servers a page of :meth:`Remote.server_names` asks for (the servers route's default page)
+NAMES_PAGE = 1000
 
 
 def answer(response, url: str) -> Any:
@@ -174,11 +177,30 @@ class Remote:
             "targets": {"server_id": target_id, "volumes": mapping}}}}
         return self.v1("POST", "/restores", json=body)["restore"]
 
+    def server_pages(self, page_size: int | None = None) -> Iterator[list[dict]]:
+        """The project's servers, one page of at most ``page_size`` at a time, in the order of the servers
+        extension route (``GET /opencsbs/v1/{project}/servers``, paged by ``marker`` = the last id of the page
+        before; ``page_size`` defaults to ``NAMES_PAGE``). Raises :class:`click.ClickException` for a refusal, a service that cannot be reached or an answer
+        without a list of servers with ids."""
+        page_size = page_size or NAMES_PAGE
+        marker = None
+        while True:
+            body = self.ext("GET", "/servers", params={"marker": marker, "limit": page_size})
+            page = body.get("servers") if isinstance(body, dict) else None
+            if not isinstance(page, list) or not all(isinstance(s, dict) and "id" in s for s in page):
+                raise click.ClickException(f"{self.url}: the servers route answered without a list of servers")
+            yield page
+            if len(page) < page_size:
+                return
+            marker = page[-1]["id"]
+
     def server_volumes(self, server_id: str) -> list[str]:
-        """The volume ids of server ``server_id``, in device order (the servers extension route)."""
-        for server in self.ext("GET", "/servers")["servers"]:
-            if server["id"] == server_id:
-                return [v["id"] for v in sorted(server["volumes"], key=lambda v: v.get("device") or "")]
+        """The volume ids of server ``server_id``, in device order (the servers extension route, every page).
+        Raises :class:`click.ClickException` when the project has no such server."""
+        for page in self.server_pages():
+            for server in page:
+                if server["id"] == server_id:
+                    return [v["id"] for v in sorted(server["volumes"], key=lambda v: v.get("device") or "")]
         raise click.ClickException(f"server '{server_id}' not found in project {self.project}")
 
     def policies(self, params: dict[str, Any]) -> list[dict]:
@@ -199,6 +221,22 @@ class Remote:
                                       for sid in server_ids]}
         return self.v1("POST", f"/providers/{self.provider}/resources/action", json=body)["protectable"]
 
+    def server_names(self, server_ids: list[str], page_size: int | None = None) -> dict[str, str]:
+        """The names of those of ``server_ids`` the project's server list shows (the servers extension route,
+        ``GET /opencsbs/v1/{project}/servers``: check_protectable answers no names): one request per page of
+        ``page_size`` servers, until every one is found or the list ends. Best effort: a refusal, a service
+        that cannot be reached or an answer without a server list ends the search with the names found so far
+        (the caller shows ``-`` for the others)."""
+        wanted = set(server_ids)
+        names: dict[str, str] = {}
+        try:
+            for page in self.server_pages(page_size):
+                names.update({s["id"]: s["name"] for s in page if s["id"] in wanted and s.get("name")})
+                if not wanted - names.keys():
+                    break
+        except click.ClickException:
+            pass
+        return names
 
 def keystone_remote(cloud: str, project: str | None) -> Remote:
     """A :class:`Remote` for clouds.yaml entry ``cloud``: log in with keystoneauth1 (through openstacksdk's
