@@ -8,6 +8,7 @@ import json
 import logging
 from datetime import timedelta
 
+import pytest
 from click.testing import CliRunner
 
 from engine_helpers import fill, item_of, protect, run_jobs
@@ -99,3 +100,16 @@ def test_a_schedule_that_is_not_one_is_refused_at_start(settings):
     assert bad.exit_code == 2
     assert bad.output.strip() == ("Error: invalid settings: engine.gc_schedule: RRULE FREQ must be DAILY or WEEKLY "
                                   "(e.g. FREQ=DAILY;BYHOUR=3;BYMINUTE=0)")
+
+
+@pytest.mark.parametrize("pattern, setting, why", [
+    ("FREQ=HOURLY", "gc_schedule", "RRULE FREQ must be DAILY or WEEKLY"),
+    ("RRULE:FREQ=DAILY;BYHOUR=25", "verify_schedule", "RRULE BYHOUR values must be integers 0..23"),
+    ("BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n", "verify_schedule", "must hold exactly one VEVENT"),
+])
+def test_a_bad_schedule_pattern_is_named_by_its_setting(pattern, setting, why):
+    from opencsbs.engine.bank_checks import bank_schedule
+
+    with pytest.raises(ValueError) as err:
+        bank_schedule(pattern, setting)
+    assert str(err.value) == f"engine.{setting}: {why} (e.g. FREQ=DAILY;BYHOUR=3;BYMINUTE=0)"

@@ -68,6 +68,20 @@ def test_rejected(pattern, why):
     assert why in err.value.error_msg
 
 
+def test_a_rejected_pattern_names_the_callers_field_and_keeps_field_and_why_apart():
+    from opencsbs.core.errors import InvalidField
+
+    with pytest.raises(InvalidField) as err:
+        parse_pattern(ev("FREQ=HOURLY"), START, field="check_schedule.pattern")
+    assert (err.value.field, err.value.why) == ("check_schedule.pattern", "RRULE FREQ must be DAILY or WEEKLY")
+    assert err.value.body() == {"error_code": "CSBS.9001", "error_msg": "Invalid request parameters: "
+                                "check_schedule.pattern RRULE FREQ must be DAILY or WEEKLY"}
+    assert err.value.status == 400
+    with pytest.raises(InvalidField) as err:
+        parse_pattern("", START)
+    assert err.value.field == "trigger.properties.pattern" and err.value.why == "must be a non-empty string"
+
+
 def test_hour_gap_across_midnight_and_week_end():
     # Sunday 23:10 then Monday 00:10: exactly one hour over the week boundary is allowed
     s = parse_pattern(ev("FREQ=WEEKLY;BYDAY=SU,MO;BYHOUR=0,23;BYMINUTE=10"), START)

@@ -38,3 +38,17 @@ def invalid(message: str, *, status: int | None = None) -> CSBSError:
     from opencsbs.core import codes
 
     return CSBSError(codes.INVALID_PARAMETER, INVALID_PREFIX + message, status=status)
+
+
+class InvalidField(CSBSError):
+    """The CSBS.9001 of :func:`invalid` about one field: ``field`` (``"trigger.properties.pattern"``) and what is
+    wrong with its value (``why``: ``"RRULE FREQ must be DAILY or WEEKLY"``) are kept apart, so that a caller that
+    reports it otherwise (a setting, not a request field) need not cut them out of the error_msg, which is
+    ``"Invalid request parameters: <field> <why>"``."""
+
+    def __init__(self, field: str, why: str, *, status: int | None = None):
+        from opencsbs.core import codes
+
+        super().__init__(codes.INVALID_PARAMETER, f"{INVALID_PREFIX}{field} {why}", status=status)
+        self.field = field
+        self.why = why

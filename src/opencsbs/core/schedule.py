@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 
 from dateutil import rrule as du_rrule
 
-from opencsbs.core.errors import invalid
+from opencsbs.core.errors import InvalidField
 
 MAX_PATTERN_CHARS = 10240
 MAX_POINTS_PER_DAY = 24
@@ -178,14 +178,15 @@ def parse_pattern(pattern: str, start_time: datetime, *, field: str = POLICY_FIE
     """Validate ``pattern`` and return its :class:`Schedule`; ``start_time`` (naive UTC) supplies the parts the
     RRULE leaves out.
 
-    Raises ``CSBSError`` CSBS.9001 (400) saying what is wrong for anything the reference does not allow; its
-    message names ``field``, the request's field that holds the pattern (``Invalid request parameters:
-    check_schedule.pattern is not an iCalendar event ...``), by default a policy's ``trigger.properties.pattern``.
+    Raises :class:`~opencsbs.core.errors.InvalidField` (CSBS.9001, 400) saying what is wrong (its ``why``) for
+    anything the reference does not allow; its message names ``field`` (its ``field``), the request's field that
+    holds the pattern (``Invalid request parameters: check_schedule.pattern is not an iCalendar event ...``), by
+    default a policy's ``trigger.properties.pattern``.
     """
     try:
         return _parse(pattern, start_time)
     except _Bad as exc:
-        raise invalid(f"{field} {exc.why}") from None
+        raise InvalidField(field, exc.why) from None
 
 
 def _parse(pattern: str, start_time: datetime) -> Schedule:

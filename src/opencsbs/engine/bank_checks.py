@@ -38,17 +38,16 @@ _verifying = threading.Lock()
 
 def bank_schedule(pattern: str, setting: str) -> Schedule:
     """The :class:`Schedule` of ``pattern``: a bare RRULE (``FREQ=DAILY;BYHOUR=3;BYMINUTE=0``, ``RRULE:`` prefix
-    optional) or a whole VCALENDAR/VEVENT. Raises ``ValueError`` ``engine.<setting>: <why>``."""
-    from opencsbs.core.errors import CSBSError
+    optional) or a whole VCALENDAR/VEVENT. Raises ``ValueError`` ``engine.<setting>: <why> (e.g. ...)``."""
+    from opencsbs.core.errors import InvalidField
 
     text = pattern.strip()
     if not text.upper().startswith("BEGIN:"):
         text = f"BEGIN:VEVENT\r\nRRULE:{text.removeprefix('RRULE:')}\r\nEND:VEVENT\r\n"
     try:
-        return parse_pattern(text, ANCHOR)
-    except CSBSError as exc:
-        why = exc.error_msg.partition("trigger.properties.pattern ")[2] or exc.error_msg
-        raise ValueError(f"engine.{setting}: {why} (e.g. FREQ=DAILY;BYHOUR=3;BYMINUTE=0)") from None
+        return parse_pattern(text, ANCHOR, field=f"engine.{setting}")
+    except InvalidField as exc:
+        raise ValueError(f"{exc.field}: {exc.why} (e.g. FREQ=DAILY;BYHOUR=3;BYMINUTE=0)") from None
 
 
 def due_slot(schedule: Schedule, last_end: float | None, now: datetime) -> datetime | None:
