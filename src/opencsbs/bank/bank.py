@@ -133,6 +133,27 @@ def _runs(pieces: list[Piece]) -> list[tuple[bool, int]]:
     return out
 
 
+def _stored_in_flight(window: Iterable[tuple[int, Future | tuple | _Pack, tuple | None]]) -> int:
+    """Bytes the finished, not yet settled writes of a backup's ``window`` (``(region, result, patch)``) stored
+    as new chunks; a pack shared by several regions counts once, and not at all when it was settled already."""
+    total = 0
+    packs: set[int] = set()
+    for _i, res, _patch in window:
+        if isinstance(res, _Pack):
+            if res.counted or id(res) in packs:
+                continue
+            packs.add(id(res))
+            res = res.future
+        if not isinstance(res, Future) or not res.done() or res.cancelled() or res.exception() is not None:
+            continue
+        kind, digest, stored, _raw_len = res.result()
+        if kind == "patched":  # (kind, digest, extents, length) of the chunk stored for the differing extents
+            kind = digest[0]
+        if kind == "new":
+            total += stored
+    return total
+
+
 def _entry_addresses(entries: Iterable[str | None | list[Piece]]) -> set[str]:
     """The chunk addresses index entries reference."""
     out: set[str] = set()
@@ -368,7 +389,8 @@ class Bank:
     # --- backup --------------------------------------------------------------------------------------
     def backup_volume(self, reader: BlockReader, index_name: str, base_index: str | None = None,
                       changed_ranges: Sequence[Range] | None = None, progress: Progress | None = None,
-                      metadata: dict[str, Any] | None = None) -> IndexStats:
+                      metadata: dict[str, Any] | None = None,
+                      on_stored: Callable[[int], None] | None = None) -> IndexStats:
         """Back up the volume ``reader`` reads into the index ``index_name`` (replacing any index of that name).
 
         ``base_index``: a previous backup of the same volume; its chunks count as present (incremental
@@ -377,6 +399,11 @@ class Bank:
         64 KiB extents are read and stored when they are few (the region becomes pieces, docs/bank.md).
         Without ``changed_ranges`` a region that differs from the base is compared with it and stored likewise. Ranges ``reader.allocated_ranges()``
         leaves out are zeros and not read. ``progress(bytes_done, bytes_total)`` is called from this thread.
+        ``on_stored(stored_bytes)`` is called from this thread with this call's ``stored_bytes`` so far (bytes
+        written to the store, after compression/encryption) each time it grows, before the ``progress`` call that
+        follows, and also while an interrupted call winds down (an exception, from ``progress`` or elsewhere): the
+        chunks the bank's threads were still writing are waited for and counted, so the last figure it got is what
+        the call left in the store, whether it ended or not; ``on_stored`` must not raise.
         The index is written last, atomically: an interrupted backup leaves no index, only chunks that a later
         :meth:`gc` removes. A reader with a ``verify()`` method is asked to confirm its data just before the index is
         written (it raises when its source vanished during the copy). Raises :class:`BankError` (:class:`IndexNotFound` for a missing base).
@@ -451,6 +478,8 @@ class Bank:
                 stats.new_chunks += 1
                 stats.stored_bytes += stored
                 stats.new_bytes += raw_len
+                if on_stored is not None and stored:
+                    on_stored(stats.stored_bytes)
             elif kind == "reused":
                 stats.reused_chunks += 1
                 reused.add(digest.hex())
@@ -555,7 +584,8 @@ class Bank:
             # re-write every such chunk from the volume before the index makes them referenced
             in_use = _entry_addresses(chunks)
             if reused or from_base:
-                self._restore_reused(reader, chunks, (reused | from_base) & in_use, lease_time, ctx, stats)
+                self._restore_reused(reader, chunks, (reused | from_base) & in_use, lease_time, ctx, stats,
+                                     on_stored)
             # the new chunks reach stable storage before the index that references them
             keys = ctx.new_keys
             step = max(1, -(-len(keys) // self.workers))
@@ -585,6 +615,11 @@ class Bank:
                         res.result()
                     except BaseException:  # noqa: BLE001 - the first error is the one raised
                         pass
+            # what the bank's threads wrote for regions not settled yet is in the store all the same: count it
+            late = _stored_in_flight(window)
+            if late and on_stored is not None:
+                stats.stored_bytes += late
+                on_stored(stats.stored_bytes)
             raise
         finally:
             try:
@@ -606,7 +641,8 @@ class Bank:
         return len(pieces) <= MAX_PIECES and len({p[0] for p in pieces if p[0]}) <= MAX_PIECE_CHUNKS
 
     def _restore_reused(self, reader: BlockReader, chunks: list[str | None | list[Piece]], addresses: set[str],
-                        lease_time: float, ctx: _BackupContext, stats: IndexStats) -> None:
+                        lease_time: float, ctx: _BackupContext, stats: IndexStats,
+                        on_stored: Callable[[int], None] | None = None) -> None:
         """Make sure every chunk this backup did not write itself (dedup hits, chunks of the base index) is in
         the bank before its index is written, whatever garbage collections ran meanwhile.
 
@@ -616,7 +652,8 @@ class Bank:
         running), and repeat until a round starts with no GC running that began before the lease (one still
         running may delete after the look-ups; a later one keeps every chunk of this backup). A region made of
         pieces that needs a missing chunk is read from the volume and stored whole (its entry becomes that
-        chunk). Raises :class:`ChunkMissing` only when the volume no longer holds a chunk's bytes.
+        chunk). Raises :class:`ChunkMissing` only when the volume no longer holds a chunk's bytes. Every chunk
+        written again adds to ``stats.stored_bytes`` (and ``on_stored(stats.stored_bytes)`` is called).
         """
         first: dict[str, int] = {}
         for i, entry in enumerate(chunks):
@@ -643,6 +680,8 @@ class Bank:
                     stats.read_bytes += len(data)
                     stats.stored_bytes += len(blob)
                     stats.rewritten_chunks += 1
+                    if on_stored is not None:
+                        on_stored(stats.stored_bytes)
                 for i, entry in enumerate(chunks):
                     if not isinstance(entry, list) or all(p[0] != addr for p in entry):
                         continue
@@ -658,6 +697,8 @@ class Bank:
                     ctx.new_keys.append(chunk_key(digest.hex()))
                     stats.stored_bytes += len(blob)
                     stats.rewritten_chunks += 1
+                    if on_stored is not None:
+                        on_stored(stats.stored_bytes)
                     chunks[i] = digest.hex()
             if not older_gc_running:
                 return

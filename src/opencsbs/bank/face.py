@@ -24,9 +24,13 @@ class VolumeStore(Protocol):
     def backup_volume(self, reader: BlockReader, index_name: str, base_index: str | None = None,
                       changed_ranges: Sequence[Range] | None = None,
                       progress: Callable[[int, int], None] | None = None,
-                      metadata: dict[str, Any] | None = None) -> IndexStats:
+                      metadata: dict[str, Any] | None = None,
+                      on_stored: Callable[[int], None] | None = None) -> IndexStats:
         """Copy the volume ``reader`` reads into the index ``index_name``; with ``base_index`` (and optionally
-        ``changed_ranges``) incrementally. Raises ``BankError`` (``ChunkMissing``, ``IndexNotFound``)."""
+        ``changed_ranges``) incrementally. ``on_stored(stored_bytes)``: this call's bytes written to the store so
+        far, each time they grow, also while a call cut short by an exception winds down (the engine persists it
+        so a resumed backup counts what an interrupted attempt stored). Raises ``BankError`` (``ChunkMissing``,
+        ``IndexNotFound``)."""
         ...
 
     def restore_volume(self, index_name: str, writer: BlockWriter,

@@ -30,7 +30,10 @@ def index_name(checkpoint_id: str, volume_backup_id: str) -> str:
 class Progress:
     """Writes progress (0-100) of a job to the database at most every ``every`` seconds (and reads whether the
     job was cancelled); aborts a job whose lease was lost or that was cancelled (the bank's progress callback
-    raises :class:`~opencsbs.engine.jobs.LeaseLost` / :class:`~opencsbs.engine.jobs.JobCancelled`)."""
+    raises :class:`~opencsbs.engine.jobs.LeaseLost` / :class:`~opencsbs.engine.jobs.JobCancelled`).
+
+    ``write(session, percent)`` runs in the write's transaction; it is called when the percentage changed, or
+    when the caller says something else it persists changed (``news``, e.g. the bytes a backup stored)."""
 
     def __init__(self, job: JobHandle, write: Callable[[Session, int], None], every: float):
         self.job = job
@@ -39,11 +42,13 @@ class Progress:
         self.last = 0.0
         self.value = -1
 
-    def __call__(self, percent: float, force: bool = False) -> None:
+    def __call__(self, percent: float, force: bool = False, news: bool = False) -> None:
+        """Report ``percent`` (0-100); written when it (or, ``news``, something else ``write`` persists) changed
+        and ``every`` seconds have passed since the last write, or at once with ``force``."""
         self.job.check()
         percent = max(0, min(100, int(percent)))
         now = time.monotonic()
-        if percent != self.value and (force or now - self.last >= self.every):
+        if (percent != self.value or news) and (force or now - self.last >= self.every):
             self.last = now
             self.value = percent
             with transaction(self.job.sessions) as session:

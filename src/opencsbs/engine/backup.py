@@ -15,9 +15,13 @@ Steps (:data:`STEPS`, run in this order; each ends with :meth:`~opencsbs.engine.
 ``cleanup``  drop the snapshot (its change tokens stay, older ones may go) → done
 ``abort``    (:func:`fail_backup`) drop the bank indexes written so far and the snapshot → failed
 
-The job's state: ``{"snapshot": ServerSnapshot.to_dict(), "bases": {volume_id: {"index", "token"}}}``, and
-``"error"`` once failing; :func:`change_tokens_of` reads the change tokens it holds. A checkpoint_item never reads
-``available`` before all of its volume backups are in the bank.
+The job's state: ``{"snapshot": ServerSnapshot.to_dict(), "bases": {volume_id: {"index", "token"}},
+"stored": {volume_backup_id: {claim: bytes}}}``, and ``"error"`` once failing; :func:`change_tokens_of` reads the
+change tokens it holds. ``stored``: the bytes each attempt (by its claim number, as a string) wrote to the bank for
+a volume backup, persisted with its progress reports, when it gives the job back, and with the disk's commit
+(:class:`StoredBytes`); a volume backup's ``stored_bytes`` is their sum, so a resumed backup reports what an
+uninterrupted one would (an interrupted attempt's chunks are found present by the next one and count there as
+reused). A checkpoint_item never reads ``available`` before all of its volume backups are in the bank.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from opencsbs.core.figures import speed_kb
 from opencsbs.engine.pacing import paced
 from opencsbs.core.locks import storage_retention
 from opencsbs.core.timeutil import utcnow
+from opencsbs.db.base import transaction
 from opencsbs.db.locks import lock_facts, rule_backup
 from opencsbs.db.models import Checkpoint, CheckpointItem, VolumeBackup
 from opencsbs.engine._common import (
@@ -131,8 +136,82 @@ def _snapshot(runtime: Runtime, job: JobHandle) -> None:
     job.commit("copy", {"snapshot": snapshot.to_dict(), "bases": bases}, apply)
 
 
+class StoredBytes:
+    """The bytes (after compression/encryption) the running attempt of a backup job (claim ``job.claim``) wrote
+    to the bank for the volume backup ``vb_id``, and what the earlier attempts wrote for it, from the job's state
+    ``stored`` ``{volume_backup_id: {claim: bytes}}`` (see the module's text).
+
+    Called with a bank call's ``stored_bytes`` so far (``on_stored`` of :meth:`VolumeStore.backup_volume
+    <opencsbs.bank.face.VolumeStore.backup_volume>`); :meth:`end_call` after each call, ended or cut short (an
+    incremental copy that falls back to a full one makes two). :meth:`save` persists the attempt's figure in a
+    progress report's transaction, :meth:`save_now` in one of its own (a give-back), :meth:`state` with the
+    disk's commit.
+    """
+
+    def __init__(self, job: JobHandle, vb_id: str):
+        self.job = job
+        self.vb_id = vb_id
+        self.key = str(job.claim)
+        entries = ((job.state.get("stored") or {}).get(vb_id) or {})
+        #: bytes of the earlier attempts, by claim
+        self.earlier = {str(k): int(v) for k, v in entries.items() if str(k) != self.key}
+        self.ended = int(entries.get(self.key, 0))  # this attempt's bank calls that ended
+        self.running = 0  # the bank call under way
+        self.saved = self.ended
+
+    def __call__(self, stored_bytes: int) -> None:
+        self.running = stored_bytes
+
+    def end_call(self) -> None:
+        """The bank call ended (returned or raised): its bytes join the attempt's."""
+        self.ended += self.running
+        self.running = 0
+
+    @property
+    def mine(self) -> int:
+        """Bytes this attempt stored for the volume backup."""
+        return self.ended + self.running
+
+    @property
+    def total(self) -> int:
+        """Bytes every attempt stored for the volume backup: its ``stored_bytes``."""
+        return sum(self.earlier.values()) + self.mine
+
+    @property
+    def unsaved(self) -> bool:
+        """Whether this attempt stored bytes that are not persisted yet."""
+        return self.mine != self.saved
+
+    def state(self) -> dict[str, Any]:
+        """The job state's ``stored`` with this attempt's figure for the volume backup."""
+        stored = dict(self.job.state.get("stored") or {})
+        stored[self.vb_id] = {**self.earlier, self.key: self.mine}
+        return {"stored": stored}
+
+    def save(self, session: Session) -> None:
+        """Persist this attempt's figure in ``session``'s transaction, if the job is still ours."""
+        mine = self.mine
+        if self.job.save(session, self.state()):
+            self.saved = mine
+
+    def save_now(self) -> None:
+        """Persist this attempt's figure in a transaction of its own, if the job is still ours (the attempt is
+        giving the job back); a failure to do so is only logged (the figure then misses these bytes)."""
+        if not self.unsaved:
+            return
+        try:
+            with transaction(self.job.sessions) as session:
+                self.save(session)
+        except Exception:  # noqa: BLE001 - the give-back goes on; the bank's data is complete
+            log.warning("job %s: bytes stored for volume backup %s not recorded", self.job.id, self.vb_id,
+                        exc_info=True)
+
+
 def _copy(runtime: Runtime, job: JobHandle) -> None:
-    """Step ``copy``: each disk not yet available into the bank, one commit per disk → ``commit``."""
+    """Step ``copy``: each disk not yet available into the bank, one commit per disk → ``commit``. What this
+    attempt stores is persisted with each progress write (:class:`StoredBytes`), also when the write would not
+    change the percentage, and when a disk's chunks are all written; an attempt that gives the job back (lease
+    lost, worker stopping, transient failure) persists its exact figure before it goes."""
     snapshot = ServerSnapshot.from_dict(job.state["snapshot"])
     bases = job.state.get("bases") or {}
     with runtime.sessions() as session:
@@ -141,11 +220,14 @@ def _copy(runtime: Runtime, job: JobHandle) -> None:
         todo = [(vb.id, vb.source_volume_id, vb.status) for vb in item.volume_backups]
     total = sum(snapshot.volume(vid).size for _, vid, _ in todo) or 1
     done_bytes = sum(snapshot.volume(vid).size for _, vid, st in todo if st == "available")
+    stored: StoredBytes | None = None  # the disk being copied
 
     def write_progress(session: Session, percent: int) -> None:
         item = session.get(CheckpointItem, job.target_id)
         if item is not None and item.status == "protecting":
             item.progress = min(percent, 99)
+        if stored is not None and stored.unsaved:
+            stored.save(session)
 
     progress = Progress(job, write_progress, runtime.settings.engine.progress_seconds)
     for vb_id, volume_id, status in todo:
@@ -158,23 +240,30 @@ def _copy(runtime: Runtime, job: JobHandle) -> None:
         if base_index and base.get("token") and vsnap.since == base.get("token"):
             changed = data_path(runtime.driver).changed_ranges(vsnap)
         name = index_name(checkpoint_id, vb_id)
+        stored = StoredBytes(job, vb_id)
 
-        def on_progress(done: int, _total: int, _offset=done_bytes) -> None:
-            progress(100 * (_offset + done) / total)
+        def on_progress(done: int, size: int, _offset=done_bytes, _stored=stored) -> None:
+            # every chunk of the disk written: persist the figure before the bank syncs and writes the index
+            progress(100 * (_offset + done) / total, force=done >= size and _stored.unsaved, news=_stored.unsaved)
 
         started = time.monotonic()
-        stats, used_base = _copy_volume(data_path(runtime.driver), runtime.bank, vsnap, name, base_index, changed,
-                                        on_progress, runtime.settings.engine.read_limit_mib_s)
+        try:
+            stats, used_base = _copy_volume(data_path(runtime.driver), runtime.bank, vsnap, name, base_index,
+                                            changed, on_progress, runtime.settings.engine.read_limit_mib_s,
+                                            stored)
+        except Exception:  # given back or failing: what this attempt stored counts when the job is resumed
+            stored.save_now()
+            raise
         seconds = max(time.monotonic() - started, 1e-6)
         done_bytes += vsnap.size
 
         def apply(session: Session, vb_id=vb_id, stats=stats, seconds=seconds, name=name,
-                  used_base=used_base) -> None:
+                  used_base=used_base, stored_bytes=stored.total) -> None:
             vb = session.get(VolumeBackup, vb_id)
             vb.status = "available"
             vb.index_name = name
             vb.read_bytes = int(getattr(stats, "read_bytes", 0))
-            vb.stored_bytes = int(getattr(stats, "stored_bytes", 0))
+            vb.stored_bytes = stored_bytes  # every attempt's, not only this one's (the stats' own)
             vb.chunk_count = int(getattr(stats, "chunk_count", 0))
             vb.seconds = seconds
             vb.average_speed = speed_kb(vb.size_bytes, seconds)
@@ -183,25 +272,34 @@ def _copy(runtime: Runtime, job: JobHandle) -> None:
                 vb.incremental = False
                 vb.base_index = None
 
-        job.commit("copy", None, apply)
+        job.commit("copy", stored.state(), apply)
+        stored = None
     job.commit("commit")
 
 
 def _copy_volume(driver: DataPath, bank: VolumeStore, vsnap: VolumeSnapshot, name: str,
                  base_index: str | None, changed: Sequence[Range] | None,
                  on_progress: Callable[[int, int], None],
-                 read_limit_mib_s: float = 0.0) -> tuple[IndexStats, bool]:
+                 read_limit_mib_s: float = 0.0, stored: StoredBytes | None = None) -> tuple[IndexStats, bool]:
     """Copy one disk snapshot into the bank, reading at most ``read_limit_mib_s`` MiB/s (0: unlimited,
-    engine/pacing.py); returns ``(IndexStats, whether base_index was used)``. Raises
+    engine/pacing.py); returns ``(IndexStats, whether base_index was used)``; ``stored`` (bytes written to the
+    bank) follows every bank call, so a full copy after a failed incremental one counts what both wrote. Raises
     :class:`~opencsbs.engine.jobs.Retry` when a chunk vanished under a full copy (docs/bank.md), and
     :class:`~opencsbs.bank.errors.BankUnavailable` (transient) as it comes: an unreachable bank never turns an
     incremental copy into a full re-read."""
     reader = paced(driver.open_snapshot(vsnap), read_limit_mib_s)
+
+    def backup(base: str | None, ranges: list[Range] | None) -> IndexStats:
+        try:
+            return bank.backup_volume(reader, index_name=name, base_index=base, changed_ranges=ranges,
+                                      progress=on_progress, on_stored=stored)
+        finally:
+            if stored is not None:
+                stored.end_call()
+
     try:
         try:
-            stats = bank.backup_volume(reader, index_name=name, base_index=base_index,
-                                       changed_ranges=list(changed) if changed is not None else None,
-                                       progress=on_progress)
+            stats = backup(base_index, list(changed) if changed is not None else None)
             return stats, base_index is not None
         except (LeaseLost, CSBSError, BankUnavailable):  # the bank being away is no reason to read everything
             raise
@@ -213,8 +311,7 @@ def _copy_volume(driver: DataPath, bank: VolumeStore, vsnap: VolumeSnapshot, nam
             # The base may have been deleted meanwhile: read the whole disk instead.
             log.warning("incremental copy of %s from %s failed; reading the whole disk", name, base_index,
                         exc_info=True)
-            stats = bank.backup_volume(reader, index_name=name, base_index=None, changed_ranges=None,
-                                       progress=on_progress)
+            stats = backup(None, None)
             return stats, False
     finally:
         reader.close()

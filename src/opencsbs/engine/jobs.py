@@ -172,6 +172,19 @@ class JobHandle:
         self.step = step
         self.state = new_state
 
+    def save(self, session: Session, state: dict[str, Any]) -> bool:
+        """Merge ``state`` into the job's persisted state in the caller's transaction (``session``), if we still
+        own the job; the step and the lease stay as they are. Whether it was written (False: the job is no longer
+        ours, nothing changed). For figures a later attempt needs, written with a progress report (the bytes a
+        backup attempt stored so far, engine/backup.py)."""
+        new_state = dict(self.state)
+        new_state.update(state)
+        res = session.execute(update(Job).where(self._owned()).values(state=new_state, updated_at=utcnow()))
+        if res.rowcount != 1:
+            return False
+        self.state = new_state
+        return True
+
     def heartbeat(self) -> bool:
         """Extend the lease; False (and ``lost`` set) if the job is no longer ours."""
         with transaction(self.sessions) as session:
