@@ -91,6 +91,19 @@ def test_variables_of_other_tools_are_left_alone():
         check_environment({"OPENCSBS_QUOTAS__PROJECTS": "demo"})
 
 
+def test_the_test_tools_variables_are_left_alone():
+    """Every ``OPENCSBS_*`` variable the test command and its component scripts read is left alone: scripts/test.sh
+    exports the components' port variables (``OPENCSBS_RGW_PORT=auto``, ...), and every opencsbs process a test
+    starts inherits them (``OPENCSBS_RGW_PORT`` once read as a misspelt ``OPENCSBS_PORT``)."""
+    import re
+    from pathlib import Path
+
+    scripts = Path(__file__).resolve().parent.parent / "scripts"
+    names = {m for f in scripts.rglob("*.sh") for m in re.findall(r"\bOPENCSBS_[A-Z0-9_]*[A-Z0-9]", f.read_text())}
+    assert {"OPENCSBS_RGW_PORT", "OPENCSBS_OPENSTACK_PORTS", "OPENCSBS_TEST_PORTS"} <= names
+    check_environment({name: "auto" for name in names if not name.startswith("OPENCSBS_CLOUD__")})
+
+
 def test_a_good_config_file_still_loads(tmp_path):
     config = tmp_path / "ok.yaml"
     config.write_text("port: 1234\nlog_format: JSON\ncloud:\n  azs_without_backup: [az-x]\n"

@@ -16,7 +16,7 @@ case "${1:-start}" in
     BIN=${OPENCSBS_CHROMIUM:-/usr/bin/chromium}
     if [ ! -x "$BIN" ]; then
       export DEBIAN_FRONTEND=noninteractive
-      apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }
+      apt-get -o DPkg::Lock::Timeout=600 install -y -q chromium || { apt-get -o DPkg::Lock::Timeout=600 update -q && apt-get -o DPkg::Lock::Timeout=600 install -y -q chromium; }
     fi
     # Readiness: the browser renders a page headless.
     "$BIN" --headless --no-sandbox --disable-gpu --dump-dom 'data:text/html,<p>ok</p>' 2>/dev/null | grep -q '<p>ok</p>'

@@ -69,8 +69,8 @@ install_packages() {
   have=$(dpkg-query -W -f='${Status}\n' $PKGS 2>/dev/null | grep -c '^install ok installed$' || true)
   if [ "$have" != "$(echo $PKGS | wc -w)" ]; then
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q --no-install-recommends $PKGS >/dev/null 2>&1 \
-      || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $PKGS >/dev/null; }
+    apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $PKGS >/dev/null 2>&1 \
+      || { apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null && apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $PKGS >/dev/null; }
     ts "packages installed"
   fi
 }

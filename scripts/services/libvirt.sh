@@ -28,8 +28,8 @@ start() {
   have=$(dpkg-query -W -f='${Status}\n' $pkgs 2>/dev/null | grep -c '^install ok installed$' || true)
   if [ "$have" != "$(echo $pkgs | wc -w)" ]; then
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q --no-install-recommends $pkgs >/dev/null 2>&1 \
-      || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $pkgs >/dev/null; }
+    apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $pkgs >/dev/null 2>&1 \
+      || { apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null && apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $pkgs >/dev/null; }
   fi
   private_libvirtd_up "$RUN"
   # the Python binding (compiled against the installed libvirt) in the project's venv

@@ -138,8 +138,8 @@ rbd_setup() {
   have=$(dpkg-query -W -f='${Status}\n' $LIBVIRT_PKGS 2>/dev/null | grep -c '^install ok installed$' || true)
   if [ "$have" != "$(echo $LIBVIRT_PKGS | wc -w)" ]; then
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q --no-install-recommends $LIBVIRT_PKGS >/dev/null 2>&1 \
-      || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $LIBVIRT_PKGS >/dev/null; }
+    apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $LIBVIRT_PKGS >/dev/null 2>&1 \
+      || { apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null && apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $LIBVIRT_PKGS >/dev/null; }
   fi
   bash "$HERE/ceph.sh" link "$VENVS/cinder" "$VENVS/nova"
   "$NV/python" -c 'import libvirt' 2>/dev/null || "$NV/pip" install -q libvirt-python
@@ -176,7 +176,7 @@ start_rabbit() {  # sets TRANSPORT_URL
     fi
     return
   fi
-  command -v rabbitmq-server >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q rabbitmq-server >/dev/null; }
+  command -v rabbitmq-server >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q rabbitmq-server >/dev/null; }
   mkdir -p "$S/rmq"; chown rabbitmq:rabbitmq "$S/rmq"
   cat > "$S/etc/rabbitmq-env.sh" <<RMQ
 export RABBITMQ_NODENAME=rabbit@localhost RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT=5672 ERL_EPMD_ADDRESS=127.0.0.1
@@ -204,8 +204,8 @@ start() {
   [ -e "$S" ] && stop
   choose_ports 1  # auto: ports free now (an earlier choice may have been taken since)
   if [ -z "$PGBIN" ] || ! command -v psql >/dev/null; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null \
-      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null; }
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q postgresql >/dev/null \
+      || { apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q postgresql >/dev/null; }
     PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
   fi
   [ -n "$PGBIN" ] || { echo "PostgreSQL server binaries not found (apt-get install postgresql)" >&2; exit 1; }

@@ -401,10 +401,12 @@ class _YamlFileSource(PydanticBaseSettingsSource):
         return data
 
 
-#: ``OPENCSBS_*`` environment variables that are not settings (the CLI's, the test tools')
+#: ``OPENCSBS_*`` environment variables that are not settings (the CLI's, the test tools': scripts/test.sh
+#: exports the test components' port variables, which the opencsbs processes the tests start inherit)
 NOT_SETTINGS = {"OPENCSBS_CONFIG", "OPENCSBS_SERVE_SETTINGS_JSON", "OPENCSBS_URL", "OPENCSBS_TOKEN",
                 "OPENCSBS_DEBUG", "OPENCSBS_WORK", "OPENCSBS_NS", "OPENCSBS_CHROMIUM", "OPENCSBS_SDK_BASE_PYTHON",
-                "OPENCSBS_FUZZ_EXAMPLES"}
+                "OPENCSBS_FUZZ_EXAMPLES", "OPENCSBS_S3_TEST_SECRET", "OPENCSBS_KEYSTONE_PORT",
+                "OPENCSBS_CEPH_MON_PORT", "OPENCSBS_CEPH_MON_PORT2", "OPENCSBS_RGW_PORT", "OPENCSBS_OPENSTACK_PORTS"}
 
 
 def _model_of(annotation: Any) -> type[BaseModel] | None:
